@@ -1,0 +1,111 @@
+//! A minimal circuit breaker. After a Redis failure the circuit opens for a
+//! cool-down: requests skip Redis at once (the cache is bypassed) instead of
+//! each paying a timeout against a dead server. When the cool-down is over,
+//! one request at a time probes Redis; a success closes the circuit.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+#[derive(Debug)]
+pub struct Breaker {
+    epoch: Instant,
+    cooldown: Duration,
+    /// Milliseconds since `epoch` until which the circuit is open; 0 = closed.
+    open_until_ms: AtomicU64,
+    probing: AtomicBool,
+}
+
+/// What the breaker lets a caller do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Permit {
+    /// Closed: go ahead.
+    Go,
+    /// Half-open: go ahead as the one probe.
+    Probe,
+    /// Open: don't touch Redis.
+    Deny,
+}
+
+impl Breaker {
+    pub fn new(cooldown: Duration) -> Self {
+        Self { epoch: Instant::now(), cooldown, open_until_ms: AtomicU64::new(0), probing: AtomicBool::new(false) }
+    }
+
+    /// Never 0, which means "closed".
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX - 1) + 1
+    }
+
+    pub fn permit(&self) -> Permit {
+        let until = self.open_until_ms.load(Ordering::Acquire);
+        if until == 0 {
+            return Permit::Go;
+        }
+        if self.now_ms() < until {
+            return Permit::Deny;
+        }
+        // Cool-down over: exactly one caller probes.
+        if self.probing.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            Permit::Probe
+        } else {
+            Permit::Deny
+        }
+    }
+
+    /// Returns true when this success closed an open circuit.
+    pub fn success(&self, permit: Permit) -> bool {
+        if permit == Permit::Probe {
+            self.probing.store(false, Ordering::Release);
+        }
+        self.open_until_ms.swap(0, Ordering::AcqRel) != 0
+    }
+
+    pub fn failure(&self, permit: Permit) {
+        let until = self.now_ms().saturating_add(u64::try_from(self.cooldown.as_millis()).unwrap_or(u64::MAX));
+        self.open_until_ms.store(until, Ordering::Release);
+        if permit == Permit::Probe {
+            self.probing.store(false, Ordering::Release);
+        }
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.open_until_ms.load(Ordering::Acquire) != 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opens_on_failure_and_closes_after_a_successful_probe() {
+        let b = Breaker::new(Duration::ZERO);
+        assert_eq!(b.permit(), Permit::Go);
+        b.failure(Permit::Go);
+        assert!(b.is_open());
+        // Cool-down of zero: the next caller is the probe, the one after waits.
+        let probe = b.permit();
+        assert_eq!(probe, Permit::Probe);
+        assert_eq!(b.permit(), Permit::Deny);
+        assert!(b.success(probe));
+        assert_eq!(b.permit(), Permit::Go);
+        assert!(!b.success(Permit::Go));
+    }
+
+    #[test]
+    fn stays_open_during_the_cooldown() {
+        let b = Breaker::new(Duration::from_secs(3600));
+        b.failure(Permit::Go);
+        assert_eq!(b.permit(), Permit::Deny);
+    }
+
+    #[test]
+    fn a_failed_probe_reopens() {
+        let b = Breaker::new(Duration::ZERO);
+        b.failure(Permit::Go);
+        let probe = b.permit();
+        b.failure(probe);
+        assert!(b.is_open());
+        assert_eq!(b.permit(), Permit::Probe);
+    }
+}

@@ -1,0 +1,144 @@
+//! Every Redis key calcache uses is built here.
+//!
+//! All keys of one user carry the hash tag `{u<id>}`, so on Redis Cluster they
+//! live in one slot: the version and the entries can be read in one pipeline,
+//! and a user's data moves between nodes as a unit. The deployment prefix
+//! comes first and never contains braces (checked at config load), so the
+//! user tag is the only tag in a key.
+
+use std::fmt::Write as _;
+
+use crate::domain::{Status, TimeRange, UserId, WorkType};
+
+/// The parts of a feed request that decide its answer. Anything else in the
+/// query string (FullCalendar's `_` cache-buster, `timeZone`) is not part of
+/// the key, so it cannot split one answer into many entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FeedParams {
+    pub range: TimeRange,
+    pub work_type: Option<WorkType>,
+    pub status: Option<Status>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    /// `prefix` must contain no braces (see `config::Settings::check`).
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self { prefix: prefix.into() }
+    }
+
+    fn user_tag(out: &mut String, user: UserId) {
+        // Writing into a String cannot fail.
+        let _ = write!(out, "{{u{}}}", user.0);
+    }
+
+    /// `<prefix>:calendar_version:{u<id>}` — never expires.
+    pub fn version(&self, user: UserId) -> String {
+        let mut k = String::with_capacity(self.prefix.len() + 40);
+        k.push_str(&self.prefix);
+        k.push_str(":calendar_version:");
+        Self::user_tag(&mut k, user);
+        k
+    }
+
+    /// `<prefix>:calendar_feed:{u<id>}:v<version>:<type|*>:<status|*>:<start>:<end>`
+    /// with start and end in UTC, so equal ranges share one entry whatever
+    /// offset the client wrote them in. `version` is `None` for the `ttl`
+    /// strategy, which has no versions.
+    pub fn feed(&self, user: UserId, version: Option<u64>, p: &FeedParams) -> String {
+        let mut k = String::with_capacity(self.prefix.len() + 120);
+        k.push_str(&self.prefix);
+        k.push_str(":calendar_feed:");
+        Self::user_tag(&mut k, user);
+        let _ = match version {
+            Some(v) => write!(k, ":v{v}:"),
+            None => write!(k, ":ttl:"),
+        };
+        k.push_str(p.work_type.map_or("*", WorkType::as_str));
+        k.push(':');
+        k.push_str(p.status.map_or("*", Status::as_str));
+        let _ = write!(k, ":{}:{}", p.range.start(), p.range.end());
+        k
+    }
+
+    /// `<prefix>:session:{u<id>}:<hex sha-256 of the token>`
+    pub fn session(&self, user: UserId, token_hash: &[u8]) -> String {
+        let mut k = String::with_capacity(self.prefix.len() + 100);
+        k.push_str(&self.prefix);
+        k.push_str(":session:");
+        Self::user_tag(&mut k, user);
+        k.push(':');
+        for b in token_hash {
+            let _ = write!(k, "{b:02x}");
+        }
+        k
+    }
+
+    /// `<feed key>:lease` — held by the one request that fills a missing entry.
+    pub fn lease(&self, feed_key: &str) -> String {
+        format!("{feed_key}:lease")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Timestamp;
+
+    fn params(start: &str, end: &str) -> FeedParams {
+        let ts = |s: &str| Timestamp::parse(s).unwrap_or_else(|e| panic!("{e}"));
+        let range = TimeRange::new(ts(start), ts(end)).unwrap_or_else(|e| panic!("{e}"));
+        FeedParams { range, work_type: None, status: None }
+    }
+
+    #[test]
+    fn feed_key_spells_out_every_part() {
+        let keys = Keys::new("calcache");
+        let mut p = params("2026-09-28", "2026-11-09");
+        assert_eq!(
+            keys.feed(UserId(42), Some(7), &p),
+            "calcache:calendar_feed:{u42}:v7:*:*:2026-09-28T00:00:00Z:2026-11-09T00:00:00Z"
+        );
+        p.work_type = Some(WorkType::Task);
+        p.status = Some(Status::InProgress);
+        assert_eq!(
+            keys.feed(UserId(42), None, &p),
+            "calcache:calendar_feed:{u42}:ttl:task:in_progress:2026-09-28T00:00:00Z:2026-11-09T00:00:00Z"
+        );
+    }
+
+    #[test]
+    fn equal_ranges_in_other_offsets_share_a_key() {
+        let keys = Keys::new("p");
+        let a = params("2026-10-01T00:00:00Z", "2026-10-08T00:00:00Z");
+        let b = params("2026-10-01T02:00:00+02:00", "2026-10-07T19:00:00-05:00");
+        assert_eq!(keys.feed(UserId(1), Some(1), &a), keys.feed(UserId(1), Some(1), &b));
+    }
+
+    #[test]
+    fn one_user_one_hash_tag() {
+        let keys = Keys::new("prod-eu");
+        let tag = |k: &str| {
+            let open = k.find('{').unwrap_or_else(|| panic!("no tag in {k}"));
+            let close = k[open..].find('}').unwrap_or_else(|| panic!("no tag end in {k}"));
+            k[open..=open + close].to_string()
+        };
+        let p = params("2026-10-01", "2026-10-02");
+        let all = [
+            keys.version(UserId(9)),
+            keys.feed(UserId(9), Some(3), &p),
+            keys.session(UserId(9), &[0xab, 0x01]),
+            keys.lease(&keys.feed(UserId(9), Some(3), &p)),
+        ];
+        for k in &all {
+            assert_eq!(tag(k), "{u9}", "{k}");
+            assert!(k.starts_with("prod-eu:"), "{k}");
+        }
+        assert_ne!(tag(&keys.version(UserId(9))), tag(&keys.version(UserId(90))));
+        assert!(keys.session(UserId(9), &[0xab, 0x01]).ends_with(":ab01"));
+    }
+}

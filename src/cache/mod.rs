@@ -1,0 +1,212 @@
+//! The shared Redis cache. Nothing outside this module sees a Redis
+//! connection: routes and services ask for a feed read-through, a session
+//! check or an invalidation, and get an answer that is always correct — from
+//! Redis when it can vouch for it, from PostgreSQL (`Bypass`) when it cannot.
+
+mod breaker;
+mod feed;
+pub mod keys;
+mod sessions;
+mod version;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use deadpool_redis::{Connection, Pool, Runtime};
+use redis::RedisError;
+use secrecy::ExposeSecret;
+
+use crate::config::{CacheSettings, CacheStrategy, RedisSettings};
+use crate::domain::UserId;
+use crate::metrics::Metrics;
+pub use breaker::Breaker;
+use breaker::Permit;
+pub use feed::FeedOutcome;
+pub use keys::{FeedParams, Keys};
+pub use sessions::SessionState;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("redis circuit is open after recent failures")]
+    CircuitOpen,
+    #[error("redis did not answer in time")]
+    Timeout,
+    #[error("no redis connection")]
+    Pool(#[from] deadpool_redis::PoolError),
+    #[error("redis command failed")]
+    Redis(#[from] RedisError),
+    #[error("cannot create the redis pool")]
+    Create(#[from] deadpool_redis::CreatePoolError),
+}
+
+/// One invalidation to apply: bump a user's feed version, or tombstone a
+/// revoked session's cached validity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Invalidation {
+    FeedVersion(UserId),
+    Session { user: UserId, token_hash: Vec<u8> },
+}
+
+impl Invalidation {
+    pub fn user(&self) -> UserId {
+        match self {
+            Self::FeedVersion(u) | Self::Session { user: u, .. } => *u,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Cache {
+    pool: Pool,
+    keys: Keys,
+    timeout: Duration,
+    strategy: CacheStrategy,
+    feed_ttl_secs: u64,
+    session_ttl_secs: u64,
+    breaker: Breaker,
+    /// Users of this process whose invalidation could not reach Redis and
+    /// waits in the outbox. Their feeds bypass the cache until it is applied,
+    /// so a client that wrote through this process reads its own write.
+    pending: Mutex<HashSet<UserId>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Cache {
+    /// Builds the pool without connecting: Redis may be down at start.
+    pub fn new(redis: &RedisSettings, cache: &CacheSettings, metrics: Arc<Metrics>) -> Result<Self, CacheError> {
+        let mut cfg = deadpool_redis::Config::from_url(redis.url.expose_secret());
+        let mut pool_cfg = deadpool_redis::PoolConfig::new(redis.pool_max_size);
+        pool_cfg.timeouts.wait = Some(redis.timeout());
+        pool_cfg.timeouts.create = Some(redis.timeout());
+        pool_cfg.timeouts.recycle = Some(redis.timeout());
+        cfg.pool = Some(pool_cfg);
+        let pool = cfg.create_pool(Some(Runtime::Tokio1))?;
+        Ok(Self {
+            pool,
+            keys: Keys::new(redis.key_prefix.clone()),
+            timeout: redis.timeout(),
+            strategy: cache.strategy,
+            feed_ttl_secs: cache.feed_ttl_secs.max(1),
+            session_ttl_secs: cache.session_ttl_secs.max(1),
+            breaker: Breaker::new(Duration::from_millis(redis.breaker_cooldown_ms)),
+            pending: Mutex::new(HashSet::new()),
+            metrics,
+        })
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    pub fn strategy(&self) -> CacheStrategy {
+        self.strategy
+    }
+
+    /// Runs `op` on a pooled connection under the breaker and the timeout.
+    /// Every Redis call of calcache goes through here.
+    async fn run<T>(&self, op: impl AsyncFnOnce(&mut Connection) -> Result<T, RedisError>) -> Result<T, CacheError> {
+        let permit = self.breaker.permit();
+        if permit == Permit::Deny {
+            return Err(CacheError::CircuitOpen);
+        }
+        let attempt = async {
+            let mut conn = self.pool.get().await?;
+            Ok::<T, CacheError>(op(&mut conn).await?)
+        };
+        let result = match tokio::time::timeout(self.timeout, attempt).await {
+            Ok(result) => result,
+            Err(_) => Err(CacheError::Timeout),
+        };
+        match &result {
+            Ok(_) => {
+                if self.breaker.success(permit) {
+                    tracing::info!("redis answers again; circuit closed");
+                }
+            }
+            Err(e) => {
+                self.metrics.dependency_error("redis");
+                self.breaker.failure(permit);
+                tracing::warn!(error = %e, cause = ?std::error::Error::source(e), "redis call failed; circuit open");
+            }
+        }
+        result
+    }
+
+    /// One round trip, for /readyz. Ignores the breaker: readiness must
+    /// report what Redis does now.
+    pub async fn ping(&self) -> Result<(), CacheError> {
+        let attempt = async {
+            let mut conn = self.pool.get().await?;
+            redis::cmd("PING").query_async::<String>(&mut conn).await?;
+            Ok::<(), CacheError>(())
+        };
+        tokio::time::timeout(self.timeout, attempt).await.map_err(|_| CacheError::Timeout)?
+    }
+
+    /// Applies invalidations in one pipeline (one round trip however many
+    /// users a mutation touched).
+    #[tracing::instrument(name = "cache.invalidate", skip_all, fields(count = items.len()))]
+    pub async fn invalidate(&self, items: &[Invalidation]) -> Result<(), CacheError> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let tombstone_secs = self.session_ttl_secs.max(60);
+        let result = self
+            .run(async |conn| {
+                let mut pipe = redis::pipe();
+                for item in items {
+                    match item {
+                        Invalidation::FeedVersion(user) => version::push_bump(&mut pipe, &self.keys.version(*user)),
+                        Invalidation::Session { user, token_hash } => {
+                            sessions::push_revoke(&mut pipe, &self.keys.session(*user, token_hash), tombstone_secs)
+                        }
+                    }
+                }
+                pipe.query_async::<()>(conn).await
+            })
+            .await;
+        if result.is_ok() {
+            for item in items {
+                if let Invalidation::FeedVersion(user) = item {
+                    tracing::debug!(user_id = %user, "feed version bumped");
+                }
+            }
+        }
+        result
+    }
+
+    /// Marks users whose invalidation is waiting in the outbox.
+    pub fn mark_pending(&self, users: impl IntoIterator<Item = UserId>) {
+        if let Ok(mut pending) = self.pending.lock() {
+            pending.extend(users);
+        }
+    }
+
+    /// The outbox has been drained: every invalidation this process deferred
+    /// has reached Redis.
+    pub fn clear_pending(&self, users: impl IntoIterator<Item = UserId>) {
+        if let Ok(mut pending) = self.pending.lock() {
+            for u in users {
+                pending.remove(&u);
+            }
+        }
+    }
+
+    fn is_pending(&self, user: UserId) -> bool {
+        // A poisoned lock means a panic elsewhere; bypassing is the safe answer.
+        self.pending.lock().map_or(true, |p| !p.is_empty() && p.contains(&user))
+    }
+
+    pub fn pending_users(&self) -> Vec<UserId> {
+        self.pending.lock().map(|p| p.iter().copied().collect()).unwrap_or_default()
+    }
+
+    pub fn circuit_open(&self) -> bool {
+        self.breaker.is_open()
+    }
+}

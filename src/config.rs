@@ -1,0 +1,207 @@
+//! Typed settings: `config/default.toml`, then `config/<CALCACHE_ENV>.toml`
+//! (`local` unless set), then environment variables `CALCACHE__<SECTION>__<KEY>`
+//! (double underscore between levels, e.g. `CALCACHE__SERVER__WORKERS=4`),
+//! then `DATABASE_URL` and `REDIS_URL`, which always win. Unknown keys are an
+//! error, so a typo in a config file fails at start instead of being ignored.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub database: DatabaseSettings,
+    pub redis: RedisSettings,
+    pub cache: CacheSettings,
+    pub auth: AuthSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    pub host: String,
+    pub port: u16,
+    /// actix workers per process; 0 means one per core.
+    pub workers: usize,
+    /// How long a client may take to send the request head and its body.
+    pub client_timeout_ms: u64,
+    /// On SIGTERM, how long in-flight requests get to finish.
+    pub shutdown_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    pub url: SecretString,
+    pub pool_max_size: u32,
+    pub pool_min_idle: u32,
+    /// How long a request waits for a pooled connection before it answers 503.
+    pub connect_timeout_ms: u64,
+    /// `statement_timeout` set on every pooled connection.
+    pub statement_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSettings {
+    pub url: SecretString,
+    /// Namespaces one deployment's keys. Must not contain `{` or `}`: braces
+    /// are the Redis Cluster hash tag, and only the user id may be tagged.
+    pub key_prefix: String,
+    pub pool_max_size: usize,
+    /// Upper bound on any one Redis operation (connect included). Past it
+    /// the cache is bypassed, so a sick Redis costs at most this much.
+    pub timeout_ms: u64,
+    /// After a Redis failure, how long the circuit stays open (Redis not
+    /// tried, cache bypassed) before one request probes it again.
+    pub breaker_cooldown_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CacheStrategy {
+    /// Per-user version in every key; mutations INCR the version.
+    Versioned,
+    /// No version: entries live until their TTL (the origin's "before").
+    Ttl,
+    /// No cache: every feed from PostgreSQL.
+    None,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheSettings {
+    pub strategy: CacheStrategy,
+    pub feed_ttl_secs: u64,
+    /// How long Redis may vouch for a session before PostgreSQL is asked again.
+    pub session_ttl_secs: u64,
+    /// How often each process retries invalidations left in the outbox.
+    pub outbox_interval_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    pub signup_enabled: bool,
+    pub session_lifetime_hours: u64,
+    pub cookie_secure: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    /// `tracing_subscriber::EnvFilter` directives; `RUST_LOG` wins if set.
+    pub filter: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot load configuration")]
+    Load(#[from] config::ConfigError),
+    #[error("invalid setting {key}: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+impl Settings {
+    /// Loads the environment named by `CALCACHE_ENV` from `CALCACHE_CONFIG_DIR`
+    /// (default `./config`), with environment overrides.
+    pub fn load() -> Result<Self, ConfigError> {
+        let env = std::env::var("CALCACHE_ENV").unwrap_or_else(|_| "local".into());
+        let dir = std::env::var_os("CALCACHE_CONFIG_DIR").map_or_else(|| PathBuf::from("config"), PathBuf::from);
+        Self::load_from(&dir, &env)
+    }
+
+    pub fn load_from(dir: &Path, env: &str) -> Result<Self, ConfigError> {
+        let mut builder = config::Config::builder()
+            .add_source(config::File::from(dir.join("default.toml")))
+            .add_source(config::File::from(dir.join(format!("{env}.toml"))))
+            .add_source(
+                config::Environment::with_prefix("CALCACHE")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .try_parsing(true),
+            );
+        // The conventional variables always win over the files.
+        if let Ok(url) = std::env::var("DATABASE_URL") {
+            builder = builder.set_override("database.url", url)?;
+        }
+        if let Ok(url) = std::env::var("REDIS_URL") {
+            builder = builder.set_override("redis.url", url)?;
+        }
+        let settings: Settings = builder.build()?.try_deserialize()?;
+        settings.check()?;
+        Ok(settings)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let prefix = &self.redis.key_prefix;
+        if prefix.is_empty() || prefix.contains(['{', '}']) {
+            return Err(ConfigError::Invalid {
+                key: "redis.key_prefix",
+                reason: "must be non-empty and contain no braces (they are the cluster hash tag)".into(),
+            });
+        }
+        if self.database.pool_max_size == 0 || self.redis.pool_max_size == 0 {
+            return Err(ConfigError::Invalid { key: "pool_max_size", reason: "must be at least 1".into() });
+        }
+        Ok(())
+    }
+}
+
+impl ServerSettings {
+    pub fn worker_count(&self) -> usize {
+        if self.workers == 0 {
+            std::thread::available_parallelism().map_or(1, usize::from)
+        } else {
+            self.workers
+        }
+    }
+}
+
+impl RedisSettings {
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config")
+    }
+
+    #[test]
+    fn every_config_file_loads() {
+        for env in ["local", "test", "production"] {
+            if let Err(e) = Settings::load_from(&dir(), env) {
+                panic!("config/{env}.toml: {e:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let tmp = std::env::temp_dir().join(format!("calcache-config-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&tmp).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::copy(dir().join("default.toml"), tmp.join("default.toml")).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(tmp.join("typo.toml"), "[server]\nworkerz = 4\n").unwrap_or_else(|e| panic!("{e}"));
+        let err = Settings::load_from(&tmp, "typo").map(|_| ()).unwrap_err();
+        assert!(format!("{err:?}").contains("workerz"), "{err:?}");
+        std::fs::remove_dir_all(&tmp).ok();
+    }
+}

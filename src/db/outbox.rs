@@ -1,0 +1,92 @@
+//! The invalidation outbox (see the migration for why it exists).
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+
+use super::DbError;
+use super::schema::cache_invalidations as outbox;
+
+#[derive(Debug, Clone, Queryable)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub user_id: i64,
+    pub session_hash: Option<Vec<u8>>,
+}
+
+type Columns = (outbox::id, outbox::user_id, outbox::session_hash);
+const COLUMNS: Columns = (outbox::id, outbox::user_id, outbox::session_hash);
+
+/// Records, inside the caller's transaction, that these users' feed versions
+/// must be bumped once it commits. Drainers leave the rows alone until
+/// `head_start` so the request can apply them itself.
+pub fn record_feed_bumps(
+    conn: &mut PgConnection,
+    users: &[i64],
+    head_start: DateTime<Utc>,
+) -> Result<Vec<OutboxRow>, DbError> {
+    let rows: Vec<_> = users.iter().map(|&u| (outbox::user_id.eq(u), outbox::attempt_after.eq(head_start))).collect();
+    diesel::insert_into(outbox::table).values(&rows).returning(COLUMNS).get_results(conn).map_err(DbError::from)
+}
+
+/// Records that a revoked session's cached validity must be dropped.
+pub fn record_session_revocation(
+    conn: &mut PgConnection,
+    user: i64,
+    hash: &[u8],
+    head_start: DateTime<Utc>,
+) -> Result<OutboxRow, DbError> {
+    diesel::insert_into(outbox::table)
+        .values((outbox::user_id.eq(user), outbox::session_hash.eq(Some(hash)), outbox::attempt_after.eq(head_start)))
+        .returning(COLUMNS)
+        .get_result(conn)
+        .map_err(DbError::from)
+}
+
+/// Claims up to `limit` due rows that no other drainer holds, and pushes
+/// their `attempt_after` to `lease_until` so others leave them alone while
+/// this drainer applies them. If it dies, they become due again then.
+pub fn claim_due(conn: &mut PgConnection, limit: i64, lease_until: DateTime<Utc>) -> Result<Vec<OutboxRow>, DbError> {
+    conn.transaction(|conn| {
+        let ids: Vec<i64> = outbox::table
+            .filter(outbox::attempt_after.le(diesel::dsl::now))
+            .order(outbox::id.asc())
+            .limit(limit)
+            .select(outbox::id)
+            .for_update()
+            .skip_locked()
+            .load(conn)?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        diesel::update(outbox::table.filter(outbox::id.eq_any(&ids)))
+            .set((outbox::attempt_after.eq(lease_until), outbox::attempts.eq(outbox::attempts + 1)))
+            .returning(COLUMNS)
+            .get_results(conn)
+            .map_err(DbError::from)
+    })
+}
+
+/// Deletes applied rows. Rows a drainer holds locked right now are skipped
+/// (it deletes them itself), so a request never waits on a drainer.
+pub fn delete_applied(conn: &mut PgConnection, ids: &[i64]) -> Result<usize, DbError> {
+    conn.transaction(|conn| {
+        let free: Vec<i64> =
+            outbox::table.filter(outbox::id.eq_any(ids)).select(outbox::id).for_update().skip_locked().load(conn)?;
+        diesel::delete(outbox::table.filter(outbox::id.eq_any(&free))).execute(conn).map_err(DbError::from)
+    })
+}
+
+/// Which of `users` still have invalidations waiting.
+pub fn users_with_pending(conn: &mut PgConnection, users: &[i64]) -> Result<Vec<i64>, DbError> {
+    outbox::table
+        .filter(outbox::user_id.eq_any(users))
+        .select(outbox::user_id)
+        .distinct()
+        .load(conn)
+        .map_err(DbError::from)
+}
+
+/// Rows waiting to be applied.
+pub fn depth(conn: &mut PgConnection) -> Result<i64, DbError> {
+    outbox::table.count().get_result(conn).map_err(DbError::from)
+}

@@ -1,0 +1,146 @@
+use std::fmt;
+
+use chrono::{DateTime, NaiveDate, SecondsFormat, SubsecRound, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::ValidationError;
+
+/// The widest feed range a client may ask for (contract: at most 400 days).
+pub const MAX_FEED_RANGE_DAYS: i64 = 400;
+
+/// An instant, normalized to UTC and to PostgreSQL's microsecond precision,
+/// so that what we store, what we answer and what we put in cache keys agree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Timestamp(DateTime<Utc>);
+
+impl Timestamp {
+    /// Accepts RFC 3339 with an offset, or a bare `YYYY-MM-DD` meaning
+    /// midnight UTC (the contract's two forms). FullCalendar also sends
+    /// `YYYY-MM-DDTHH:MM:SS` without an offset when its time zone is UTC or
+    /// named; that form is read as UTC.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if let Ok(dt) = DateTime::parse_from_rfc3339(s) {
+            return Ok(Self::from_utc(dt.with_timezone(&Utc)));
+        }
+        if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+            if let Some(dt) = d.and_hms_opt(0, 0, 0) {
+                return Ok(Self::from_utc(dt.and_utc()));
+            }
+        }
+        if let Ok(dt) = chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f") {
+            return Ok(Self::from_utc(dt.and_utc()));
+        }
+        Err("must be an RFC 3339 timestamp with an offset (2026-10-06T09:00:00Z) or a date (2026-10-06)".into())
+    }
+
+    pub fn from_utc(dt: DateTime<Utc>) -> Self {
+        Self(dt.trunc_subsecs(6))
+    }
+
+    pub fn now() -> Self {
+        Self::from_utc(Utc::now())
+    }
+
+    pub fn as_utc(&self) -> DateTime<Utc> {
+        self.0
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.to_rfc3339_opts(SecondsFormat::AutoSi, true))
+    }
+}
+
+impl TryFrom<String> for Timestamp {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        Self::parse(&s)
+    }
+}
+
+impl From<Timestamp> for String {
+    fn from(t: Timestamp) -> String {
+        t.to_string()
+    }
+}
+
+/// A half-open feed range `[start, end)`: end after start, at most
+/// [`MAX_FEED_RANGE_DAYS`] long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TimeRange {
+    start: Timestamp,
+    end: Timestamp,
+}
+
+impl TimeRange {
+    pub fn new(start: Timestamp, end: Timestamp) -> Result<Self, ValidationError> {
+        if end <= start {
+            return Err(ValidationError::new("end", "must be after start"));
+        }
+        if end.as_utc() - start.as_utc() > chrono::Duration::days(MAX_FEED_RANGE_DAYS) {
+            return Err(ValidationError::new(
+                "end",
+                format!("the range may span at most {MAX_FEED_RANGE_DAYS} days"),
+            ));
+        }
+        Ok(Self { start, end })
+    }
+
+    pub fn start(&self) -> Timestamp {
+        self.start
+    }
+
+    pub fn end(&self) -> Timestamp {
+        self.end
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(s: &str) -> Timestamp {
+        Timestamp::parse(s).unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    #[test]
+    fn offsets_normalize_to_utc() {
+        assert_eq!(ts("2026-10-06T11:00:00+02:00"), ts("2026-10-06T09:00:00Z"));
+        assert_eq!(ts("2026-10-06T09:00:00Z").to_string(), "2026-10-06T09:00:00Z");
+    }
+
+    #[test]
+    fn bare_date_is_midnight_utc() {
+        assert_eq!(ts("2026-10-06"), ts("2026-10-06T00:00:00Z"));
+    }
+
+    #[test]
+    fn naive_datetime_is_utc() {
+        assert_eq!(ts("2026-10-06T09:30:00"), ts("2026-10-06T09:30:00Z"));
+    }
+
+    #[test]
+    fn precision_is_truncated_to_microseconds() {
+        assert_eq!(ts("2026-10-06T09:00:00.123456789Z").to_string(), "2026-10-06T09:00:00.123456Z");
+    }
+
+    #[test]
+    fn garbage_is_rejected() {
+        for bad in ["", "yesterday", "2026-13-01", "2026-10-06T25:00:00Z", "99999-01-01", "2026-10-06 09:00"] {
+            assert!(Timestamp::parse(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn range_must_be_ordered_and_bounded() {
+        let a = ts("2026-01-01");
+        assert!(TimeRange::new(a, a).is_err());
+        assert!(TimeRange::new(ts("2026-01-02"), a).is_err());
+        assert!(TimeRange::new(a, ts("2027-02-05")).is_ok()); // 400 days
+        let too_long = TimeRange::new(a, ts("2027-02-05T00:00:01Z")).map(|_| ()).unwrap_err();
+        assert_eq!(too_long.field, "end");
+    }
+}

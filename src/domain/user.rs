@@ -1,0 +1,92 @@
+use std::fmt;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+use super::error::reject_nul;
+
+/// 3..64 characters of `[A-Za-z0-9_.-]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Username(String);
+
+impl Username {
+    pub fn parse(s: String) -> Result<Self, String> {
+        let n = s.chars().count();
+        if !(3..=64).contains(&n) {
+            return Err("must be 3 to 64 characters".into());
+        }
+        if !s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')) {
+            return Err("may contain only letters, digits, '_', '.' and '-'".into());
+        }
+        Ok(Self(s))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for Username {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        Self::parse(s)
+    }
+}
+
+impl fmt::Display for Username {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// 8..128 characters. Kept in a `SecretString` so it never reaches a log line
+/// through `Debug`.
+#[derive(Debug, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Password(SecretString);
+
+impl Password {
+    pub fn parse(s: String) -> Result<Self, String> {
+        let n = s.chars().count();
+        if !(8..=128).contains(&n) {
+            return Err("must be 8 to 128 characters".into());
+        }
+        reject_nul(&s)?;
+        Ok(Self(SecretString::from(s)))
+    }
+
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+}
+
+impl TryFrom<String> for Password {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        Self::parse(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usernames() {
+        assert!(Username::parse("ab".into()).is_err());
+        assert!(Username::parse("a".repeat(65)).is_err());
+        assert!(Username::parse("al ice".into()).is_err());
+        assert!(Username::parse("ålice".into()).is_err());
+        assert!(Username::parse("al.ice_-9".into()).is_ok());
+    }
+
+    #[test]
+    fn passwords() {
+        assert!(Password::parse("short".into()).is_err());
+        assert!(Password::parse("p".repeat(129)).is_err());
+        assert!(Password::parse("nul\0nul\0nul".into()).is_err());
+        let p = Password::parse("long enough".into()).map_err(|e| e.to_string());
+        assert!(!format!("{p:?}").contains("long enough"), "Debug leaks the password");
+    }
+}

@@ -1,0 +1,201 @@
+use std::collections::BTreeSet;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use super::UserId;
+use super::error::reject_nul;
+
+macro_rules! text_enum {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    _ => Err(format!(
+                        "must be one of {}",
+                        [$($text),+].join(", ")
+                    )),
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+text_enum!(
+    /// What kind of work an item is.
+    WorkType { Project => "project", Activity => "activity", Task => "task" }
+);
+
+text_enum!(
+    /// Where an item stands.
+    Status {
+        NotStarted => "not_started",
+        InProgress => "in_progress",
+        Completed => "completed",
+        Cancelled => "cancelled",
+    }
+);
+
+/// 1..200 characters, not blank, no NUL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Title(String);
+
+impl Title {
+    pub fn parse(s: String) -> Result<Self, String> {
+        if s.trim().is_empty() {
+            return Err("must not be empty".into());
+        }
+        if s.chars().count() > 200 {
+            return Err("must be at most 200 characters".into());
+        }
+        reject_nul(&s)?;
+        Ok(Self(s))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for Title {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        Self::parse(s)
+    }
+}
+
+impl From<Title> for String {
+    fn from(t: Title) -> String {
+        t.0
+    }
+}
+
+/// 0..10 000 characters, no NUL.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Description(String);
+
+impl Description {
+    pub fn parse(s: String) -> Result<Self, String> {
+        if s.chars().count() > 10_000 {
+            return Err("must be at most 10000 characters".into());
+        }
+        reject_nul(&s)?;
+        Ok(Self(s))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for Description {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        Self::parse(s)
+    }
+}
+
+impl From<Description> for String {
+    fn from(d: Description) -> String {
+        d.0
+    }
+}
+
+/// At most [`AssigneeIds::MAX`] distinct, positive user ids, sorted.
+/// Whether they exist is checked by the database (foreign key).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(try_from = "Vec<i64>")]
+pub struct AssigneeIds(BTreeSet<UserId>);
+
+impl AssigneeIds {
+    pub const MAX: usize = 100;
+
+    pub fn iter(&self) -> impl Iterator<Item = UserId> + '_ {
+        self.0.iter().copied()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl TryFrom<Vec<i64>> for AssigneeIds {
+    type Error = String;
+    fn try_from(ids: Vec<i64>) -> Result<Self, String> {
+        if ids.len() > Self::MAX {
+            return Err(format!("at most {} assignees", Self::MAX));
+        }
+        if ids.iter().any(|&id| id <= 0) {
+            return Err("user ids are positive integers".into());
+        }
+        Ok(Self(ids.into_iter().map(UserId).collect()))
+    }
+}
+
+impl FromIterator<UserId> for AssigneeIds {
+    fn from_iter<I: IntoIterator<Item = UserId>>(iter: I) -> Self {
+        Self(iter.into_iter().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enums_round_trip_and_reject_unknowns() {
+        for t in WorkType::ALL {
+            assert_eq!(t.as_str().parse::<WorkType>().ok(), Some(*t));
+        }
+        for s in Status::ALL {
+            assert_eq!(s.as_str().parse::<Status>().ok(), Some(*s));
+        }
+        assert!("Project".parse::<WorkType>().is_err());
+        assert!("done".parse::<Status>().is_err());
+    }
+
+    #[test]
+    fn titles() {
+        assert!(Title::parse(String::new()).is_err());
+        assert!(Title::parse("   ".into()).is_err());
+        assert!(Title::parse("é".repeat(200)).is_ok());
+        assert!(Title::parse("é".repeat(201)).is_err());
+        assert!(Title::parse("a\0b".into()).is_err());
+    }
+
+    #[test]
+    fn assignees_are_deduplicated_and_bounded() {
+        let a = AssigneeIds::try_from(vec![3, 1, 3]).unwrap_or_default();
+        assert_eq!(a.iter().collect::<Vec<_>>(), vec![UserId(1), UserId(3)]);
+        assert!(AssigneeIds::try_from(vec![0]).is_err());
+        assert!(AssigneeIds::try_from((1..=101).collect::<Vec<_>>()).is_err());
+    }
+}

@@ -1,0 +1,176 @@
+//! The one HTTP error type. Every error a client can see is one of these,
+//! answered as the contract's `{"error": {"code", "message"}}` body. 5xx
+//! bodies stay generic; the cause chain goes to the log.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+
+use crate::db::DbError;
+use crate::domain::ValidationError;
+use crate::service::ServiceError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    InvalidInput(ValidationError),
+    #[error("authentication required")]
+    Unauthenticated,
+    #[error("wrong username or password")]
+    InvalidCredentials,
+    #[error("not found")]
+    NotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("{0}")]
+    Conflict(&'static str),
+    #[error("request body is larger than {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("request body must be application/json")]
+    UnsupportedMediaType,
+    #[error("the request was not received in time")]
+    RequestTimeout,
+    #[error("too many attempts; try again later")]
+    RateLimited,
+    #[error("a dependency is unavailable")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("internal error")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: ErrorDetail<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorDetail<'a> {
+    code: &'a str,
+    message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<&'a str>,
+}
+
+impl ApiError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidInput(_) => "invalid_input",
+            Self::Unauthenticated | Self::InvalidCredentials => "unauthenticated",
+            Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::Conflict(_) => "conflict",
+            Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::RequestTimeout => "request_timeout",
+            Self::RateLimited => "rate_limited",
+            Self::Unavailable(_) => "unavailable",
+            Self::Internal(_) => "internal",
+        }
+    }
+
+    pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::InvalidInput(ValidationError::new(field, reason))
+    }
+}
+
+/// The contract's code for a bare status, for errors actix produces itself.
+pub fn code_for_status(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => "invalid_input",
+        401 => "unauthenticated",
+        404 => "not_found",
+        405 => "method_not_allowed",
+        408 => "request_timeout",
+        409 => "conflict",
+        413 => "payload_too_large",
+        415 => "unsupported_media_type",
+        429 => "rate_limited",
+        503 => "unavailable",
+        s if s >= 500 => "internal",
+        _ => "invalid_input",
+    }
+}
+
+/// A contract error body for `status` with `message`.
+pub fn error_response(status: StatusCode, code: &str, message: String, field: Option<&str>) -> HttpResponse {
+    let body = ErrorBody { error: ErrorDetail { code, message, field } };
+    let mut res = HttpResponse::build(status);
+    res.insert_header((header::CONTENT_TYPE, HeaderValue::from_static("application/json")));
+    match serde_json::to_vec(&body) {
+        Ok(bytes) => res.body(bytes),
+        Err(_) => res.body(r#"{"error":{"code":"internal","message":"internal error"}}"#),
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::InvalidInput(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthenticated | Self::InvalidCredentials => StatusCode::UNAUTHORIZED,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        if status.is_server_error() {
+            // Full cause chain to the log; nothing of it to the client.
+            let mut chain = String::new();
+            let mut source = std::error::Error::source(self);
+            while let Some(s) = source {
+                chain.push_str(": ");
+                chain.push_str(&s.to_string());
+                source = s.source();
+            }
+            tracing::error!(code = self.code(), cause = %chain, "request failed");
+        }
+        let field = match self {
+            Self::InvalidInput(v) => Some(v.field.as_str()),
+            _ => None,
+        };
+        let mut res = error_response(status, self.code(), self.to_string(), field);
+        if matches!(self, Self::Unavailable(_)) {
+            res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        res
+    }
+}
+
+impl From<ValidationError> for ApiError {
+    fn from(e: ValidationError) -> Self {
+        Self::InvalidInput(e)
+    }
+}
+
+impl From<DbError> for ApiError {
+    fn from(e: DbError) -> Self {
+        match e {
+            DbError::Unavailable(_) => Self::Unavailable(Box::new(e)),
+            other => Self::Internal(Box::new(other)),
+        }
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::Validation(v) => Self::InvalidInput(v),
+            ServiceError::NotFound => Self::NotFound,
+            ServiceError::Conflict(m) => Self::Conflict(m),
+            ServiceError::Unauthenticated => Self::Unauthenticated,
+            ServiceError::InvalidCredentials => Self::InvalidCredentials,
+            ServiceError::Db(db) => db.into(),
+            ServiceError::Cache(c) => Self::Unavailable(Box::new(c)),
+            e @ ServiceError::Internal(_) => Self::Internal(Box::new(e)),
+        }
+    }
+}

@@ -1,0 +1,88 @@
+#![recursion_limit = "256"]
+
+use std::io::Read as _;
+use std::process::ExitCode;
+
+use calcache::cli::{Cli, Command, UserCommand};
+use calcache::config::Settings;
+use calcache::domain::{Password, Username};
+use calcache::service::auth;
+use calcache::startup::{self, Application};
+use calcache::{demo, telemetry};
+use clap::Parser as _;
+
+#[actix_web::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let mut settings = match Settings::load() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("calcache: configuration: {e}: {}", std::error::Error::source(&e).map_or(String::new(), |s| s.to_string()));
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init(&settings.log);
+    match run(cli.command, &mut settings).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let mut chain = e.to_string();
+            let mut source = e.source();
+            while let Some(s) = source {
+                chain.push_str(": ");
+                chain.push_str(&s.to_string());
+                source = s.source();
+            }
+            tracing::error!(error = %chain, "calcache failed");
+            eprintln!("calcache: {chain}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command, settings: &mut Settings) -> Result<(), Box<dyn std::error::Error>> {
+    match command {
+        Command::Serve { port, bind } => {
+            if let Some(port) = port {
+                settings.server.port = port;
+            }
+            if let Some(bind) = bind {
+                settings.server.host = bind;
+            }
+            let app = Application::build(settings.clone()).await?;
+            app.run_until_stopped().await?;
+        }
+        Command::Migrate => {
+            let state = startup::build_state(settings)?;
+            let applied = startup::run_migrations(&state.pool).await?;
+            println!("{applied} migration(s) applied");
+        }
+        Command::User { command: UserCommand::Create { username } } => {
+            let username = Username::parse(username).map_err(|e| format!("username {e}"))?;
+            let mut password = String::new();
+            std::io::stdin().read_to_string(&mut password)?;
+            let password = Password::parse(password.trim_end_matches(['\r', '\n']).to_owned())
+                .map_err(|e| format!("password {e}"))?;
+            let state = startup::build_state(settings)?;
+            startup::run_migrations(&state.pool).await?;
+            let user = auth::create_user(&state, username, password).await?;
+            println!("created user {} (id {})", user.username, user.id);
+        }
+        Command::Demo => {
+            let state = startup::build_state(settings)?;
+            startup::run_migrations(&state.pool).await?;
+            let summary = demo::seed(&state, 300).await?;
+            if summary.created_items == 0 {
+                println!("demo data already present (user {} / {})", demo::DEMO_USER, demo::DEMO_PASSWORD);
+            } else {
+                println!(
+                    "created users {} and {} (password {}) with {} work items",
+                    demo::DEMO_USER,
+                    demo::DEMO_USER_2,
+                    demo::DEMO_PASSWORD,
+                    summary.created_items
+                );
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,171 @@
+//! Prometheus metrics. One registry per `Application` (not a process-global
+//! recorder), so each in-process test app counts only its own traffic.
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Label values are written in snake_case (`hit`, `deferred`), the
+/// Prometheus convention, from each enum's `Debug` name.
+macro_rules! snake_label {
+    ($t:ty) => {
+        impl EncodeLabelValue for $t {
+            fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+                use std::fmt::Write as _;
+                let name = format!("{self:?}");
+                for (i, c) in name.chars().enumerate() {
+                    if c.is_ascii_uppercase() {
+                        if i > 0 {
+                            encoder.write_char('_')?;
+                        }
+                        encoder.write_char(c.to_ascii_lowercase())?;
+                    } else {
+                        encoder.write_char(c)?;
+                    }
+                }
+                Ok(())
+            }
+        }
+    };
+}
+
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum CacheOutcome {
+    Hit,
+    Miss,
+    Bypass,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: CacheOutcome,
+}
+
+/// Why a user's cached feeds were invalidated.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum InvalidationCause {
+    Create,
+    Update,
+    Delete,
+    Logout,
+    /// Applied later by the outbox drainer.
+    Outbox,
+}
+
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum InvalidationResult {
+    /// Reached Redis right after the commit.
+    Applied,
+    /// Redis failed; left in the outbox for the drainer.
+    Deferred,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InvalidationLabels {
+    pub cause: InvalidationCause,
+    pub result: InvalidationResult,
+}
+
+snake_label!(CacheOutcome);
+snake_label!(InvalidationCause);
+snake_label!(InvalidationResult);
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub method: String,
+    /// The route pattern (`/api/work-items/{id}`), never the raw path, so
+    /// the label set stays bounded.
+    pub route: String,
+    pub status: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DependencyLabels {
+    pub dependency: &'static str,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    // 100 µs .. ~6.5 s
+    Histogram::new(exponential_buckets(0.0001, 2.0, 17))
+}
+
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub feed_requests: Family<OutcomeLabels, Counter>,
+    pub invalidations: Family<InvalidationLabels, Counter>,
+    /// Feed queries sent to PostgreSQL (cache misses and bypasses).
+    pub feed_db_queries: Counter,
+    pub dependency_errors: Family<DependencyLabels, Counter>,
+    pub outbox_depth: Gauge,
+    pub http_requests: HistogramFamily<RequestLabels>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("calcache");
+        let feed_requests = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "feed_cache_requests",
+            "Feed requests by cache outcome (hit, miss, bypass)",
+            feed_requests.clone(),
+        );
+        let invalidations = Family::<InvalidationLabels, Counter>::default();
+        registry.register(
+            "feed_cache_invalidations",
+            "Per-user invalidations (version bumps, session revocations) by cause and result",
+            invalidations.clone(),
+        );
+        let feed_db_queries = Counter::default();
+        registry.register("feed_db_queries", "Feed queries sent to PostgreSQL", feed_db_queries.clone());
+        let dependency_errors = Family::<DependencyLabels, Counter>::default();
+        registry.register(
+            "dependency_errors",
+            "Failed calls to Redis or PostgreSQL (timeouts, refused connections, errors)",
+            dependency_errors.clone(),
+        );
+        let outbox_depth = Gauge::default();
+        registry.register(
+            "invalidation_outbox_depth",
+            "Invalidations waiting in the outbox (as last seen by this process)",
+            outbox_depth.clone(),
+        );
+        let http_requests: HistogramFamily<RequestLabels> = Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "http_request_duration_seconds",
+            "Request latency by method, route and status class",
+            http_requests.clone(),
+        );
+        Self { registry, feed_requests, invalidations, feed_db_queries, dependency_errors, outbox_depth, http_requests }
+    }
+
+    pub fn feed_outcome(&self, outcome: CacheOutcome) {
+        self.feed_requests.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
+
+    pub fn invalidated(&self, cause: InvalidationCause, result: InvalidationResult, users: usize) {
+        self.invalidations.get_or_create(&InvalidationLabels { cause, result }).inc_by(users as u64);
+    }
+
+    pub fn dependency_error(&self, dependency: &'static str) {
+        self.dependency_errors.get_or_create(&DependencyLabels { dependency }).inc();
+    }
+
+    /// OpenMetrics text (what Prometheus scrapes).
+    pub fn render(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::with_capacity(8192);
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}

@@ -1,0 +1,85 @@
+//! Cross-cutting HTTP behaviour: the feed's header guard, JSON bodies for
+//! every error actix produces itself, request metrics.
+
+use std::time::Instant;
+
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::middleware::{ErrorHandlerResponse, Next};
+use actix_web::{Error, web};
+
+use crate::error::{code_for_status, error_response};
+use crate::metrics::RequestLabels;
+use crate::service::AppState;
+
+/// The header guard of the feed: no browser, proxy or CDN keeps a copy of
+/// any answer of the feed route, success or error. (The origin's last 40 %:
+/// a correct server cache is useless if the browser replays its own copy.)
+pub async fn no_store(req: ServiceRequest, next: Next<impl MessageBody + 'static>) -> Result<ServiceResponse<BoxBody>, Error> {
+    // Kept so an error raised below can still become a response we stamp.
+    let http_req = req.request().clone();
+    let mut res = match next.call(req).await {
+        Ok(res) => res.map_into_boxed_body(),
+        Err(err) => ServiceResponse::from_err(err, http_req),
+    };
+    let h = res.headers_mut();
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store, no-cache, must-revalidate, max-age=0, private"),
+    );
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    h.insert(header::EXPIRES, HeaderValue::from_static("0"));
+    h.insert(header::VARY, HeaderValue::from_static("Cookie, Authorization"));
+    // Validators would invite conditional requests; the feed has none.
+    h.remove(header::ETAG);
+    h.remove(header::LAST_MODIFIED);
+    Ok(res)
+}
+
+/// Safety net: an error response whose body is not JSON (actix's own 404s,
+/// 405s, 413s, payload and extractor errors) is replaced by the contract's
+/// error body for its status, so no plain-text or HTML error leaves.
+pub fn json_errors<B: MessageBody + 'static>(
+    res: ServiceResponse<B>,
+) -> Result<ErrorHandlerResponse<B>, Error> {
+    let is_json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
+    }
+    let status = res.status();
+    let message = status.canonical_reason().unwrap_or("error").to_owned();
+    let (req, old) = res.into_parts();
+    let mut new = error_response(status, code_for_status(status), message, None);
+    // Keep headers set upstream (the header guard, Allow, Retry-After).
+    for (name, value) in old.headers() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            new.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    Ok(ErrorHandlerResponse::Response(ServiceResponse::new(req, new).map_into_right_body()))
+}
+
+/// Records request latency by method, route pattern and status class.
+pub async fn record_metrics(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    let started = Instant::now();
+    let state = req.app_data::<web::Data<AppState>>().cloned();
+    let method = req.method().to_string();
+    let res = next.call(req).await;
+    if let Some(state) = state {
+        let (route, status) = match &res {
+            Ok(r) => (r.request().match_pattern().unwrap_or_else(|| "unmatched".into()), r.status().as_u16()),
+            Err(e) => ("unmatched".to_owned(), e.as_response_error().status_code().as_u16()),
+        };
+        let labels = RequestLabels { method, route, status: format!("{}xx", status / 100) };
+        state.metrics.http_requests.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
+    }
+    res
+}

@@ -1,0 +1,194 @@
+//! Request extractors: the authenticated caller and JSON bodies. Both turn
+//! every failure into the contract's error body and name the field at fault.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use actix_web::dev::Payload;
+use actix_web::error::PayloadError;
+use actix_web::http::header;
+use actix_web::{FromRequest, HttpRequest, web};
+use bytes::BytesMut;
+use futures_util::StreamExt as _;
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+use crate::service::auth::{self, Session};
+use crate::service::{AppState, ServiceError};
+
+type LocalBoxFuture<T> = Pin<Box<dyn Future<Output = T>>>;
+
+/// The contract's body limit.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// Limits for reading request bodies, set once in `startup`.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyConfig {
+    pub limit: usize,
+    /// A client that trickles its body slower than this is cut off (408).
+    pub timeout: Duration,
+}
+
+fn state(req: &HttpRequest) -> Result<web::Data<AppState>, ApiError> {
+    req.app_data::<web::Data<AppState>>()
+        .cloned()
+        .ok_or_else(|| ApiError::Internal("application state is not configured".into()))
+}
+
+/// The session token from `Authorization: Bearer` or the `session` cookie.
+pub fn session_token(req: &HttpRequest) -> Option<String> {
+    if let Some(value) = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+        let mut parts = value.splitn(2, ' ');
+        if let (Some(scheme), Some(token)) = (parts.next(), parts.next()) {
+            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() {
+                return Some(token.trim().to_owned());
+            }
+        }
+    }
+    req.cookie("session").map(|c| c.value().to_owned()).filter(|v| !v.is_empty())
+}
+
+/// A caller with a live session; 401 otherwise.
+#[derive(Debug, Clone)]
+pub struct AuthUser(pub Session);
+
+impl FromRequest for AuthUser {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let token = session_token(req);
+        let state = state(req);
+        Box::pin(async move {
+            let token = token.ok_or(ApiError::Unauthenticated)?;
+            let state = state?;
+            match auth::authenticate(&state, &token).await {
+                Ok(session) => Ok(AuthUser(session)),
+                Err(ServiceError::Unauthenticated) => Err(ApiError::Unauthenticated),
+                Err(e) => Err(e.into()),
+            }
+        })
+    }
+}
+
+/// A JSON body parsed into `T`. Errors name the offending field (by its JSON
+/// path) so clients know what to fix, and every one is a 4xx.
+#[derive(Debug)]
+pub struct JsonBody<T>(pub T);
+
+fn is_json(req: &HttpRequest) -> bool {
+    let Some(ct) = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// Which field a serde error is about: the path where it happened, or the
+/// field named in "missing field `x`" / "unknown field `x`" messages.
+fn field_of(path: &str, message: &str) -> String {
+    if path != "." && !path.is_empty() {
+        return path.to_owned();
+    }
+    for marker in ["missing field `", "unknown field `", "duplicate field `"] {
+        if let Some(rest) = message.split(marker).nth(1) {
+            if let Some(name) = rest.split('`').next() {
+                return name.to_owned();
+            }
+        }
+    }
+    "body".to_owned()
+}
+
+/// serde's message without the " at line 1 column 5" suffix.
+fn clean_message(message: &str) -> String {
+    match message.find(" at line ") {
+        Some(i) => message[..i].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let message = inner.to_string();
+        if inner.is_syntax() || inner.is_eof() {
+            return ApiError::invalid("body", format!("is not valid JSON: {}", clean_message(&message)));
+        }
+        ApiError::invalid(field_of(&path, &message), clean_message(&message))
+    })?;
+    de.end().map_err(|_| ApiError::invalid("body", "has trailing characters after the JSON value"))?;
+    Ok(value)
+}
+
+impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let config = req.app_data::<BodyConfig>().copied().unwrap_or(BodyConfig {
+            limit: BODY_LIMIT,
+            timeout: Duration::from_secs(10),
+        });
+        let json = is_json(req);
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let mut payload = payload.take();
+        Box::pin(async move {
+            if declared.is_some_and(|n| n > config.limit as u64) {
+                return Err(ApiError::PayloadTooLarge { limit: config.limit });
+            }
+            if !json {
+                return Err(ApiError::UnsupportedMediaType);
+            }
+            let read = async {
+                let mut body = BytesMut::with_capacity(declared.map_or(1024, |n| n as usize).min(config.limit));
+                while let Some(chunk) = payload.next().await {
+                    let chunk = chunk.map_err(|e| match e {
+                        PayloadError::Overflow => ApiError::PayloadTooLarge { limit: config.limit },
+                        _ => ApiError::invalid("body", "could not be read completely"),
+                    })?;
+                    if body.len() + chunk.len() > config.limit {
+                        return Err(ApiError::PayloadTooLarge { limit: config.limit });
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(body)
+            };
+            let body = tokio::time::timeout(config.timeout, read).await.map_err(|_| ApiError::RequestTimeout)??;
+            parse_json(&body).map(JsonBody)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::work_items::CreateWorkItem;
+
+    fn field(body: &str) -> String {
+        match parse_json::<CreateWorkItem>(body.as_bytes()) {
+            Err(ApiError::InvalidInput(v)) => v.field,
+            other => panic!("expected invalid input, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        assert_eq!(field(r#"{"work_type":"task","start":"2026-10-06"}"#), "title");
+        assert_eq!(field(r#"{"title":"x","work_type":"task","start":"2026-10-06","colour":1}"#), "colour");
+        assert_eq!(field(r#"{"title":5,"work_type":"task","start":"2026-10-06"}"#), "title");
+        assert_eq!(field(r#"{"title":"x","work_type":"chore","start":"2026-10-06"}"#), "work_type");
+        assert_eq!(field(r#"{"title":"x","work_type":"task","start":"soon"}"#), "start");
+        assert_eq!(field(r#"{"title":"x","work_type":"task","start":"2026-10-06","assignee_ids":[1,"2"]}"#), "assignee_ids[1]");
+        assert_eq!(field(r#"{"title":"x""#), "body");
+        assert_eq!(field(r#"{"title":"x","work_type":"task","start":"2026-10-06"} trailing"#), "body");
+        assert_eq!(field(&"[".repeat(10_000)), "body");
+    }
+}

@@ -1,0 +1,36 @@
+//! HTTP routes. Handlers parse the request, call a service, shape the
+//! response; none of them touches Redis or Diesel.
+
+pub mod auth;
+pub mod extract;
+pub mod feed;
+pub mod health;
+pub mod page;
+pub mod work_items;
+
+use actix_web::{HttpResponse, web};
+
+use crate::error::ApiError;
+
+/// The JSON 404 for paths no route matches.
+pub async fn not_found() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotFound)
+}
+
+/// The JSON 405 for a known path with the wrong method.
+pub async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::MethodNotAllowed)
+}
+
+/// Maps query-string errors (a parameter given twice, a value of the wrong
+/// type) into the contract's 400.
+pub fn query_config() -> web::QueryConfig {
+    web::QueryConfig::default().error_handler(|err, _req| {
+        let message = err.to_string();
+        let field = message
+            .split('`')
+            .nth(1)
+            .map_or_else(|| "query".to_owned(), str::to_owned);
+        ApiError::invalid(field, message.replace("Query deserialize error: ", "")).into()
+    })
+}

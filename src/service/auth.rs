@@ -1,0 +1,204 @@
+//! Sign-up, login, sessions.
+//!
+//! A session token is `<user id>.<43 chars of base64url randomness>` (256
+//! bits from the OS). The user id in front lets the session's cache key carry
+//! the user's hash tag; it grants nothing by itself. PostgreSQL stores only
+//! the SHA-256 of the token.
+
+use argon2::{Argon2, PasswordHasher, PasswordVerifier};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::Utc;
+use sha2::{Digest, Sha256};
+
+use super::{AppState, ServiceError, invalidation};
+use crate::cache::SessionState;
+use crate::db::{self, DbError, outbox, sessions, users};
+use crate::domain::{Password, UserId, Username};
+use crate::metrics::InvalidationCause;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: UserId,
+    pub username: String,
+}
+
+/// A caller whose session checked out.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub user_id: UserId,
+    pub token_hash: Vec<u8>,
+}
+
+/// A freshly issued token. Shown to the client once, never logged.
+pub struct IssuedToken(pub String);
+
+impl std::fmt::Debug for IssuedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IssuedToken(<redacted>)")
+    }
+}
+
+fn hash_token(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}
+
+/// Splits `<id>.<secret>`; anything else is not a token of ours.
+fn parse_token(token: &str) -> Option<UserId> {
+    let (id, secret) = token.split_once('.')?;
+    if secret.len() != 43 || !secret.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        return None;
+    }
+    id.parse::<i64>().ok().filter(|&id| id > 0).map(UserId)
+}
+
+fn hash_password(password: &str) -> Result<String, ServiceError> {
+    Argon2::default()
+        .hash_password(password.as_bytes())
+        .map(|h| h.to_string())
+        .map_err(|_| ServiceError::Internal("password hashing failed"))
+}
+
+/// A real argon2id hash of a random password, verified against when the
+/// username does not exist, so a wrong name costs the same time as a wrong
+/// password and the answer does not reveal which names exist.
+fn dummy_hash() -> &'static str {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DUMMY.get_or_init(|| {
+        let mut random = [0u8; 16];
+        let _ = getrandom::fill(&mut random);
+        hash_password(&URL_SAFE_NO_PAD.encode(random)).unwrap_or_default()
+    })
+}
+
+/// Hashing runs on the blocking pool: argon2id takes tens of milliseconds
+/// of CPU on purpose.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ServiceError> {
+    actix_web::web::block(f).await.map_err(|_| ServiceError::Internal("blocking task cancelled"))
+}
+
+#[tracing::instrument(skip_all, fields(username = %username))]
+pub async fn signup(state: &AppState, username: Username, password: Password) -> Result<User, ServiceError> {
+    if !state.auth.signup_enabled {
+        return Err(ServiceError::NotFound);
+    }
+    let user = create_user(state, username, password).await?;
+    tracing::info!(user_id = %user.id, "user signed up");
+    Ok(user)
+}
+
+/// Creates a user outside HTTP (CLI, demo data). Same hashing as sign-up.
+pub async fn create_user(state: &AppState, username: Username, password: Password) -> Result<User, ServiceError> {
+    let pw = password.expose().to_owned();
+    let hash = blocking(move || hash_password(&pw)).await??;
+    let name = username.as_str().to_owned();
+    let row = db::run(&state.pool, move |c| users::insert(c, &name, &hash)).await.map_err(|e| match e {
+        DbError::UniqueViolation(_) => ServiceError::Conflict("username is taken"),
+        other => ServiceError::Db(other),
+    })?;
+    Ok(User { id: UserId(row.id), username: row.username })
+}
+
+#[tracing::instrument(skip_all)]
+pub async fn login(state: &AppState, username: &str, password: &str) -> Result<(IssuedToken, User), ServiceError> {
+    let name = username.to_owned();
+    let found = db::run(&state.pool, move |c| users::find_by_username(c, &name)).await?;
+    let (stored_hash, user) = match &found {
+        Some(row) => (row.password_hash.clone(), Some(User { id: UserId(row.id), username: row.username.clone() })),
+        None => (dummy_hash().to_owned(), None),
+    };
+    let pw = password.to_owned();
+    let verified = blocking(move || Argon2::default().verify_password(pw.as_bytes(), stored_hash.as_str()).is_ok()).await?;
+    let user = match (verified, user) {
+        (true, Some(user)) => user,
+        _ => return Err(ServiceError::InvalidCredentials),
+    };
+
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret).map_err(|_| ServiceError::Internal("no randomness"))?;
+    let token = format!("{}.{}", user.id, URL_SAFE_NO_PAD.encode(secret));
+    let token_hash = hash_token(&token);
+    let hours = i64::try_from(state.auth.session_lifetime_hours).unwrap_or(168);
+    let expires_at = Utc::now() + chrono::Duration::hours(hours);
+    let uid = user.id.0;
+    db::run(&state.pool, move |c| sessions::insert(c, &token_hash, uid, expires_at)).await?;
+    tracing::info!(user_id = %user.id, "logged in");
+    Ok((IssuedToken(token), user))
+}
+
+/// Resolves a token to its session: Redis when it remembers the session,
+/// PostgreSQL otherwise (and then Redis is told, for next time).
+#[tracing::instrument(name = "authenticate", skip_all, fields(user_id = tracing::field::Empty))]
+pub async fn authenticate(state: &AppState, token: &str) -> Result<Session, ServiceError> {
+    let claimed = parse_token(token).ok_or(ServiceError::Unauthenticated)?;
+    tracing::Span::current().record("user_id", claimed.0);
+    let token_hash = hash_token(token);
+    match state.cache.session_state(claimed, &token_hash).await {
+        Ok(SessionState::Valid) => return Ok(Session { user_id: claimed, token_hash }),
+        Ok(SessionState::Revoked) => return Err(ServiceError::Unauthenticated),
+        Ok(SessionState::Unknown) | Err(_) => {}
+    }
+    let h = token_hash.clone();
+    let live = db::run(&state.pool, move |c| sessions::find_live(c, &h)).await?;
+    match live {
+        Some((user, expires_at)) if user == claimed.0 => {
+            let remaining = (expires_at - Utc::now()).num_seconds().max(1);
+            if let Err(e) = state.cache.remember_session(claimed, &token_hash, remaining.unsigned_abs()).await {
+                tracing::debug!(error = %e, "session not cached");
+            }
+            Ok(Session { user_id: claimed, token_hash })
+        }
+        _ => Err(ServiceError::Unauthenticated),
+    }
+}
+
+/// Revokes the session everywhere: deleted in PostgreSQL, tombstoned in
+/// Redis (through the outbox, so a Redis outage cannot lose the revocation).
+#[tracing::instrument(skip_all, fields(user_id = %session.user_id))]
+pub async fn logout(state: &AppState, session: &Session) -> Result<(), ServiceError> {
+    let hash = session.token_hash.clone();
+    let uid = session.user_id.0;
+    let head_start = invalidation::head_start(state);
+    let row = db::run(&state.pool, move |c| {
+        db::transaction(c, |c| {
+            sessions::delete(c, &hash)?;
+            outbox::record_session_revocation(c, uid, &hash, head_start)
+        })
+    })
+    .await?;
+    invalidation::apply_committed(state, vec![row], InvalidationCause::Logout).await;
+    Ok(())
+}
+
+pub async fn find_user(state: &AppState, id: UserId) -> Result<Option<User>, ServiceError> {
+    let row = db::run(&state.pool, move |c| users::find(c, id.0)).await?;
+    Ok(row.map(|r| User { id: UserId(r.id), username: r.username }))
+}
+
+/// Everybody, for the assignee picker (id and name only).
+pub async fn list_users(state: &AppState) -> Result<Vec<User>, ServiceError> {
+    let rows = db::run(&state.pool, |c| users::list(c, 1000)).await?;
+    Ok(rows.into_iter().map(|(id, username)| User { id: UserId(id), username }).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_parse_only_in_our_shape() {
+        let secret = "A".repeat(43);
+        assert_eq!(parse_token(&format!("42.{secret}")), Some(UserId(42)));
+        assert_eq!(parse_token(&format!("0.{secret}")), None);
+        assert_eq!(parse_token(&format!("-1.{secret}")), None);
+        assert_eq!(parse_token(&format!("42.{}", "A".repeat(42))), None);
+        assert_eq!(parse_token(&format!("42.{}!", "A".repeat(42))), None);
+        assert_eq!(parse_token("garbage"), None);
+        assert_eq!(parse_token(""), None);
+    }
+
+    #[test]
+    fn issued_tokens_do_not_debug_print() {
+        assert_eq!(format!("{:?}", IssuedToken("secret".into())), "IssuedToken(<redacted>)");
+    }
+}

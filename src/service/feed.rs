@@ -1,0 +1,75 @@
+//! The calendar feed: FullCalendar's "events JSON feed" for one user.
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use super::{AppState, ServiceError};
+use crate::cache::{FeedOutcome, FeedParams};
+use crate::db::work_items::{self as items, FeedFilter};
+use crate::db::{self, FeedRow};
+use crate::domain::{Timestamp, UserId};
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ExtendedProps<'a> {
+    work_item_id: uuid::Uuid,
+    work_type: &'a str,
+    status: &'a str,
+}
+
+/// One event as FullCalendar reads it.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct FeedEvent<'a> {
+    id: String,
+    title: &'a str,
+    start: Timestamp,
+    end: Timestamp,
+    all_day: bool,
+    extended_props: ExtendedProps<'a>,
+}
+
+impl<'a> From<&'a FeedRow> for FeedEvent<'a> {
+    fn from(r: &'a FeedRow) -> Self {
+        Self {
+            id: format!("work-item-{}", r.id),
+            title: &r.title,
+            start: Timestamp::from_utc(r.start_at),
+            end: Timestamp::from_utc(r.end_at),
+            all_day: r.all_day,
+            extended_props: ExtendedProps { work_item_id: r.id, work_type: &r.work_type, status: &r.status },
+        }
+    }
+}
+
+/// Serializes feed rows into the response body (what the cache stores).
+pub fn serialize_feed(rows: &[FeedRow]) -> Result<Bytes, serde_json::Error> {
+    let events: Vec<FeedEvent<'_>> = rows.iter().map(FeedEvent::from).collect();
+    serde_json::to_vec(&events).map(Bytes::from)
+}
+
+#[tracing::instrument(skip_all, fields(user_id = %user))]
+pub async fn feed(state: &AppState, user: UserId, params: FeedParams) -> Result<(FeedOutcome, Bytes), ServiceError> {
+    let (outcome, body) = state
+        .cache
+        .feed_read_through(user, &params, async || {
+            state.metrics.feed_db_queries.inc();
+            let rows = db::run(&state.pool, move |c| {
+                items::feed(
+                    c,
+                    FeedFilter {
+                        user: user.0,
+                        start: params.range.start().as_utc(),
+                        end: params.range.end().as_utc(),
+                        work_type: params.work_type.map(|t| t.as_str()),
+                        status: params.status.map(|s| s.as_str()),
+                    },
+                )
+            })
+            .await?;
+            serialize_feed(&rows).map_err(|_| ServiceError::Internal("feed serialization failed"))
+        })
+        .await?;
+    state.metrics.feed_outcome(outcome.metric());
+    Ok((outcome, body))
+}

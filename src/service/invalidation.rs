@@ -1,0 +1,156 @@
+//! Applying invalidations after commit, and draining the ones that could not
+//! be applied.
+//!
+//! Order matters. A mutation (1) writes its change and its outbox rows in one
+//! PostgreSQL transaction, (2) commits, (3) bumps the versions in Redis,
+//! (4) answers. Bumping *before* the commit would let a concurrent feed read
+//! the new version, query PostgreSQL before the commit became visible, and
+//! store the old rows under the new version — a stale entry that looks
+//! current until the next mutation. Bumping after the commit means any entry
+//! filled from pre-commit rows is stored under an outdated version.
+//!
+//! If step 3 fails (Redis down, connection cut), the rows stay in the outbox
+//! and a drainer in every process applies them once Redis answers. Meanwhile
+//! this process bypasses the cache for the affected users.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use rand::RngExt;
+use tokio::sync::Notify;
+
+use super::AppState;
+use crate::cache::Invalidation;
+use crate::db::outbox::{self, OutboxRow};
+use crate::db::{self, DbError};
+use crate::domain::UserId;
+use crate::metrics::{InvalidationCause, InvalidationResult};
+
+/// Wakes this process's drainer early (after a failed apply).
+#[derive(Debug, Clone, Default)]
+pub struct OutboxSignal(Arc<Notify>);
+
+impl OutboxSignal {
+    pub fn wake(&self) {
+        self.0.notify_one();
+    }
+
+    async fn woken(&self) {
+        self.0.notified().await;
+    }
+}
+
+fn to_invalidation(row: &OutboxRow) -> Invalidation {
+    match &row.session_hash {
+        None => Invalidation::FeedVersion(UserId(row.user_id)),
+        Some(hash) => Invalidation::Session { user: UserId(row.user_id), token_hash: hash.clone() },
+    }
+}
+
+/// How long a request has to apply its own outbox rows before drainers may
+/// take them: longer than the Redis call it makes.
+pub fn head_start(state: &AppState) -> chrono::DateTime<Utc> {
+    Utc::now() + chrono::Duration::from_std(state.cache_timeout() * 2).unwrap_or(chrono::Duration::seconds(1))
+}
+
+/// Step 3 of a mutation: apply the committed outbox rows to Redis, then
+/// delete them. Never fails the request: what cannot be applied now stays
+/// in the outbox.
+#[tracing::instrument(name = "invalidate", skip_all, fields(cause = ?cause, rows = rows.len()))]
+pub async fn apply_committed(state: &AppState, rows: Vec<OutboxRow>, cause: InvalidationCause) {
+    if rows.is_empty() {
+        return;
+    }
+    let items: Vec<Invalidation> = rows.iter().map(to_invalidation).collect();
+    match state.cache.invalidate(&items).await {
+        Ok(()) => {
+            state.metrics.invalidated(cause, InvalidationResult::Applied, items.len());
+            let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+            if let Err(e) = db::run(&state.pool, move |c| outbox::delete_applied(c, &ids)).await {
+                // Harmless: a drainer re-applies them later (a second bump
+                // only costs one extra miss).
+                tracing::warn!(error = %e, "applied invalidations could not be deleted from the outbox");
+            }
+        }
+        Err(e) => {
+            state.metrics.invalidated(cause, InvalidationResult::Deferred, items.len());
+            let users: Vec<UserId> = items.iter().map(Invalidation::user).collect();
+            tracing::warn!(
+                error = %e,
+                users = ?users,
+                "invalidation deferred to the outbox; feeds of these users bypass the cache here until it is applied"
+            );
+            state.cache.mark_pending(users);
+            state.outbox.wake();
+        }
+    }
+}
+
+const BATCH: i64 = 500;
+
+/// One drain pass: claims due rows, applies them, deletes them. Returns how
+/// many rows were applied.
+pub async fn drain_once(state: &AppState) -> Result<usize, DbError> {
+    let lease = Utc::now() + chrono::Duration::from_std(backoff(state)).unwrap_or(chrono::Duration::seconds(1));
+    let rows = db::run(&state.pool, move |c| outbox::claim_due(c, BATCH, lease)).await?;
+    let mut applied = 0;
+    if !rows.is_empty() {
+        let items: Vec<Invalidation> = rows.iter().map(to_invalidation).collect();
+        match state.cache.invalidate(&items).await {
+            Ok(()) => {
+                let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+                db::run(&state.pool, move |c| outbox::delete_applied(c, &ids)).await?;
+                state.metrics.invalidated(InvalidationCause::Outbox, InvalidationResult::Applied, items.len());
+                tracing::info!(count = items.len(), "outbox invalidations applied");
+                applied = items.len();
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, count = items.len(), "outbox drain: redis still unavailable");
+            }
+        }
+    }
+    // Users this process bypasses: stop once nothing of theirs is waiting.
+    let pending = state.cache.pending_users();
+    if !pending.is_empty() {
+        let ids: Vec<i64> = pending.iter().map(|u| u.0).collect();
+        let still = db::run(&state.pool, move |c| outbox::users_with_pending(c, &ids)).await?;
+        state.cache.clear_pending(pending.into_iter().filter(|u| !still.contains(&u.0)));
+    }
+    let depth = db::run(&state.pool, outbox::depth).await?;
+    state.metrics.outbox_depth.set(depth);
+    Ok(applied)
+}
+
+/// A lease just longer than one Redis attempt, with jitter so that drainers
+/// of several processes spread out.
+fn backoff(state: &AppState) -> Duration {
+    let base = state.cache_timeout() * 2;
+    let jitter = rand::rng().random_range(0..=base.as_millis().min(1000) as u64);
+    base + Duration::from_millis(jitter)
+}
+
+/// The drainer: runs until `shutdown` fires, then drains one last time.
+pub async fn run_drainer(state: Arc<AppState>, interval: Duration, shutdown: Arc<Notify>) {
+    loop {
+        let jitter = Duration::from_millis(rand::rng().random_range(0..=interval.as_millis().max(1) as u64 / 2));
+        tokio::select! {
+            () = shutdown.notified() => break,
+            () = state.outbox.woken() => {}
+            () = tokio::time::sleep(interval + jitter) => {}
+        }
+        loop {
+            match drain_once(&state).await {
+                Ok(n) if n as i64 == BATCH => continue,
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "outbox drain failed");
+                    break;
+                }
+            }
+        }
+    }
+    if let Err(e) = drain_once(&state).await {
+        tracing::warn!(error = %e, "final outbox drain failed");
+    }
+}

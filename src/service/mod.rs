@@ -1,0 +1,58 @@
+//! Use cases. Services own transactions and the order of effects (commit,
+//! then invalidate); they talk to PostgreSQL through `db` and to Redis
+//! through `cache`, and know nothing of HTTP.
+
+pub mod auth;
+pub mod feed;
+pub mod invalidation;
+pub mod work_items;
+
+use std::sync::Arc;
+
+use crate::cache::{Cache, CacheError};
+use crate::config::AuthSettings;
+use crate::db::{DbError, PgPool};
+use crate::domain::ValidationError;
+use crate::metrics::Metrics;
+
+/// Everything a request handler needs, shared by all workers of a process.
+#[derive(Debug)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub cache: Cache,
+    pub metrics: Arc<Metrics>,
+    pub auth: AuthSettings,
+    pub outbox: invalidation::OutboxSignal,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    Validation(#[from] ValidationError),
+    #[error("not found")]
+    NotFound,
+    #[error("{0}")]
+    Conflict(&'static str),
+    #[error("unauthenticated")]
+    Unauthenticated,
+    #[error("wrong username or password")]
+    InvalidCredentials,
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    #[error("internal error: {0}")]
+    Internal(&'static str),
+}
+
+impl AppState {
+    pub fn cache_timeout(&self) -> std::time::Duration {
+        self.cache.timeout()
+    }
+}
+
+impl From<diesel::result::Error> for ServiceError {
+    fn from(e: diesel::result::Error) -> Self {
+        Self::Db(DbError::from(e))
+    }
+}

@@ -1,0 +1,209 @@
+//! Creating, reading, changing and deleting work items. Every write follows
+//! the same path: one transaction that changes the item and records an
+//! outbox row for every affected user (owner, and assignees before and after
+//! the change), then the invalidation (see `invalidation` for why after).
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{AppState, ServiceError, invalidation};
+use crate::db::work_items::{self as items, WorkItemRecord};
+use crate::db::{self, DbError, NewWorkItem, WorkItemChanges, outbox};
+use crate::domain::{
+    AssigneeIds, Description, Status, Timestamp, Title, UserId, ValidationError, WorkItemId, WorkType,
+};
+use crate::metrics::InvalidationCause;
+
+/// A work item as the API shows it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct WorkItem {
+    pub id: WorkItemId,
+    pub title: String,
+    pub description: String,
+    pub work_type: WorkType,
+    pub status: Status,
+    pub start: Timestamp,
+    pub end: Timestamp,
+    pub all_day: bool,
+    pub owner_id: UserId,
+    pub assignee_ids: Vec<UserId>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+impl TryFrom<WorkItemRecord> for WorkItem {
+    type Error = ServiceError;
+
+    fn try_from(rec: WorkItemRecord) -> Result<Self, ServiceError> {
+        let r = rec.row;
+        // The CHECK constraints make these impossible; if the database ever
+        // holds something else, say so instead of guessing.
+        let work_type = r.work_type.parse().map_err(|_| ServiceError::Internal("unknown work_type in database"))?;
+        let status = r.status.parse().map_err(|_| ServiceError::Internal("unknown status in database"))?;
+        Ok(Self {
+            id: WorkItemId(r.id),
+            title: r.title,
+            description: r.description,
+            work_type,
+            status,
+            start: Timestamp::from_utc(r.start_at),
+            end: Timestamp::from_utc(r.end_at),
+            all_day: r.all_day,
+            owner_id: UserId(r.owner_id),
+            assignee_ids: rec.assignee_ids.into_iter().map(UserId).collect(),
+            created_at: Timestamp::from_utc(r.created_at),
+            updated_at: Timestamp::from_utc(r.updated_at),
+        })
+    }
+}
+
+/// `POST /api/work-items`. Parsing this is the validation.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateWorkItem {
+    pub title: Title,
+    #[serde(default)]
+    pub description: Option<Description>,
+    pub work_type: WorkType,
+    #[serde(default)]
+    pub status: Option<Status>,
+    pub start: Timestamp,
+    #[serde(default)]
+    pub end: Option<Timestamp>,
+    #[serde(default)]
+    pub all_day: Option<bool>,
+    #[serde(default)]
+    pub assignee_ids: Option<AssigneeIds>,
+}
+
+/// `PATCH /api/work-items/{id}`: any subset of the writable fields.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchWorkItem {
+    pub title: Option<Title>,
+    pub description: Option<Description>,
+    pub work_type: Option<WorkType>,
+    pub status: Option<Status>,
+    pub start: Option<Timestamp>,
+    pub end: Option<Timestamp>,
+    pub all_day: Option<bool>,
+    pub assignee_ids: Option<AssigneeIds>,
+}
+
+fn check_order(start: DateTime<Utc>, end: DateTime<Utc>, field: &'static str) -> Result<(), ValidationError> {
+    if end < start { Err(ValidationError::new(field, "end must not be before start")) } else { Ok(()) }
+}
+
+/// A foreign-key failure on a write can only come from an assignee id that
+/// names no user (the owner is the caller).
+fn unknown_assignee(e: ServiceError) -> ServiceError {
+    match e {
+        ServiceError::Db(DbError::ForeignKeyViolation(_)) => {
+            ValidationError::new("assignee_ids", "names a user that does not exist").into()
+        }
+        other => other,
+    }
+}
+
+fn affected(owner: i64, before: &[i64], after: &[i64]) -> Vec<i64> {
+    let set: BTreeSet<i64> = std::iter::once(owner).chain(before.iter().copied()).chain(after.iter().copied()).collect();
+    set.into_iter().collect()
+}
+
+#[tracing::instrument(skip_all, fields(user_id = %owner))]
+pub async fn create(state: &AppState, owner: UserId, input: CreateWorkItem) -> Result<WorkItem, ServiceError> {
+    let end = input.end.unwrap_or(input.start);
+    check_order(input.start.as_utc(), end.as_utc(), "end")?;
+    let assignees: Vec<i64> = input.assignee_ids.unwrap_or_default().iter().map(|u| u.0).collect();
+    let head_start = invalidation::head_start(state);
+    let (record, rows) = db::run(&state.pool, move |c| {
+        db::transaction::<_, ServiceError, _>(c, |c| {
+            let new = NewWorkItem {
+                id: WorkItemId::new_random().0,
+                owner_id: owner.0,
+                title: input.title.as_str(),
+                description: input.description.as_ref().map_or("", Description::as_str),
+                work_type: input.work_type.as_str(),
+                status: input.status.unwrap_or(Status::NotStarted).as_str(),
+                start_at: input.start.as_utc(),
+                end_at: end.as_utc(),
+                all_day: input.all_day.unwrap_or(false),
+            };
+            let record = items::insert(c, &new, &assignees)?;
+            let rows = outbox::record_feed_bumps(c, &affected(owner.0, &[], &assignees), head_start)?;
+            Ok((record, rows))
+        })
+    })
+    .await
+    .map_err(unknown_assignee)?;
+    invalidation::apply_committed(state, rows, InvalidationCause::Create).await;
+    tracing::info!(work_item_id = %record.row.id, "work item created");
+    record.try_into()
+}
+
+#[tracing::instrument(skip_all, fields(user_id = %caller, work_item_id = %id))]
+pub async fn get(state: &AppState, caller: UserId, id: WorkItemId) -> Result<WorkItem, ServiceError> {
+    db::run(&state.pool, move |c| items::find_visible(c, id.0, caller.0))
+        .await?
+        .ok_or(ServiceError::NotFound)?
+        .try_into()
+}
+
+#[tracing::instrument(skip_all, fields(user_id = %caller, work_item_id = %id))]
+pub async fn update(state: &AppState, caller: UserId, id: WorkItemId, patch: PatchWorkItem) -> Result<WorkItem, ServiceError> {
+    let head_start = invalidation::head_start(state);
+    let (record, rows) = db::run(&state.pool, move |c| {
+        db::transaction::<_, ServiceError, _>(c, |c| {
+            // Only the owner may change an item; to anyone else it does not exist.
+            let current = items::find_owned_for_update(c, id.0, caller.0)?.ok_or(ServiceError::NotFound)?;
+            let start = patch.start.map_or(current.row.start_at, |t| t.as_utc());
+            let end = patch.end.map_or(current.row.end_at, |t| t.as_utc());
+            check_order(start, end, if patch.end.is_some() { "end" } else { "start" })?;
+            let changes = WorkItemChanges {
+                title: patch.title.as_ref().map(Title::as_str),
+                description: patch.description.as_ref().map(Description::as_str),
+                work_type: patch.work_type.map(WorkType::as_str),
+                status: patch.status.map(Status::as_str),
+                start_at: patch.start.map(|t| t.as_utc()),
+                end_at: patch.end.map(|t| t.as_utc()),
+                all_day: patch.all_day,
+                updated_at: Some(Timestamp::now().as_utc()),
+            };
+            let row = items::update(c, id.0, &changes)?;
+            let after: Vec<i64> = match &patch.assignee_ids {
+                Some(ids) => {
+                    let ids: Vec<i64> = ids.iter().map(|u| u.0).collect();
+                    items::set_assignees(c, id.0, &ids)?;
+                    ids
+                }
+                None => current.assignee_ids.clone(),
+            };
+            let users = affected(current.row.owner_id, &current.assignee_ids, &after);
+            let rows = outbox::record_feed_bumps(c, &users, head_start)?;
+            Ok((WorkItemRecord { row, assignee_ids: after }, rows))
+        })
+    })
+    .await
+    .map_err(unknown_assignee)?;
+    invalidation::apply_committed(state, rows, InvalidationCause::Update).await;
+    record.try_into()
+}
+
+#[tracing::instrument(skip_all, fields(user_id = %caller, work_item_id = %id))]
+pub async fn delete(state: &AppState, caller: UserId, id: WorkItemId) -> Result<(), ServiceError> {
+    let head_start = invalidation::head_start(state);
+    let rows = db::run(&state.pool, move |c| {
+        db::transaction::<_, ServiceError, _>(c, |c| {
+            let current = items::find_owned_for_update(c, id.0, caller.0)?.ok_or(ServiceError::NotFound)?;
+            items::delete(c, id.0)?;
+            let users = affected(current.row.owner_id, &current.assignee_ids, &[]);
+            Ok(outbox::record_feed_bumps(c, &users, head_start)?)
+        })
+    })
+    .await?;
+    invalidation::apply_committed(state, rows, InvalidationCause::Delete).await;
+    tracing::info!("work item deleted");
+    Ok(())
+}

@@ -1,0 +1,131 @@
+//! Builds the application: pools, migrations, the HTTP server bound to its
+//! listener, and the outbox drainer. `main` and the tests run exactly this.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::middleware::{ErrorHandlers, from_fn};
+use actix_web::{App, HttpServer, web};
+use tokio::sync::Notify;
+use tracing_actix_web::TracingLogger;
+
+use crate::cache::{Cache, CacheError};
+use crate::config::Settings;
+use crate::db::{self, DbError, PgPool};
+use crate::metrics::Metrics;
+use crate::middleware::{json_errors, record_metrics};
+use crate::routes::{self, extract::BODY_LIMIT, extract::BodyConfig};
+use crate::service::{AppState, invalidation};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot bind {addr}")]
+    Bind { addr: String, source: std::io::Error },
+    #[error("database")]
+    Db(#[from] DbError),
+    #[error("redis")]
+    Cache(#[from] CacheError),
+    #[error("cannot start the server")]
+    Io(#[from] std::io::Error),
+}
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    state: Arc<AppState>,
+    shutdown: Arc<Notify>,
+    drainer: tokio::task::JoinHandle<()>,
+}
+
+/// Builds the shared state: pools (not yet connected), metrics, cache.
+pub fn build_state(settings: &Settings) -> Result<Arc<AppState>, StartupError> {
+    let metrics = Arc::new(Metrics::new());
+    let pool = db::build_pool(&settings.database);
+    let cache = Cache::new(&settings.redis, &settings.cache, metrics.clone())?;
+    Ok(Arc::new(AppState {
+        pool,
+        cache,
+        metrics,
+        auth: settings.auth.clone(),
+        outbox: invalidation::OutboxSignal::default(),
+    }))
+}
+
+/// Applies pending migrations (blocking pool).
+pub async fn run_migrations(pool: &PgPool) -> Result<usize, DbError> {
+    db::run(pool, |c| db::migrate(c)).await
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        let state = build_state(&settings)?;
+        let applied = run_migrations(&state.pool).await?;
+        if applied > 0 {
+            tracing::info!(applied, "migrations applied");
+        }
+
+        let addr = format!("{}:{}", settings.server.host, settings.server.port);
+        let listener = TcpListener::bind(&addr).map_err(|source| StartupError::Bind { addr: addr.clone(), source })?;
+        let port = listener.local_addr()?.port();
+
+        let body = BodyConfig { limit: BODY_LIMIT, timeout: Duration::from_millis(settings.server.client_timeout_ms) };
+        let data = web::Data::from(state.clone());
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .app_data(body)
+                .app_data(routes::query_config())
+                .app_data(web::PayloadConfig::new(BODY_LIMIT))
+                .wrap(ErrorHandlers::new().default_handler(json_errors))
+                .wrap(from_fn(record_metrics))
+                .wrap(TracingLogger::default())
+                .configure(routes::health::config)
+                .configure(routes::auth::config)
+                .configure(routes::work_items::config)
+                .configure(routes::feed::config)
+                .configure(routes::page::config)
+                .default_service(web::to(routes::not_found))
+        })
+        .workers(settings.server.worker_count())
+        .client_request_timeout(Duration::from_millis(settings.server.client_timeout_ms))
+        .shutdown_timeout(settings.server.shutdown_timeout_secs)
+        .listen(listener)?
+        .run();
+
+        let shutdown = Arc::new(Notify::new());
+        let drainer = tokio::spawn(invalidation::run_drainer(
+            state.clone(),
+            Duration::from_millis(settings.cache.outbox_interval_ms.max(10)),
+            shutdown.clone(),
+        ));
+        tracing::info!(%addr, port, workers = settings.server.worker_count(), "calcache listening");
+        Ok(Self { port, server, state, shutdown, drainer })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn state(&self) -> Arc<AppState> {
+        self.state.clone()
+    }
+
+    /// Stops the server gracefully (what SIGTERM does).
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until stopped (SIGTERM/SIGINT or the handle), then lets
+    /// in-flight requests finish and drains the outbox once more.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let result = self.server.await;
+        self.shutdown.notify_one();
+        if let Err(e) = self.drainer.await {
+            tracing::warn!(error = %e, "outbox drainer ended abnormally");
+        }
+        tracing::info!("calcache stopped");
+        result
+    }
+}
