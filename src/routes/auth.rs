@@ -12,7 +12,8 @@ pub fn config(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/api/signup").route(web::post().to(signup)).default_service(web::to(super::method_not_allowed)))
         .service(web::resource("/api/login").route(web::post().to(login)).default_service(web::to(super::method_not_allowed)))
         .service(web::resource("/api/logout").route(web::post().to(logout)).default_service(web::to(super::method_not_allowed)))
-        .service(web::resource("/api/me").route(web::get().to(me)).default_service(web::to(super::method_not_allowed)));
+        .service(web::resource("/api/me").route(web::get().to(me)).default_service(web::to(super::method_not_allowed)))
+        .service(web::resource("/api/users").route(web::get().to(users)).default_service(web::to(super::method_not_allowed)));
 }
 
 #[derive(Debug, Deserialize)]
@@ -82,4 +83,10 @@ async fn logout(state: web::Data<AppState>, user: AuthUser) -> Result<HttpRespon
 async fn me(state: web::Data<AppState>, user: AuthUser) -> Result<HttpResponse, ApiError> {
     let found = auth::find_user(&state, user.0.user_id).await?.ok_or(ApiError::Unauthenticated)?;
     Ok(HttpResponse::Ok().json(UserBody::from(found)))
+}
+
+/// Everybody's id and name, for the assignee picker.
+async fn users(state: web::Data<AppState>, _user: AuthUser) -> Result<HttpResponse, ApiError> {
+    let all: Vec<UserBody> = auth::list_users(&state).await?.into_iter().map(UserBody::from).collect();
+    Ok(HttpResponse::Ok().json(all))
 }
