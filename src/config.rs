@@ -120,7 +120,8 @@ impl Settings {
     /// (default `./config`), with environment overrides.
     pub fn load() -> Result<Self, ConfigError> {
         let env = std::env::var("CALCACHE_ENV").unwrap_or_else(|_| "local".into());
-        let dir = std::env::var_os("CALCACHE_CONFIG_DIR").map_or_else(|| PathBuf::from("config"), PathBuf::from);
+        let dir = std::env::var_os("CALCACHE_CONFIG_DIR")
+            .map_or_else(|| PathBuf::from("config"), PathBuf::from);
         Self::load_from(&dir, &env)
     }
 
@@ -151,11 +152,15 @@ impl Settings {
         if prefix.is_empty() || prefix.contains(['{', '}']) {
             return Err(ConfigError::Invalid {
                 key: "redis.key_prefix",
-                reason: "must be non-empty and contain no braces (they are the cluster hash tag)".into(),
+                reason: "must be non-empty and contain no braces (they are the cluster hash tag)"
+                    .into(),
             });
         }
         if self.database.pool_max_size == 0 || self.redis.pool_max_size == 0 {
-            return Err(ConfigError::Invalid { key: "pool_max_size", reason: "must be at least 1".into() });
+            return Err(ConfigError::Invalid {
+                key: "pool_max_size",
+                reason: "must be at least 1".into(),
+            });
         }
         Ok(())
     }
@@ -198,8 +203,10 @@ mod tests {
     fn unknown_keys_are_rejected() {
         let tmp = std::env::temp_dir().join(format!("calcache-config-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&tmp).unwrap_or_else(|e| panic!("{e}"));
-        std::fs::copy(dir().join("default.toml"), tmp.join("default.toml")).unwrap_or_else(|e| panic!("{e}"));
-        std::fs::write(tmp.join("typo.toml"), "[server]\nworkerz = 4\n").unwrap_or_else(|e| panic!("{e}"));
+        std::fs::copy(dir().join("default.toml"), tmp.join("default.toml"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(tmp.join("typo.toml"), "[server]\nworkerz = 4\n")
+            .unwrap_or_else(|e| panic!("{e}"));
         let err = Settings::load_from(&tmp, "typo").map(|_| ()).unwrap_err();
         assert!(format!("{err:?}").contains("workerz"), "{err:?}");
         std::fs::remove_dir_all(&tmp).ok();

@@ -93,10 +93,24 @@ pub fn code_for_status(status: StatusCode) -> &'static str {
 }
 
 /// A contract error body for `status` with `message`.
-pub fn error_response(status: StatusCode, code: &str, message: String, field: Option<&str>) -> HttpResponse {
-    let body = ErrorBody { error: ErrorDetail { code, message, field } };
+pub fn error_response(
+    status: StatusCode,
+    code: &str,
+    message: String,
+    field: Option<&str>,
+) -> HttpResponse {
+    let body = ErrorBody {
+        error: ErrorDetail {
+            code,
+            message,
+            field,
+        },
+    };
     let mut res = HttpResponse::build(status);
-    res.insert_header((header::CONTENT_TYPE, HeaderValue::from_static("application/json")));
+    res.insert_header((
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    ));
     match serde_json::to_vec(&body) {
         Ok(bytes) => res.body(bytes),
         Err(_) => res.body(r#"{"error":{"code":"internal","message":"internal error"}}"#),
@@ -139,7 +153,8 @@ impl ResponseError for ApiError {
         };
         let mut res = error_response(status, self.code(), self.to_string(), field);
         if matches!(self, Self::Unavailable(_)) {
-            res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         res
     }

@@ -17,7 +17,10 @@ async fn main() -> ExitCode {
     let mut settings = match Settings::load() {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("calcache: configuration: {e}: {}", std::error::Error::source(&e).map_or(String::new(), |s| s.to_string()));
+            eprintln!(
+                "calcache: configuration: {e}: {}",
+                std::error::Error::source(&e).map_or(String::new(), |s| s.to_string())
+            );
             return ExitCode::from(2);
         }
     };
@@ -56,7 +59,9 @@ async fn run(command: Command, settings: &mut Settings) -> Result<(), Box<dyn st
             let applied = startup::run_migrations(&state.pool).await?;
             println!("{applied} migration(s) applied");
         }
-        Command::User { command: UserCommand::Create { username } } => {
+        Command::User {
+            command: UserCommand::Create { username },
+        } => {
             let username = Username::parse(username).map_err(|e| format!("username {e}"))?;
             let mut password = String::new();
             std::io::stdin().read_to_string(&mut password)?;
@@ -72,7 +77,11 @@ async fn run(command: Command, settings: &mut Settings) -> Result<(), Box<dyn st
             startup::run_migrations(&state.pool).await?;
             let summary = demo::seed(&state, 300).await?;
             if summary.created_items == 0 {
-                println!("demo data already present (user {} / {})", demo::DEMO_USER, demo::DEMO_PASSWORD);
+                println!(
+                    "demo data already present (user {} / {})",
+                    demo::DEMO_USER,
+                    demo::DEMO_PASSWORD
+                );
             } else {
                 println!(
                     "created users {} and {} (password {}) with {} work items",

@@ -128,7 +128,11 @@ impl Metrics {
             invalidations.clone(),
         );
         let feed_db_queries = Counter::default();
-        registry.register("feed_db_queries", "Feed queries sent to PostgreSQL", feed_db_queries.clone());
+        registry.register(
+            "feed_db_queries",
+            "Feed queries sent to PostgreSQL",
+            feed_db_queries.clone(),
+        );
         let dependency_errors = Family::<DependencyLabels, Counter>::default();
         registry.register(
             "dependency_errors",
@@ -141,25 +145,40 @@ impl Metrics {
             "Invalidations waiting in the outbox (as last seen by this process)",
             outbox_depth.clone(),
         );
-        let http_requests: HistogramFamily<RequestLabels> = Family::new_with_constructor(latency_histogram);
+        let http_requests: HistogramFamily<RequestLabels> =
+            Family::new_with_constructor(latency_histogram);
         registry.register(
             "http_request_duration_seconds",
             "Request latency by method, route and status class",
             http_requests.clone(),
         );
-        Self { registry, feed_requests, invalidations, feed_db_queries, dependency_errors, outbox_depth, http_requests }
+        Self {
+            registry,
+            feed_requests,
+            invalidations,
+            feed_db_queries,
+            dependency_errors,
+            outbox_depth,
+            http_requests,
+        }
     }
 
     pub fn feed_outcome(&self, outcome: CacheOutcome) {
-        self.feed_requests.get_or_create(&OutcomeLabels { outcome }).inc();
+        self.feed_requests
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
     }
 
     pub fn invalidated(&self, cause: InvalidationCause, result: InvalidationResult, users: usize) {
-        self.invalidations.get_or_create(&InvalidationLabels { cause, result }).inc_by(users as u64);
+        self.invalidations
+            .get_or_create(&InvalidationLabels { cause, result })
+            .inc_by(users as u64);
     }
 
     pub fn dependency_error(&self, dependency: &'static str) {
-        self.dependency_errors.get_or_create(&DependencyLabels { dependency }).inc();
+        self.dependency_errors
+            .get_or_create(&DependencyLabels { dependency })
+            .inc();
     }
 
     /// OpenMetrics text (what Prometheus scrapes).

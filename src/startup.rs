@@ -22,7 +22,10 @@ use crate::service::{AppState, invalidation};
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
     #[error("cannot bind {addr}")]
-    Bind { addr: String, source: std::io::Error },
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("database")]
     Db(#[from] DbError),
     #[error("redis")]
@@ -55,7 +58,7 @@ pub fn build_state(settings: &Settings) -> Result<Arc<AppState>, StartupError> {
 
 /// Applies pending migrations (blocking pool).
 pub async fn run_migrations(pool: &PgPool) -> Result<usize, DbError> {
-    db::run(pool, |c| db::migrate(c)).await
+    db::run(pool, db::migrate).await
 }
 
 impl Application {
@@ -67,10 +70,16 @@ impl Application {
         }
 
         let addr = format!("{}:{}", settings.server.host, settings.server.port);
-        let listener = TcpListener::bind(&addr).map_err(|source| StartupError::Bind { addr: addr.clone(), source })?;
+        let listener = TcpListener::bind(&addr).map_err(|source| StartupError::Bind {
+            addr: addr.clone(),
+            source,
+        })?;
         let port = listener.local_addr()?.port();
 
-        let body = BodyConfig { limit: BODY_LIMIT, timeout: Duration::from_millis(settings.server.client_timeout_ms) };
+        let body = BodyConfig {
+            limit: BODY_LIMIT,
+            timeout: Duration::from_millis(settings.server.client_timeout_ms),
+        };
         let data = web::Data::from(state.clone());
         let server = HttpServer::new(move || {
             App::new()
@@ -101,7 +110,13 @@ impl Application {
             shutdown.clone(),
         ));
         tracing::info!(%addr, port, workers = settings.server.worker_count(), "calcache listening");
-        Ok(Self { port, server, state, shutdown, drainer })
+        Ok(Self {
+            port,
+            server,
+            state,
+            shutdown,
+            drainer,
+        })
     }
 
     pub fn port(&self) -> u16 {

@@ -109,7 +109,13 @@ impl Cache {
                 let ttl = self.feed_ttl_secs;
                 let stored = self
                     .run(async |conn| {
-                        redis::cmd("SET").arg(&key).arg(body.as_ref()).arg("EX").arg(ttl).query_async::<()>(conn).await
+                        redis::cmd("SET")
+                            .arg(&key)
+                            .arg(body.as_ref())
+                            .arg("EX")
+                            .arg(ttl)
+                            .query_async::<()>(conn)
+                            .await
                     })
                     .await;
                 if let Err(e) = stored {

@@ -45,16 +45,22 @@ pub enum DbError {
 impl From<DieselError> for DbError {
     fn from(e: DieselError) -> Self {
         match &e {
-            DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => Self::UniqueViolation(e),
-            DieselError::DatabaseError(DatabaseErrorKind::ForeignKeyViolation, _) => Self::ForeignKeyViolation(e),
-            DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand, _) => {
-                Self::Unavailable(Box::new(e))
+            DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => {
+                Self::UniqueViolation(e)
             }
+            DieselError::DatabaseError(DatabaseErrorKind::ForeignKeyViolation, _) => {
+                Self::ForeignKeyViolation(e)
+            }
+            DieselError::DatabaseError(
+                DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+                _,
+            ) => Self::Unavailable(Box::new(e)),
             // "canceling statement due to statement timeout" / "terminating
             // connection due to administrator command": an overloaded or
             // restarting server, not a bug in the query.
             DieselError::DatabaseError(_, info)
-                if info.message().contains("statement timeout") || info.message().contains("terminating connection") =>
+                if info.message().contains("statement timeout")
+                    || info.message().contains("terminating connection") =>
             {
                 Self::Unavailable(Box::new(e))
             }
@@ -107,7 +113,7 @@ where
     let joined = actix_web::web::block(move || {
         let _entered = span.enter();
         let mut conn = pool.get().map_err(DbError::from)?;
-        f(&mut *conn)
+        f(&mut conn)
     })
     .await;
     match joined {
@@ -122,7 +128,10 @@ where
 pub fn migrate(conn: &mut PgConnection) -> Result<usize, DbError> {
     const LOCK_KEY: i64 = 0x6361_6c63_6163_6865; // "calcache"
     conn.batch_execute(&format!("SELECT pg_advisory_lock({LOCK_KEY})"))?;
-    let applied = conn.run_pending_migrations(MIGRATIONS).map(|v| v.len()).map_err(DbError::Migration);
+    let applied = conn
+        .run_pending_migrations(MIGRATIONS)
+        .map(|v| v.len())
+        .map_err(DbError::Migration);
     conn.batch_execute(&format!("SELECT pg_advisory_unlock({LOCK_KEY})"))?;
     applied
 }

@@ -24,8 +24,15 @@ pub fn record_feed_bumps(
     users: &[i64],
     head_start: DateTime<Utc>,
 ) -> Result<Vec<OutboxRow>, DbError> {
-    let rows: Vec<_> = users.iter().map(|&u| (outbox::user_id.eq(u), outbox::attempt_after.eq(head_start))).collect();
-    diesel::insert_into(outbox::table).values(&rows).returning(COLUMNS).get_results(conn).map_err(DbError::from)
+    let rows: Vec<_> = users
+        .iter()
+        .map(|&u| (outbox::user_id.eq(u), outbox::attempt_after.eq(head_start)))
+        .collect();
+    diesel::insert_into(outbox::table)
+        .values(&rows)
+        .returning(COLUMNS)
+        .get_results(conn)
+        .map_err(DbError::from)
 }
 
 /// Records that a revoked session's cached validity must be dropped.
@@ -36,7 +43,11 @@ pub fn record_session_revocation(
     head_start: DateTime<Utc>,
 ) -> Result<OutboxRow, DbError> {
     diesel::insert_into(outbox::table)
-        .values((outbox::user_id.eq(user), outbox::session_hash.eq(Some(hash)), outbox::attempt_after.eq(head_start)))
+        .values((
+            outbox::user_id.eq(user),
+            outbox::session_hash.eq(Some(hash)),
+            outbox::attempt_after.eq(head_start),
+        ))
         .returning(COLUMNS)
         .get_result(conn)
         .map_err(DbError::from)
@@ -45,7 +56,11 @@ pub fn record_session_revocation(
 /// Claims up to `limit` due rows that no other drainer holds, and pushes
 /// their `attempt_after` to `lease_until` so others leave them alone while
 /// this drainer applies them. If it dies, they become due again then.
-pub fn claim_due(conn: &mut PgConnection, limit: i64, lease_until: DateTime<Utc>) -> Result<Vec<OutboxRow>, DbError> {
+pub fn claim_due(
+    conn: &mut PgConnection,
+    limit: i64,
+    lease_until: DateTime<Utc>,
+) -> Result<Vec<OutboxRow>, DbError> {
     conn.transaction(|conn| {
         let ids: Vec<i64> = outbox::table
             .filter(outbox::attempt_after.le(diesel::dsl::now))
@@ -59,7 +74,10 @@ pub fn claim_due(conn: &mut PgConnection, limit: i64, lease_until: DateTime<Utc>
             return Ok(Vec::new());
         }
         diesel::update(outbox::table.filter(outbox::id.eq_any(&ids)))
-            .set((outbox::attempt_after.eq(lease_until), outbox::attempts.eq(outbox::attempts + 1)))
+            .set((
+                outbox::attempt_after.eq(lease_until),
+                outbox::attempts.eq(outbox::attempts + 1),
+            ))
             .returning(COLUMNS)
             .get_results(conn)
             .map_err(DbError::from)
@@ -70,9 +88,15 @@ pub fn claim_due(conn: &mut PgConnection, limit: i64, lease_until: DateTime<Utc>
 /// (it deletes them itself), so a request never waits on a drainer.
 pub fn delete_applied(conn: &mut PgConnection, ids: &[i64]) -> Result<usize, DbError> {
     conn.transaction(|conn| {
-        let free: Vec<i64> =
-            outbox::table.filter(outbox::id.eq_any(ids)).select(outbox::id).for_update().skip_locked().load(conn)?;
-        diesel::delete(outbox::table.filter(outbox::id.eq_any(&free))).execute(conn).map_err(DbError::from)
+        let free: Vec<i64> = outbox::table
+            .filter(outbox::id.eq_any(ids))
+            .select(outbox::id)
+            .for_update()
+            .skip_locked()
+            .load(conn)?;
+        diesel::delete(outbox::table.filter(outbox::id.eq_any(&free)))
+            .execute(conn)
+            .map_err(DbError::from)
     })
 }
 
@@ -88,5 +112,8 @@ pub fn users_with_pending(conn: &mut PgConnection, users: &[i64]) -> Result<Vec<
 
 /// Rows waiting to be applied.
 pub fn depth(conn: &mut PgConnection) -> Result<i64, DbError> {
-    outbox::table.count().get_result(conn).map_err(DbError::from)
+    outbox::table
+        .count()
+        .get_result(conn)
+        .map_err(DbError::from)
 }

@@ -24,10 +24,10 @@ impl Timestamp {
         if let Ok(dt) = DateTime::parse_from_rfc3339(s) {
             return Ok(Self::from_utc(dt.with_timezone(&Utc)));
         }
-        if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
-            if let Some(dt) = d.and_hms_opt(0, 0, 0) {
-                return Ok(Self::from_utc(dt.and_utc()));
-            }
+        if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d")
+            && let Some(dt) = d.and_hms_opt(0, 0, 0)
+        {
+            return Ok(Self::from_utc(dt.and_utc()));
         }
         if let Ok(dt) = chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f") {
             return Ok(Self::from_utc(dt.and_utc()));
@@ -109,7 +109,10 @@ mod tests {
     #[test]
     fn offsets_normalize_to_utc() {
         assert_eq!(ts("2026-10-06T11:00:00+02:00"), ts("2026-10-06T09:00:00Z"));
-        assert_eq!(ts("2026-10-06T09:00:00Z").to_string(), "2026-10-06T09:00:00Z");
+        assert_eq!(
+            ts("2026-10-06T09:00:00Z").to_string(),
+            "2026-10-06T09:00:00Z"
+        );
     }
 
     #[test]
@@ -124,12 +127,22 @@ mod tests {
 
     #[test]
     fn precision_is_truncated_to_microseconds() {
-        assert_eq!(ts("2026-10-06T09:00:00.123456789Z").to_string(), "2026-10-06T09:00:00.123456Z");
+        assert_eq!(
+            ts("2026-10-06T09:00:00.123456789Z").to_string(),
+            "2026-10-06T09:00:00.123456Z"
+        );
     }
 
     #[test]
     fn garbage_is_rejected() {
-        for bad in ["", "yesterday", "2026-13-01", "2026-10-06T25:00:00Z", "99999-01-01", "2026-10-06 09:00"] {
+        for bad in [
+            "",
+            "yesterday",
+            "2026-13-01",
+            "2026-10-06T25:00:00Z",
+            "99999-01-01",
+            "2026-10-06 09:00",
+        ] {
             assert!(Timestamp::parse(bad).is_err(), "{bad:?} was accepted");
         }
     }
@@ -140,7 +153,9 @@ mod tests {
         assert!(TimeRange::new(a, a).is_err());
         assert!(TimeRange::new(ts("2026-01-02"), a).is_err());
         assert!(TimeRange::new(a, ts("2027-02-05")).is_ok()); // 400 days
-        let too_long = TimeRange::new(a, ts("2027-02-05T00:00:01Z")).map(|_| ()).unwrap_err();
+        let too_long = TimeRange::new(a, ts("2027-02-05T00:00:01Z"))
+            .map(|_| ())
+            .unwrap_err();
         assert_eq!(too_long.field, "end");
     }
 }

@@ -16,7 +16,10 @@ impl Username {
         if !(3..=64).contains(&n) {
             return Err("must be 3 to 64 characters".into());
         }
-        if !s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')) {
+        if !s
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+        {
             return Err("may contain only letters, digits, '_', '.' and '-'".into());
         }
         Ok(Self(s))
@@ -87,6 +90,9 @@ mod tests {
         assert!(Password::parse("p".repeat(129)).is_err());
         assert!(Password::parse("nul\0nul\0nul".into()).is_err());
         let p = Password::parse("long enough".into()).map_err(|e| e.to_string());
-        assert!(!format!("{p:?}").contains("long enough"), "Debug leaks the password");
+        assert!(
+            !format!("{p:?}").contains("long enough"),
+            "Debug leaks the password"
+        );
     }
 }

@@ -16,7 +16,10 @@ use crate::service::AppState;
 /// The header guard of the feed: no browser, proxy or CDN keeps a copy of
 /// any answer of the feed route, success or error. (The origin's last 40 %:
 /// a correct server cache is useless if the browser replays its own copy.)
-pub async fn no_store(req: ServiceRequest, next: Next<impl MessageBody + 'static>) -> Result<ServiceResponse<BoxBody>, Error> {
+pub async fn no_store(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, Error> {
     // Kept so an error raised below can still become a response we stamp.
     let http_req = req.request().clone();
     let mut res = match next.call(req).await {
@@ -30,7 +33,10 @@ pub async fn no_store(req: ServiceRequest, next: Next<impl MessageBody + 'static
     );
     h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     h.insert(header::EXPIRES, HeaderValue::from_static("0"));
-    h.insert(header::VARY, HeaderValue::from_static("Cookie, Authorization"));
+    h.insert(
+        header::VARY,
+        HeaderValue::from_static("Cookie, Authorization"),
+    );
     // Validators would invite conditional requests; the feed has none.
     h.remove(header::ETAG);
     h.remove(header::LAST_MODIFIED);
@@ -61,7 +67,9 @@ pub fn json_errors<B: MessageBody + 'static>(
             new.headers_mut().insert(name.clone(), value.clone());
         }
     }
-    Ok(ErrorHandlerResponse::Response(ServiceResponse::new(req, new).map_into_right_body()))
+    Ok(ErrorHandlerResponse::Response(
+        ServiceResponse::new(req, new).map_into_right_body(),
+    ))
 }
 
 /// Records request latency by method, route pattern and status class.
@@ -75,11 +83,27 @@ pub async fn record_metrics(
     let res = next.call(req).await;
     if let Some(state) = state {
         let (route, status) = match &res {
-            Ok(r) => (r.request().match_pattern().unwrap_or_else(|| "unmatched".into()), r.status().as_u16()),
-            Err(e) => ("unmatched".to_owned(), e.as_response_error().status_code().as_u16()),
+            Ok(r) => (
+                r.request()
+                    .match_pattern()
+                    .unwrap_or_else(|| "unmatched".into()),
+                r.status().as_u16(),
+            ),
+            Err(e) => (
+                "unmatched".to_owned(),
+                e.as_response_error().status_code().as_u16(),
+            ),
         };
-        let labels = RequestLabels { method, route, status: format!("{}xx", status / 100) };
-        state.metrics.http_requests.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
+        let labels = RequestLabels {
+            method,
+            route,
+            status: format!("{}xx", status / 100),
+        };
+        state
+            .metrics
+            .http_requests
+            .get_or_create(&labels)
+            .observe(started.elapsed().as_secs_f64());
     }
     res
 }

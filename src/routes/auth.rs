@@ -1,19 +1,43 @@
 use actix_web::cookie::{Cookie, SameSite, time::Duration as CookieDuration};
+use actix_web::middleware::from_fn;
 use actix_web::{HttpResponse, web};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
-use super::extract::{AuthUser, JsonBody};
+use super::extract::{AuthUser, JsonBody, require_session};
 use crate::domain::{Password, UserId, Username};
 use crate::error::ApiError;
 use crate::service::{AppState, auth};
 
 pub fn config(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/api/signup").route(web::post().to(signup)).default_service(web::to(super::method_not_allowed)))
-        .service(web::resource("/api/login").route(web::post().to(login)).default_service(web::to(super::method_not_allowed)))
-        .service(web::resource("/api/logout").route(web::post().to(logout)).default_service(web::to(super::method_not_allowed)))
-        .service(web::resource("/api/me").route(web::get().to(me)).default_service(web::to(super::method_not_allowed)))
-        .service(web::resource("/api/users").route(web::get().to(users)).default_service(web::to(super::method_not_allowed)));
+    cfg.service(
+        web::resource("/api/signup")
+            .route(web::post().to(signup))
+            .default_service(web::to(super::method_not_allowed)),
+    )
+    .service(
+        web::resource("/api/login")
+            .route(web::post().to(login))
+            .default_service(web::to(super::method_not_allowed)),
+    )
+    .service(
+        web::resource("/api/logout")
+            .wrap(from_fn(require_session))
+            .route(web::post().to(logout))
+            .default_service(web::to(super::method_not_allowed)),
+    )
+    .service(
+        web::resource("/api/me")
+            .wrap(from_fn(require_session))
+            .route(web::get().to(me))
+            .default_service(web::to(super::method_not_allowed)),
+    )
+    .service(
+        web::resource("/api/users")
+            .wrap(from_fn(require_session))
+            .route(web::get().to(users))
+            .default_service(web::to(super::method_not_allowed)),
+    );
 }
 
 #[derive(Debug, Deserialize)]
@@ -38,7 +62,10 @@ struct UserBody {
 
 impl From<auth::User> for UserBody {
     fn from(u: auth::User) -> Self {
-        Self { id: u.id, username: u.username }
+        Self {
+            id: u.id,
+            username: u.username,
+        }
     }
 }
 
@@ -48,7 +75,10 @@ struct LoginBody {
     user: UserBody,
 }
 
-async fn signup(state: web::Data<AppState>, body: JsonBody<SignupRequest>) -> Result<HttpResponse, ApiError> {
+async fn signup(
+    state: web::Data<AppState>,
+    body: JsonBody<SignupRequest>,
+) -> Result<HttpResponse, ApiError> {
     let JsonBody(req) = body;
     let user = auth::signup(&state, req.username, req.password).await?;
     Ok(HttpResponse::Created().json(UserBody::from(user)))
@@ -65,11 +95,17 @@ fn session_cookie(token: String, state: &AppState) -> Cookie<'static> {
         .finish()
 }
 
-async fn login(state: web::Data<AppState>, body: JsonBody<LoginRequest>) -> Result<HttpResponse, ApiError> {
+async fn login(
+    state: web::Data<AppState>,
+    body: JsonBody<LoginRequest>,
+) -> Result<HttpResponse, ApiError> {
     let JsonBody(req) = body;
     let (token, user) = auth::login(&state, &req.username, req.password.expose_secret()).await?;
     let cookie = session_cookie(token.0.clone(), &state);
-    Ok(HttpResponse::Ok().cookie(cookie).json(LoginBody { token: token.0, user: user.into() }))
+    Ok(HttpResponse::Ok().cookie(cookie).json(LoginBody {
+        token: token.0,
+        user: user.into(),
+    }))
 }
 
 async fn logout(state: web::Data<AppState>, user: AuthUser) -> Result<HttpResponse, ApiError> {
@@ -81,12 +117,18 @@ async fn logout(state: web::Data<AppState>, user: AuthUser) -> Result<HttpRespon
 
 /// Who am I (the page asks this to decide between sign-in and calendar).
 async fn me(state: web::Data<AppState>, user: AuthUser) -> Result<HttpResponse, ApiError> {
-    let found = auth::find_user(&state, user.0.user_id).await?.ok_or(ApiError::Unauthenticated)?;
+    let found = auth::find_user(&state, user.0.user_id)
+        .await?
+        .ok_or(ApiError::Unauthenticated)?;
     Ok(HttpResponse::Ok().json(UserBody::from(found)))
 }
 
 /// Everybody's id and name, for the assignee picker.
 async fn users(state: web::Data<AppState>, _user: AuthUser) -> Result<HttpResponse, ApiError> {
-    let all: Vec<UserBody> = auth::list_users(&state).await?.into_iter().map(UserBody::from).collect();
+    let all: Vec<UserBody> = auth::list_users(&state)
+        .await?
+        .into_iter()
+        .map(UserBody::from)
+        .collect();
     Ok(HttpResponse::Ok().json(all))
 }

@@ -5,9 +5,12 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use actix_web::dev::Payload;
+use actix_web::HttpMessage as _;
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::error::PayloadError;
 use actix_web::http::header;
+use actix_web::middleware::Next;
 use actix_web::{FromRequest, HttpRequest, web};
 use bytes::BytesMut;
 use futures_util::StreamExt as _;
@@ -38,37 +41,68 @@ fn state(req: &HttpRequest) -> Result<web::Data<AppState>, ApiError> {
 
 /// The session token from `Authorization: Bearer` or the `session` cookie.
 pub fn session_token(req: &HttpRequest) -> Option<String> {
-    if let Some(value) = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+    if let Some(value) = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
         let mut parts = value.splitn(2, ' ');
-        if let (Some(scheme), Some(token)) = (parts.next(), parts.next()) {
-            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() {
-                return Some(token.trim().to_owned());
-            }
+        if let (Some(scheme), Some(token)) = (parts.next(), parts.next())
+            && scheme.eq_ignore_ascii_case("bearer")
+            && !token.trim().is_empty()
+        {
+            return Some(token.trim().to_owned());
         }
     }
-    req.cookie("session").map(|c| c.value().to_owned()).filter(|v| !v.is_empty())
+    req.cookie("session")
+        .map(|c| c.value().to_owned())
+        .filter(|v| !v.is_empty())
 }
 
-/// A caller with a live session; 401 otherwise.
+/// A caller with a live session. The session is resolved by the
+/// [`require_session`] middleware before any extractor runs, so an
+/// unauthenticated request is a 401 whatever else is wrong with it.
 #[derive(Debug, Clone)]
 pub struct AuthUser(pub Session);
 
 impl FromRequest for AuthUser {
     type Error = ApiError;
-    type Future = LocalBoxFuture<Result<Self, ApiError>>;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let token = session_token(req);
-        let state = state(req);
-        Box::pin(async move {
-            let token = token.ok_or(ApiError::Unauthenticated)?;
-            let state = state?;
-            match auth::authenticate(&state, &token).await {
-                Ok(session) => Ok(AuthUser(session)),
-                Err(ServiceError::Unauthenticated) => Err(ApiError::Unauthenticated),
-                Err(e) => Err(e.into()),
-            }
-        })
+        std::future::ready(
+            req.extensions()
+                .get::<Session>()
+                .cloned()
+                .map(AuthUser)
+                .ok_or(ApiError::Unauthenticated),
+        )
+    }
+}
+
+/// Authenticates the request (bearer token or `session` cookie) and puts the
+/// session in the request's extensions; answers 401 (or 503 when neither
+/// Redis nor PostgreSQL can vouch for the session) otherwise.
+pub async fn require_session(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let Some(token) = session_token(req.request()) else {
+        return Ok(req.error_response(ApiError::Unauthenticated));
+    };
+    let state = match state(req.request()) {
+        Ok(s) => s,
+        Err(e) => return Ok(req.error_response(e)),
+    };
+    match auth::authenticate(&state, &token).await {
+        Ok(session) => {
+            req.extensions_mut().insert(session);
+            next.call(req)
+                .await
+                .map(ServiceResponse::map_into_boxed_body)
+        }
+        Err(ServiceError::Unauthenticated) => Ok(req.error_response(ApiError::Unauthenticated)),
+        Err(e) => Ok(req.error_response(ApiError::from(e))),
     }
 }
 
@@ -78,11 +112,21 @@ impl FromRequest for AuthUser {
 pub struct JsonBody<T>(pub T);
 
 fn is_json(req: &HttpRequest) -> bool {
-    let Some(ct) = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+    let Some(ct) = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
         return false;
     };
-    let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 /// Which field a serde error is about: the path where it happened, or the
@@ -92,10 +136,10 @@ fn field_of(path: &str, message: &str) -> String {
         return path.to_owned();
     }
     for marker in ["missing field `", "unknown field `", "duplicate field `"] {
-        if let Some(rest) = message.split(marker).nth(1) {
-            if let Some(name) = rest.split('`').next() {
-                return name.to_owned();
-            }
+        if let Some(rest) = message.split(marker).nth(1)
+            && let Some(name) = rest.split('`').next()
+        {
+            return name.to_owned();
         }
     }
     "body".to_owned()
@@ -110,17 +154,26 @@ fn clean_message(message: &str) -> String {
 }
 
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // serde would read a struct from an array by position; the API speaks
+    // objects only.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::invalid("body", "must be a JSON object"));
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         let message = inner.to_string();
         if inner.is_syntax() || inner.is_eof() {
-            return ApiError::invalid("body", format!("is not valid JSON: {}", clean_message(&message)));
+            return ApiError::invalid(
+                "body",
+                format!("is not valid JSON: {}", clean_message(&message)),
+            );
         }
         ApiError::invalid(field_of(&path, &message), clean_message(&message))
     })?;
-    de.end().map_err(|_| ApiError::invalid("body", "has trailing characters after the JSON value"))?;
+    de.end()
+        .map_err(|_| ApiError::invalid("body", "has trailing characters after the JSON value"))?;
     Ok(value)
 }
 
@@ -142,26 +195,36 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
         let mut payload = payload.take();
         Box::pin(async move {
             if declared.is_some_and(|n| n > config.limit as u64) {
-                return Err(ApiError::PayloadTooLarge { limit: config.limit });
+                return Err(ApiError::PayloadTooLarge {
+                    limit: config.limit,
+                });
             }
             if !json {
                 return Err(ApiError::UnsupportedMediaType);
             }
             let read = async {
-                let mut body = BytesMut::with_capacity(declared.map_or(1024, |n| n as usize).min(config.limit));
+                let mut body = BytesMut::with_capacity(
+                    declared.map_or(1024, |n| n as usize).min(config.limit),
+                );
                 while let Some(chunk) = payload.next().await {
                     let chunk = chunk.map_err(|e| match e {
-                        PayloadError::Overflow => ApiError::PayloadTooLarge { limit: config.limit },
+                        PayloadError::Overflow => ApiError::PayloadTooLarge {
+                            limit: config.limit,
+                        },
                         _ => ApiError::invalid("body", "could not be read completely"),
                     })?;
                     if body.len() + chunk.len() > config.limit {
-                        return Err(ApiError::PayloadTooLarge { limit: config.limit });
+                        return Err(ApiError::PayloadTooLarge {
+                            limit: config.limit,
+                        });
                     }
                     body.extend_from_slice(&chunk);
                 }
                 Ok(body)
             };
-            let body = tokio::time::timeout(config.timeout, read).await.map_err(|_| ApiError::RequestTimeout)??;
+            let body = tokio::time::timeout(config.timeout, read)
+                .await
+                .map_err(|_| ApiError::RequestTimeout)??;
             parse_json(&body).map(JsonBody)
         })
     }
@@ -181,14 +244,37 @@ mod tests {
 
     #[test]
     fn errors_name_the_field() {
-        assert_eq!(field(r#"{"work_type":"task","start":"2026-10-06"}"#), "title");
-        assert_eq!(field(r#"{"title":"x","work_type":"task","start":"2026-10-06","colour":1}"#), "colour");
-        assert_eq!(field(r#"{"title":5,"work_type":"task","start":"2026-10-06"}"#), "title");
-        assert_eq!(field(r#"{"title":"x","work_type":"chore","start":"2026-10-06"}"#), "work_type");
-        assert_eq!(field(r#"{"title":"x","work_type":"task","start":"soon"}"#), "start");
-        assert_eq!(field(r#"{"title":"x","work_type":"task","start":"2026-10-06","assignee_ids":[1,"2"]}"#), "assignee_ids[1]");
+        assert_eq!(
+            field(r#"{"work_type":"task","start":"2026-10-06"}"#),
+            "title"
+        );
+        assert_eq!(
+            field(r#"{"title":"x","work_type":"task","start":"2026-10-06","colour":1}"#),
+            "colour"
+        );
+        assert_eq!(
+            field(r#"{"title":5,"work_type":"task","start":"2026-10-06"}"#),
+            "title"
+        );
+        assert_eq!(
+            field(r#"{"title":"x","work_type":"chore","start":"2026-10-06"}"#),
+            "work_type"
+        );
+        assert_eq!(
+            field(r#"{"title":"x","work_type":"task","start":"soon"}"#),
+            "start"
+        );
+        assert_eq!(
+            field(
+                r#"{"title":"x","work_type":"task","start":"2026-10-06","assignee_ids":[1,"2"]}"#
+            ),
+            "assignee_ids[1]"
+        );
         assert_eq!(field(r#"{"title":"x""#), "body");
-        assert_eq!(field(r#"{"title":"x","work_type":"task","start":"2026-10-06"} trailing"#), "body");
+        assert_eq!(
+            field(r#"{"title":"x","work_type":"task","start":"2026-10-06"} trailing"#),
+            "body"
+        );
         assert_eq!(field(&"[".repeat(10_000)), "body");
     }
 }

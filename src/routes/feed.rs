@@ -3,7 +3,7 @@ use actix_web::middleware::from_fn;
 use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 
-use super::extract::AuthUser;
+use super::extract::{AuthUser, require_session};
 use crate::cache::FeedParams;
 use crate::domain::{Status, TimeRange, Timestamp, ValidationError, WorkType};
 use crate::error::ApiError;
@@ -11,10 +11,12 @@ use crate::middleware::no_store;
 use crate::service::{self, AppState};
 
 pub fn config(cfg: &mut web::ServiceConfig) {
-    // The header guard wraps the whole resource, so every answer — the
-    // handler's, the extractors' errors, a 405 — carries it.
+    // The header guard wraps the whole resource (outermost: the last `wrap`),
+    // so every answer — the handler's, the session check's 401, extractor
+    // errors, a 405 — carries it.
     cfg.service(
         web::resource("/api/calendar/feed")
+            .wrap(from_fn(require_session))
             .wrap(from_fn(no_store))
             .route(web::get().to(feed))
             .default_service(web::to(super::method_not_allowed)),
@@ -40,7 +42,9 @@ impl TryFrom<RawFeedQuery> for FeedParams {
 
     fn try_from(q: RawFeedQuery) -> Result<Self, ValidationError> {
         let ts = |name: &'static str, v: Option<String>| -> Result<Timestamp, ValidationError> {
-            let v = v.filter(|s| !s.is_empty()).ok_or_else(|| ValidationError::new(name, "is required"))?;
+            let v = v
+                .filter(|s| !s.is_empty())
+                .ok_or_else(|| ValidationError::new(name, "is required"))?;
             Timestamp::parse(&v).map_err(|reason| ValidationError::new(name, reason))
         };
         let range = TimeRange::new(ts("start", q.start)?, ts("end", q.end)?)?;
@@ -57,11 +61,19 @@ impl TryFrom<RawFeedQuery> for FeedParams {
             .map(|s| s.parse::<Status>())
             .transpose()
             .map_err(|reason| ValidationError::new("status", reason))?;
-        Ok(FeedParams { range, work_type, status })
+        Ok(FeedParams {
+            range,
+            work_type,
+            status,
+        })
     }
 }
 
-async fn feed(state: web::Data<AppState>, user: AuthUser, query: web::Query<RawFeedQuery>) -> Result<HttpResponse, ApiError> {
+async fn feed(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    query: web::Query<RawFeedQuery>,
+) -> Result<HttpResponse, ApiError> {
     let params = FeedParams::try_from(query.into_inner())?;
     let (outcome, body) = service::feed::feed(&state, user.0.user_id, params).await?;
     Ok(HttpResponse::Ok()

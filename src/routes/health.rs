@@ -20,8 +20,13 @@ async fn healthz() -> HttpResponse {
 /// operator knows where to look.
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let (pg, redis) = tokio::join!(db::run(&state.pool, db::ping), state.cache.ping());
-    let down: Vec<&str> =
-        [pg.is_err().then_some("postgres"), redis.is_err().then_some("redis")].into_iter().flatten().collect();
+    let down: Vec<&str> = [
+        pg.is_err().then_some("postgres"),
+        redis.is_err().then_some("redis"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     if down.is_empty() {
         HttpResponse::Ok().json(json!({"status": "ready", "postgres": "up", "redis": "up"}))
     } else {
@@ -41,6 +46,11 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 }
 
 async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let text = state.metrics.render().map_err(|e| ApiError::Internal(Box::new(e)))?;
-    Ok(HttpResponse::Ok().content_type("application/openmetrics-text; version=1.0.0; charset=utf-8").body(text))
+    let text = state
+        .metrics
+        .render()
+        .map_err(|e| ApiError::Internal(Box::new(e)))?;
+    Ok(HttpResponse::Ok()
+        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        .body(text))
 }

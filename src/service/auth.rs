@@ -46,7 +46,11 @@ fn hash_token(token: &str) -> Vec<u8> {
 /// Splits `<id>.<secret>`; anything else is not a token of ours.
 fn parse_token(token: &str) -> Option<UserId> {
     let (id, secret) = token.split_once('.')?;
-    if secret.len() != 43 || !secret.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+    if secret.len() != 43
+        || !secret
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
         return None;
     }
     id.parse::<i64>().ok().filter(|&id| id > 0).map(UserId)
@@ -73,12 +77,20 @@ fn dummy_hash() -> &'static str {
 
 /// Hashing runs on the blocking pool: argon2id takes tens of milliseconds
 /// of CPU on purpose.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ServiceError> {
-    actix_web::web::block(f).await.map_err(|_| ServiceError::Internal("blocking task cancelled"))
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ServiceError> {
+    actix_web::web::block(f)
+        .await
+        .map_err(|_| ServiceError::Internal("blocking task cancelled"))
 }
 
 #[tracing::instrument(skip_all, fields(username = %username))]
-pub async fn signup(state: &AppState, username: Username, password: Password) -> Result<User, ServiceError> {
+pub async fn signup(
+    state: &AppState,
+    username: Username,
+    password: Password,
+) -> Result<User, ServiceError> {
     if !state.auth.signup_enabled {
         return Err(ServiceError::NotFound);
     }
@@ -88,27 +100,51 @@ pub async fn signup(state: &AppState, username: Username, password: Password) ->
 }
 
 /// Creates a user outside HTTP (CLI, demo data). Same hashing as sign-up.
-pub async fn create_user(state: &AppState, username: Username, password: Password) -> Result<User, ServiceError> {
+pub async fn create_user(
+    state: &AppState,
+    username: Username,
+    password: Password,
+) -> Result<User, ServiceError> {
     let pw = password.expose().to_owned();
     let hash = blocking(move || hash_password(&pw)).await??;
     let name = username.as_str().to_owned();
-    let row = db::run(&state.pool, move |c| users::insert(c, &name, &hash)).await.map_err(|e| match e {
-        DbError::UniqueViolation(_) => ServiceError::Conflict("username is taken"),
-        other => ServiceError::Db(other),
-    })?;
-    Ok(User { id: UserId(row.id), username: row.username })
+    let row = db::run(&state.pool, move |c| users::insert(c, &name, &hash))
+        .await
+        .map_err(|e| match e {
+            DbError::UniqueViolation(_) => ServiceError::Conflict("username is taken"),
+            other => ServiceError::Db(other),
+        })?;
+    Ok(User {
+        id: UserId(row.id),
+        username: row.username,
+    })
 }
 
 #[tracing::instrument(skip_all)]
-pub async fn login(state: &AppState, username: &str, password: &str) -> Result<(IssuedToken, User), ServiceError> {
+pub async fn login(
+    state: &AppState,
+    username: &str,
+    password: &str,
+) -> Result<(IssuedToken, User), ServiceError> {
     let name = username.to_owned();
     let found = db::run(&state.pool, move |c| users::find_by_username(c, &name)).await?;
     let (stored_hash, user) = match &found {
-        Some(row) => (row.password_hash.clone(), Some(User { id: UserId(row.id), username: row.username.clone() })),
+        Some(row) => (
+            row.password_hash.clone(),
+            Some(User {
+                id: UserId(row.id),
+                username: row.username.clone(),
+            }),
+        ),
         None => (dummy_hash().to_owned(), None),
     };
     let pw = password.to_owned();
-    let verified = blocking(move || Argon2::default().verify_password(pw.as_bytes(), stored_hash.as_str()).is_ok()).await?;
+    let verified = blocking(move || {
+        Argon2::default()
+            .verify_password(pw.as_bytes(), stored_hash.as_str())
+            .is_ok()
+    })
+    .await?;
     let user = match (verified, user) {
         (true, Some(user)) => user,
         _ => return Err(ServiceError::InvalidCredentials),
@@ -121,7 +157,10 @@ pub async fn login(state: &AppState, username: &str, password: &str) -> Result<(
     let hours = i64::try_from(state.auth.session_lifetime_hours).unwrap_or(168);
     let expires_at = Utc::now() + chrono::Duration::hours(hours);
     let uid = user.id.0;
-    db::run(&state.pool, move |c| sessions::insert(c, &token_hash, uid, expires_at)).await?;
+    db::run(&state.pool, move |c| {
+        sessions::insert(c, &token_hash, uid, expires_at)
+    })
+    .await?;
     tracing::info!(user_id = %user.id, "logged in");
     Ok((IssuedToken(token), user))
 }
@@ -134,7 +173,12 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<Session, Serv
     tracing::Span::current().record("user_id", claimed.0);
     let token_hash = hash_token(token);
     match state.cache.session_state(claimed, &token_hash).await {
-        Ok(SessionState::Valid) => return Ok(Session { user_id: claimed, token_hash }),
+        Ok(SessionState::Valid) => {
+            return Ok(Session {
+                user_id: claimed,
+                token_hash,
+            });
+        }
         Ok(SessionState::Revoked) => return Err(ServiceError::Unauthenticated),
         Ok(SessionState::Unknown) | Err(_) => {}
     }
@@ -143,10 +187,17 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<Session, Serv
     match live {
         Some((user, expires_at)) if user == claimed.0 => {
             let remaining = (expires_at - Utc::now()).num_seconds().max(1);
-            if let Err(e) = state.cache.remember_session(claimed, &token_hash, remaining.unsigned_abs()).await {
+            if let Err(e) = state
+                .cache
+                .remember_session(claimed, &token_hash, remaining.unsigned_abs())
+                .await
+            {
                 tracing::debug!(error = %e, "session not cached");
             }
-            Ok(Session { user_id: claimed, token_hash })
+            Ok(Session {
+                user_id: claimed,
+                token_hash,
+            })
         }
         _ => Err(ServiceError::Unauthenticated),
     }
@@ -172,13 +223,22 @@ pub async fn logout(state: &AppState, session: &Session) -> Result<(), ServiceEr
 
 pub async fn find_user(state: &AppState, id: UserId) -> Result<Option<User>, ServiceError> {
     let row = db::run(&state.pool, move |c| users::find(c, id.0)).await?;
-    Ok(row.map(|r| User { id: UserId(r.id), username: r.username }))
+    Ok(row.map(|r| User {
+        id: UserId(r.id),
+        username: r.username,
+    }))
 }
 
 /// Everybody, for the assignee picker (id and name only).
 pub async fn list_users(state: &AppState) -> Result<Vec<User>, ServiceError> {
     let rows = db::run(&state.pool, |c| users::list(c, 1000)).await?;
-    Ok(rows.into_iter().map(|(id, username)| User { id: UserId(id), username }).collect())
+    Ok(rows
+        .into_iter()
+        .map(|(id, username)| User {
+            id: UserId(id),
+            username,
+        })
+        .collect())
 }
 
 #[cfg(test)]
@@ -199,6 +259,9 @@ mod tests {
 
     #[test]
     fn issued_tokens_do_not_debug_print() {
-        assert_eq!(format!("{:?}", IssuedToken("secret".into())), "IssuedToken(<redacted>)");
+        assert_eq!(
+            format!("{:?}", IssuedToken("secret".into())),
+            "IssuedToken(<redacted>)"
+        );
     }
 }

@@ -37,7 +37,11 @@ impl<'a> From<&'a FeedRow> for FeedEvent<'a> {
             start: Timestamp::from_utc(r.start_at),
             end: Timestamp::from_utc(r.end_at),
             all_day: r.all_day,
-            extended_props: ExtendedProps { work_item_id: r.id, work_type: &r.work_type, status: &r.status },
+            extended_props: ExtendedProps {
+                work_item_id: r.id,
+                work_type: &r.work_type,
+                status: &r.status,
+            },
         }
     }
 }
@@ -49,7 +53,11 @@ pub fn serialize_feed(rows: &[FeedRow]) -> Result<Bytes, serde_json::Error> {
 }
 
 #[tracing::instrument(skip_all, fields(user_id = %user))]
-pub async fn feed(state: &AppState, user: UserId, params: FeedParams) -> Result<(FeedOutcome, Bytes), ServiceError> {
+pub async fn feed(
+    state: &AppState,
+    user: UserId,
+    params: FeedParams,
+) -> Result<(FeedOutcome, Bytes), ServiceError> {
     let (outcome, body) = state
         .cache
         .feed_read_through(user, &params, async || {

@@ -44,14 +44,19 @@ impl OutboxSignal {
 fn to_invalidation(row: &OutboxRow) -> Invalidation {
     match &row.session_hash {
         None => Invalidation::FeedVersion(UserId(row.user_id)),
-        Some(hash) => Invalidation::Session { user: UserId(row.user_id), token_hash: hash.clone() },
+        Some(hash) => Invalidation::Session {
+            user: UserId(row.user_id),
+            token_hash: hash.clone(),
+        },
     }
 }
 
 /// How long a request has to apply its own outbox rows before drainers may
 /// take them: longer than the Redis call it makes.
 pub fn head_start(state: &AppState) -> chrono::DateTime<Utc> {
-    Utc::now() + chrono::Duration::from_std(state.cache_timeout() * 2).unwrap_or(chrono::Duration::seconds(1))
+    Utc::now()
+        + chrono::Duration::from_std(state.cache_timeout() * 2)
+            .unwrap_or(chrono::Duration::seconds(1))
 }
 
 /// Step 3 of a mutation: apply the committed outbox rows to Redis, then
@@ -65,7 +70,9 @@ pub async fn apply_committed(state: &AppState, rows: Vec<OutboxRow>, cause: Inva
     let items: Vec<Invalidation> = rows.iter().map(to_invalidation).collect();
     match state.cache.invalidate(&items).await {
         Ok(()) => {
-            state.metrics.invalidated(cause, InvalidationResult::Applied, items.len());
+            state
+                .metrics
+                .invalidated(cause, InvalidationResult::Applied, items.len());
             let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
             if let Err(e) = db::run(&state.pool, move |c| outbox::delete_applied(c, &ids)).await {
                 // Harmless: a drainer re-applies them later (a second bump
@@ -74,7 +81,9 @@ pub async fn apply_committed(state: &AppState, rows: Vec<OutboxRow>, cause: Inva
             }
         }
         Err(e) => {
-            state.metrics.invalidated(cause, InvalidationResult::Deferred, items.len());
+            state
+                .metrics
+                .invalidated(cause, InvalidationResult::Deferred, items.len());
             let users: Vec<UserId> = items.iter().map(Invalidation::user).collect();
             tracing::warn!(
                 error = %e,
@@ -92,7 +101,8 @@ const BATCH: i64 = 500;
 /// One drain pass: claims due rows, applies them, deletes them. Returns how
 /// many rows were applied.
 pub async fn drain_once(state: &AppState) -> Result<usize, DbError> {
-    let lease = Utc::now() + chrono::Duration::from_std(backoff(state)).unwrap_or(chrono::Duration::seconds(1));
+    let lease = Utc::now()
+        + chrono::Duration::from_std(backoff(state)).unwrap_or(chrono::Duration::seconds(1));
     let rows = db::run(&state.pool, move |c| outbox::claim_due(c, BATCH, lease)).await?;
     let mut applied = 0;
     if !rows.is_empty() {
@@ -101,7 +111,11 @@ pub async fn drain_once(state: &AppState) -> Result<usize, DbError> {
             Ok(()) => {
                 let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
                 db::run(&state.pool, move |c| outbox::delete_applied(c, &ids)).await?;
-                state.metrics.invalidated(InvalidationCause::Outbox, InvalidationResult::Applied, items.len());
+                state.metrics.invalidated(
+                    InvalidationCause::Outbox,
+                    InvalidationResult::Applied,
+                    items.len(),
+                );
                 tracing::info!(count = items.len(), "outbox invalidations applied");
                 applied = items.len();
             }
@@ -115,7 +129,9 @@ pub async fn drain_once(state: &AppState) -> Result<usize, DbError> {
     if !pending.is_empty() {
         let ids: Vec<i64> = pending.iter().map(|u| u.0).collect();
         let still = db::run(&state.pool, move |c| outbox::users_with_pending(c, &ids)).await?;
-        state.cache.clear_pending(pending.into_iter().filter(|u| !still.contains(&u.0)));
+        state
+            .cache
+            .clear_pending(pending.into_iter().filter(|u| !still.contains(&u.0)));
     }
     let depth = db::run(&state.pool, outbox::depth).await?;
     state.metrics.outbox_depth.set(depth);
@@ -133,7 +149,9 @@ fn backoff(state: &AppState) -> Duration {
 /// The drainer: runs until `shutdown` fires, then drains one last time.
 pub async fn run_drainer(state: Arc<AppState>, interval: Duration, shutdown: Arc<Notify>) {
     loop {
-        let jitter = Duration::from_millis(rand::rng().random_range(0..=interval.as_millis().max(1) as u64 / 2));
+        let jitter = Duration::from_millis(
+            rand::rng().random_range(0..=interval.as_millis().max(1) as u64 / 2),
+        );
         tokio::select! {
             () = shutdown.notified() => break,
             () = state.outbox.woken() => {}

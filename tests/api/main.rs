@@ -1,0 +1,12 @@
+//! The integration suite: one binary (links once), every test against the
+//! real PostgreSQL and Redis, each with its own database and key prefix.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
+
+mod auth;
+mod consistency;
+mod feed;
+#[allow(dead_code, reason = "a shared toolbox; not every module uses every helper")]
+mod helpers;
+mod migrations;
+mod ops;
+mod work_items;

@@ -1,0 +1,128 @@
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::helpers::{OCT, closed_port, item, metric, spawn_app, spawn_app_with};
+
+#[tokio::test]
+async fn health_and_readiness() {
+    let app = spawn_app().await;
+    assert_eq!(app.get("/healthz", None).await.status(), StatusCode::OK);
+    let ready = app.get("/readyz", None).await;
+    assert_eq!(ready.status(), StatusCode::OK);
+    let body: Value = ready.json().await.unwrap();
+    assert_eq!(body["postgres"], "up");
+    assert_eq!(body["redis"], "up");
+}
+
+#[tokio::test]
+async fn readiness_names_the_dependency_that_is_down() {
+    let app = spawn_app_with(|s| {
+        s.redis.url = format!("redis://127.0.0.1:{}", closed_port()).into();
+    })
+    .await;
+    let res = app.get("/readyz", None).await;
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unavailable");
+    assert_eq!(body["error"]["message"], "unavailable: redis");
+    // The process itself is fine.
+    assert_eq!(app.get("/healthz", None).await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn metrics_count_hits_misses_bypasses_and_invalidations() {
+    let app = spawn_app().await;
+    let user = app.new_user().await;
+    let created = app
+        .create_item(&user, item("m", "2026-10-05", "2026-10-06"))
+        .await;
+    app.feed(&user, OCT).await; // miss
+    app.feed(&user, OCT).await; // hit
+    app.feed(&user, OCT).await; // hit
+    app.delete(
+        &format!("/api/work-items/{}", created["id"].as_str().unwrap()),
+        &user.token,
+    )
+    .await;
+    app.feed(&user, OCT).await; // miss
+
+    let res = app.get("/metrics", None).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(
+        res.headers()
+            .get("content-type")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .contains("text")
+    );
+    let text = res.text().await.unwrap();
+    assert_eq!(
+        metric(&text, "calcache_feed_cache_requests_total{outcome=\"hit\"}"),
+        2.0,
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "calcache_feed_cache_requests_total{outcome=\"miss\"}"
+        ),
+        2.0
+    );
+    assert_eq!(metric(&text, "calcache_feed_db_queries_total"), 2.0);
+    assert_eq!(
+        metric(
+            &text,
+            "calcache_feed_cache_invalidations_total{cause=\"create\",result=\"applied\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "calcache_feed_cache_invalidations_total{cause=\"delete\",result=\"applied\"}"
+        ),
+        1.0
+    );
+    assert!(
+        metric(
+            &text,
+            "calcache_http_request_duration_seconds_count{method=\"GET\",route=\"/api/calendar/feed\",status=\"2xx\"}"
+        ) >= 4.0,
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn metrics_count_bypasses_and_redis_errors() {
+    let app = spawn_app_with(|s| {
+        s.redis.url = format!("redis://127.0.0.1:{}", closed_port()).into();
+    })
+    .await;
+    let user = app.new_user().await;
+    app.create_item(&user, item("m", "2026-10-05", "2026-10-06"))
+        .await;
+    app.feed(&user, OCT).await;
+    let text = app.metrics_text().await;
+    assert_eq!(
+        metric(
+            &text,
+            "calcache_feed_cache_requests_total{outcome=\"bypass\"}"
+        ),
+        1.0,
+        "{text}"
+    );
+    assert!(
+        metric(
+            &text,
+            "calcache_dependency_errors_total{dependency=\"redis\"}"
+        ) >= 1.0
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "calcache_feed_cache_invalidations_total{cause=\"create\",result=\"deferred\"}"
+        ),
+        1.0
+    );
+}
