@@ -1,0 +1,114 @@
+# Shared set-up for scripts/run.sh and scripts/test.sh: install what a fresh
+# Debian/Ubuntu machine lacks, start PostgreSQL and Redis when nothing answers
+# on the configured addresses, reuse them when something does.
+# shellcheck shell=bash
+
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+STATE_DIR="${CALCACHE_STATE_DIR:-$ROOT/.local}"
+mkdir -p "$STATE_DIR"
+
+export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/calcache}"
+export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
+
+log() { printf '\033[1m[calcache]\033[0m %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# host and port out of scheme://[user@]host:port[/...]
+url_host() { local rest="${1#*://}"; rest="${rest#*@}"; rest="${rest%%/*}"; echo "${rest%%:*}"; }
+url_port() { local rest="${1#*://}"; rest="${rest#*@}"; rest="${rest%%/*}"; [[ "$rest" == *:* ]] && echo "${rest##*:}" || echo "$2"; }
+url_db() { local rest="${1#*://}"; rest="${rest#*/}"; echo "${rest%%\?*}"; }
+
+PG_HOST="$(url_host "$DATABASE_URL")"; PG_PORT="$(url_port "$DATABASE_URL" 5432)"; PG_DB="$(url_db "$DATABASE_URL")"
+REDIS_HOST="$(url_host "$REDIS_URL")"; REDIS_PORT="$(url_port "$REDIS_URL" 6379)"
+
+answers() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+
+# Polls a condition until a deadline (no fixed sleeps).
+wait_for() {
+  local what="$1" seconds="$2"; shift 2
+  local deadline=$((SECONDS + seconds))
+  until "$@"; do
+    ((SECONDS < deadline)) || die "timed out after ${seconds}s waiting for $what"
+    sleep 0.2
+  done
+}
+
+SUDO=""
+[[ $EUID -ne 0 ]] && command -v sudo >/dev/null && SUDO="sudo"
+APT_UPDATED=""
+apt_install() {
+  local missing=()
+  for pkg in "$@"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
+  ((${#missing[@]})) || return 0
+  command -v apt-get >/dev/null || die "please install: ${missing[*]}"
+  log "installing ${missing[*]}"
+  if [[ -z "$APT_UPDATED" ]]; then $SUDO apt-get update -qq; APT_UPDATED=1; fi
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+ensure_toolchain() {
+  apt_install build-essential pkg-config libpq-dev postgresql-client curl ca-certificates
+  if ! command -v cargo >/dev/null; then
+    [[ -x "$HOME/.cargo/bin/cargo" ]] || {
+      log "installing the Rust toolchain (rustup)"
+      curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal --component clippy,rustfmt >/dev/null
+    }
+    export PATH="$HOME/.cargo/bin:$PATH"
+  fi
+}
+
+find_pg_bin() {
+  local d
+  for d in /usr/local/bin /usr/lib/postgresql/*/bin; do
+    [[ -x "$d/initdb" && -x "$d/pg_ctl" ]] && { echo "$d"; return 0; }
+  done
+  return 1
+}
+
+ensure_postgres() {
+  if answers "$PG_HOST" "$PG_PORT"; then
+    log "PostgreSQL answers on $PG_HOST:$PG_PORT; reusing it"
+  else
+    [[ "$PG_HOST" == "127.0.0.1" || "$PG_HOST" == "localhost" ]] || die "PostgreSQL at $PG_HOST:$PG_PORT does not answer"
+    find_pg_bin >/dev/null || apt_install postgresql
+    local bin; bin="$(find_pg_bin)" || die "no initdb/pg_ctl found"
+    local data="$STATE_DIR/pg-$PG_PORT" run_as=()
+    if [[ $EUID -eq 0 ]]; then
+      id postgres >/dev/null 2>&1 || useradd --system --home-dir /var/lib/postgresql --shell /bin/bash postgres
+      run_as=(runuser -u postgres --)
+      # PostgreSQL refuses to run as root: give it a directory it owns.
+      data="/var/tmp/calcache-pg-$PG_PORT"
+    fi
+    if [[ ! -f "$data/PG_VERSION" ]]; then
+      log "initializing a PostgreSQL cluster in $data"
+      mkdir -p "$data"; [[ $EUID -eq 0 ]] && chown postgres "$data"
+      "${run_as[@]}" "$bin/initdb" -D "$data" -U postgres --auth=trust >/dev/null
+    fi
+    log "starting PostgreSQL on 127.0.0.1:$PG_PORT"
+    "${run_as[@]}" "$bin/pg_ctl" -D "$data" -l "$data/server.log" -w \
+      -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -k /tmp -c max_connections=300" start >/dev/null
+    wait_for "PostgreSQL" 30 answers "$PG_HOST" "$PG_PORT"
+  fi
+  local admin="${DATABASE_URL%/*}/postgres"
+  if ! psql "$admin" -tAc "SELECT 1 FROM pg_database WHERE datname = '$PG_DB'" | grep -q 1; then
+    log "creating database $PG_DB"
+    psql "$admin" -qc "CREATE DATABASE \"$PG_DB\"" >/dev/null
+  fi
+}
+
+ensure_redis() {
+  if answers "$REDIS_HOST" "$REDIS_PORT"; then
+    log "Redis answers on $REDIS_HOST:$REDIS_PORT; reusing it"
+    return 0
+  fi
+  [[ "$REDIS_HOST" == "127.0.0.1" || "$REDIS_HOST" == "localhost" ]] || die "Redis at $REDIS_HOST:$REDIS_PORT does not answer"
+  command -v redis-server >/dev/null || apt_install redis-server
+  log "starting Redis on 127.0.0.1:$REDIS_PORT"
+  # No eviction of keys without a TTL (the feed versions): volatile-lru.
+  redis-server --daemonize yes --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no \
+    --maxmemory-policy volatile-lru --pidfile "$STATE_DIR/redis-$REDIS_PORT.pid" \
+    --logfile "$STATE_DIR/redis-$REDIS_PORT.log" --dir "$STATE_DIR"
+  wait_for "Redis" 30 answers "$REDIS_HOST" "$REDIS_PORT"
+}
