@@ -82,6 +82,10 @@ pub struct CacheSettings {
     pub session_ttl_secs: u64,
     /// How often each process retries invalidations left in the outbox.
     pub outbox_interval_ms: u64,
+    /// On a miss, how long a request waits for another request (of this or
+    /// another process) that is already filling the same entry, before it
+    /// queries PostgreSQL itself.
+    pub fill_wait_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -120,8 +124,7 @@ impl Settings {
     /// (default `./config`), with environment overrides.
     pub fn load() -> Result<Self, ConfigError> {
         let env = std::env::var("CALCACHE_ENV").unwrap_or_else(|_| "local".into());
-        let dir = std::env::var_os("CALCACHE_CONFIG_DIR")
-            .map_or_else(|| PathBuf::from("config"), PathBuf::from);
+        let dir = std::env::var_os("CALCACHE_CONFIG_DIR").map_or_else(|| PathBuf::from("config"), PathBuf::from);
         Self::load_from(&dir, &env)
     }
 
@@ -130,10 +133,7 @@ impl Settings {
             .add_source(config::File::from(dir.join("default.toml")))
             .add_source(config::File::from(dir.join(format!("{env}.toml"))))
             .add_source(
-                config::Environment::with_prefix("CALCACHE")
-                    .prefix_separator("__")
-                    .separator("__")
-                    .try_parsing(true),
+                config::Environment::with_prefix("CALCACHE").prefix_separator("__").separator("__").try_parsing(true),
             );
         // The conventional variables always win over the files.
         if let Ok(url) = std::env::var("DATABASE_URL") {
@@ -152,15 +152,11 @@ impl Settings {
         if prefix.is_empty() || prefix.contains(['{', '}']) {
             return Err(ConfigError::Invalid {
                 key: "redis.key_prefix",
-                reason: "must be non-empty and contain no braces (they are the cluster hash tag)"
-                    .into(),
+                reason: "must be non-empty and contain no braces (they are the cluster hash tag)".into(),
             });
         }
         if self.database.pool_max_size == 0 || self.redis.pool_max_size == 0 {
-            return Err(ConfigError::Invalid {
-                key: "pool_max_size",
-                reason: "must be at least 1".into(),
-            });
+            return Err(ConfigError::Invalid { key: "pool_max_size", reason: "must be at least 1".into() });
         }
         Ok(())
     }
@@ -168,11 +164,7 @@ impl Settings {
 
 impl ServerSettings {
     pub fn worker_count(&self) -> usize {
-        if self.workers == 0 {
-            std::thread::available_parallelism().map_or(1, usize::from)
-        } else {
-            self.workers
-        }
+        if self.workers == 0 { std::thread::available_parallelism().map_or(1, usize::from) } else { self.workers }
     }
 }
 
@@ -203,10 +195,8 @@ mod tests {
     fn unknown_keys_are_rejected() {
         let tmp = std::env::temp_dir().join(format!("calcache-config-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&tmp).unwrap_or_else(|e| panic!("{e}"));
-        std::fs::copy(dir().join("default.toml"), tmp.join("default.toml"))
-            .unwrap_or_else(|e| panic!("{e}"));
-        std::fs::write(tmp.join("typo.toml"), "[server]\nworkerz = 4\n")
-            .unwrap_or_else(|e| panic!("{e}"));
+        std::fs::copy(dir().join("default.toml"), tmp.join("default.toml")).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(tmp.join("typo.toml"), "[server]\nworkerz = 4\n").unwrap_or_else(|e| panic!("{e}"));
         let err = Settings::load_from(&tmp, "typo").map(|_| ()).unwrap_err();
         assert!(format!("{err:?}").contains("workerz"), "{err:?}");
         std::fs::remove_dir_all(&tmp).ok();

@@ -73,6 +73,21 @@ snake_label!(CacheOutcome);
 snake_label!(InvalidationCause);
 snake_label!(InvalidationResult);
 
+/// A miss that waited for another request's fill instead of querying.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum StampedeWait {
+    /// For a request of this process (single-flight).
+    Process,
+    /// For another process holding the fill lease.
+    Lease,
+}
+snake_label!(StampedeWait);
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StampedeLabels {
+    pub waited_for: StampedeWait,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub method: String,
@@ -103,6 +118,7 @@ pub struct Metrics {
     pub feed_db_queries: Counter,
     pub dependency_errors: Family<DependencyLabels, Counter>,
     pub outbox_depth: Gauge,
+    pub stampede_waits: Family<StampedeLabels, Counter>,
     pub http_requests: HistogramFamily<RequestLabels>,
 }
 
@@ -128,11 +144,7 @@ impl Metrics {
             invalidations.clone(),
         );
         let feed_db_queries = Counter::default();
-        registry.register(
-            "feed_db_queries",
-            "Feed queries sent to PostgreSQL",
-            feed_db_queries.clone(),
-        );
+        registry.register("feed_db_queries", "Feed queries sent to PostgreSQL", feed_db_queries.clone());
         let dependency_errors = Family::<DependencyLabels, Counter>::default();
         registry.register(
             "dependency_errors",
@@ -145,8 +157,13 @@ impl Metrics {
             "Invalidations waiting in the outbox (as last seen by this process)",
             outbox_depth.clone(),
         );
-        let http_requests: HistogramFamily<RequestLabels> =
-            Family::new_with_constructor(latency_histogram);
+        let stampede_waits = Family::<StampedeLabels, Counter>::default();
+        registry.register(
+            "feed_cache_stampede_waits",
+            "Misses that waited for another request's fill (process single-flight or cross-process lease)",
+            stampede_waits.clone(),
+        );
+        let http_requests: HistogramFamily<RequestLabels> = Family::new_with_constructor(latency_histogram);
         registry.register(
             "http_request_duration_seconds",
             "Request latency by method, route and status class",
@@ -159,26 +176,25 @@ impl Metrics {
             feed_db_queries,
             dependency_errors,
             outbox_depth,
+            stampede_waits,
             http_requests,
         }
     }
 
     pub fn feed_outcome(&self, outcome: CacheOutcome) {
-        self.feed_requests
-            .get_or_create(&OutcomeLabels { outcome })
-            .inc();
+        self.feed_requests.get_or_create(&OutcomeLabels { outcome }).inc();
     }
 
     pub fn invalidated(&self, cause: InvalidationCause, result: InvalidationResult, users: usize) {
-        self.invalidations
-            .get_or_create(&InvalidationLabels { cause, result })
-            .inc_by(users as u64);
+        self.invalidations.get_or_create(&InvalidationLabels { cause, result }).inc_by(users as u64);
+    }
+
+    pub fn stampede_wait(&self, waited_for: StampedeWait) {
+        self.stampede_waits.get_or_create(&StampedeLabels { waited_for }).inc();
     }
 
     pub fn dependency_error(&self, dependency: &'static str) {
-        self.dependency_errors
-            .get_or_create(&DependencyLabels { dependency })
-            .inc();
+        self.dependency_errors.get_or_create(&DependencyLabels { dependency }).inc();
     }
 
     /// OpenMetrics text (what Prometheus scrapes).

@@ -28,12 +28,7 @@ pub enum Permit {
 
 impl Breaker {
     pub fn new(cooldown: Duration) -> Self {
-        Self {
-            epoch: Instant::now(),
-            cooldown,
-            open_until_ms: AtomicU64::new(0),
-            probing: AtomicBool::new(false),
-        }
+        Self { epoch: Instant::now(), cooldown, open_until_ms: AtomicU64::new(0), probing: AtomicBool::new(false) }
     }
 
     /// Never 0, which means "closed".
@@ -50,11 +45,7 @@ impl Breaker {
             return Permit::Deny;
         }
         // Cool-down over: exactly one caller probes.
-        if self
-            .probing
-            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
+        if self.probing.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire).is_ok() {
             Permit::Probe
         } else {
             Permit::Deny
@@ -70,9 +61,7 @@ impl Breaker {
     }
 
     pub fn failure(&self, permit: Permit) {
-        let until = self
-            .now_ms()
-            .saturating_add(u64::try_from(self.cooldown.as_millis()).unwrap_or(u64::MAX));
+        let until = self.now_ms().saturating_add(u64::try_from(self.cooldown.as_millis()).unwrap_or(u64::MAX));
         self.open_until_ms.store(until, Ordering::Release);
         if permit == Permit::Probe {
             self.probing.store(false, Ordering::Release);

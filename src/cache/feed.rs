@@ -10,20 +10,38 @@
 //! writer harmless: a writer commits and then bumps the version, so if our
 //! query saw the old rows, the version we store under is already (or soon)
 //! outdated and nobody will read that entry as current.
+//!
+//! The hit path costs one Redis round trip in the common case: the process
+//! remembers the last version it saw per user and pipelines "GET version" with
+//! "GET entry under that version" (both keys share the user's hash slot). Only
+//! when the version moved does a second trip fetch the right entry.
+//!
+//! A miss is filled once: requests of this process for the same entry wait
+//! for the one that queries PostgreSQL (single-flight), and across processes
+//! a short Redis lease lets one fill while the others poll for the entry
+//! until `cache.fill_wait_ms`, then give up waiting and query themselves.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use deadpool_redis::Connection;
+use redis::RedisError;
+use tokio::sync::watch;
 
 use super::{Cache, FeedParams};
 use crate::config::CacheStrategy;
 use crate::domain::UserId;
-use crate::metrics::CacheOutcome;
+use crate::metrics::{CacheOutcome, StampedeWait};
 
 /// Where a feed body came from (`X-Cache`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FeedOutcome {
     /// From the shared cache.
     Hit,
-    /// From PostgreSQL, now stored in the cache.
+    /// From PostgreSQL (this request's query, or one it waited for), now
+    /// stored in the cache.
     Miss,
     /// From PostgreSQL without the cache: Redis is unavailable, an
     /// invalidation for this user is still pending, or caching is off.
@@ -46,6 +64,60 @@ impl FeedOutcome {
             Self::Bypass => CacheOutcome::Bypass,
         }
     }
+}
+
+/// Process-local state of the read path.
+#[derive(Debug, Default)]
+pub(super) struct ReadPath {
+    /// Last version seen per user: the guess that makes a hit one round trip.
+    last_seen: Mutex<HashMap<UserId, u64>>,
+    /// Fills in progress in this process, by entry key.
+    inflight: Mutex<HashMap<String, watch::Receiver<Option<Bytes>>>>,
+}
+
+/// Bound on the remembered versions; past it the map starts over (a wrong or
+/// missing guess only costs a second round trip).
+const LAST_SEEN_MAX: usize = 100_000;
+
+impl ReadPath {
+    fn guess(&self, user: UserId) -> Option<u64> {
+        self.last_seen.lock().ok().and_then(|m| m.get(&user).copied())
+    }
+
+    fn remember(&self, user: UserId, version: u64) {
+        if let Ok(mut m) = self.last_seen.lock() {
+            if m.len() >= LAST_SEEN_MAX {
+                m.clear();
+            }
+            m.insert(user, version);
+        }
+    }
+}
+
+/// What the first look into Redis found.
+struct Lookup {
+    version: Option<u64>,
+    key: String,
+    entry: Option<Vec<u8>>,
+}
+
+/// Removes the in-flight marker when the filling request ends, however it ends.
+struct InflightGuard<'a> {
+    path: &'a ReadPath,
+    key: String,
+}
+
+impl Drop for InflightGuard<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.path.inflight.lock() {
+            m.remove(&self.key);
+        }
+    }
+}
+
+enum Role {
+    Leader(watch::Sender<Option<Bytes>>),
+    Follower(watch::Receiver<Option<Bytes>>),
 }
 
 impl Cache {
@@ -77,58 +149,163 @@ impl Cache {
             return load().await.map(|b| (FeedOutcome::Bypass, b));
         }
 
-        let looked_up = self
-            .run(async |conn| {
-                let version = if versioned {
-                    Some(super::version::current(conn, &self.keys.version(user)).await?)
-                } else {
-                    None
-                };
-                let key = self.keys.feed(user, version, params);
-                let entry: Option<Vec<u8>> = redis::cmd("GET").arg(&key).query_async(conn).await?;
-                Ok((version, key, entry))
-            })
-            .await;
-
-        match looked_up {
-            Ok((version, _, Some(entry))) => {
-                if let Some(v) = version {
-                    span.record("cache.version", v);
-                }
-                span.record("cache.outcome", "HIT");
-                tracing::debug!(user_id = %user, version, "feed cache hit");
-                Ok((FeedOutcome::Hit, Bytes::from(entry)))
-            }
-            Ok((version, key, None)) => {
-                if let Some(v) = version {
-                    span.record("cache.version", v);
-                }
-                span.record("cache.outcome", "MISS");
-                tracing::debug!(user_id = %user, version, "feed cache miss");
-                let body = load().await?;
-                let ttl = self.feed_ttl_secs;
-                let stored = self
-                    .run(async |conn| {
-                        redis::cmd("SET")
-                            .arg(&key)
-                            .arg(body.as_ref())
-                            .arg("EX")
-                            .arg(ttl)
-                            .query_async::<()>(conn)
-                            .await
-                    })
-                    .await;
-                if let Err(e) = stored {
-                    // The body is still correct; the next request misses again.
-                    tracing::warn!(user_id = %user, error = %e, "could not store feed entry");
-                }
-                Ok((FeedOutcome::Miss, body))
-            }
+        let guess = if versioned { self.read_path.guess(user) } else { None };
+        let looked_up = self.run(async |conn| self.lookup(conn, user, params, versioned, guess).await).await;
+        let found = match looked_up {
+            Ok(found) => found,
             Err(e) => {
                 span.record("cache.outcome", "BYPASS");
                 tracing::warn!(user_id = %user, error = %e, "feed cache unavailable; answering from PostgreSQL");
-                load().await.map(|b| (FeedOutcome::Bypass, b))
+                return load().await.map(|b| (FeedOutcome::Bypass, b));
+            }
+        };
+        if let Some(v) = found.version {
+            span.record("cache.version", v);
+            self.read_path.remember(user, v);
+        }
+        if let Some(entry) = found.entry {
+            span.record("cache.outcome", "HIT");
+            tracing::debug!(user_id = %user, version = found.version, "feed cache hit");
+            return Ok((FeedOutcome::Hit, Bytes::from(entry)));
+        }
+        tracing::debug!(user_id = %user, version = found.version, "feed cache miss");
+        let (outcome, body) = self.fill(found.key, load).await?;
+        span.record("cache.outcome", outcome.as_str());
+        Ok((outcome, body))
+    }
+
+    /// One round trip when `guess` is the current version, two otherwise.
+    async fn lookup(
+        &self,
+        conn: &mut Connection,
+        user: UserId,
+        params: &FeedParams,
+        versioned: bool,
+        guess: Option<u64>,
+    ) -> Result<Lookup, RedisError> {
+        if !versioned {
+            let key = self.keys.feed(user, None, params);
+            let entry: Option<Vec<u8>> = redis::cmd("GET").arg(&key).query_async(conn).await?;
+            return Ok(Lookup { version: None, key, entry });
+        }
+        let version_key = self.keys.version(user);
+        let (version, guessed_entry) = match guess {
+            Some(g) => {
+                let (v, e): (Option<u64>, Option<Vec<u8>>) = redis::pipe()
+                    .cmd("GET")
+                    .arg(&version_key)
+                    .cmd("GET")
+                    .arg(self.keys.feed(user, Some(g), params))
+                    .query_async(conn)
+                    .await?;
+                (v, e.filter(|_| v == Some(g)))
+            }
+            None => (redis::cmd("GET").arg(&version_key).query_async(conn).await?, None),
+        };
+        let version = match version {
+            Some(v) => v,
+            None => super::version::init(conn, &version_key).await?,
+        };
+        let key = self.keys.feed(user, Some(version), params);
+        let entry = match (guessed_entry, guess == Some(version)) {
+            (Some(e), true) => Some(e),
+            (_, true) => None,
+            _ => redis::cmd("GET").arg(&key).query_async(conn).await?,
+        };
+        Ok(Lookup { version: Some(version), key, entry })
+    }
+
+    /// Fills a missing entry, at most once per process at a time and, through
+    /// the lease, about once across processes.
+    async fn fill<E>(
+        &self,
+        key: String,
+        load: impl AsyncFnOnce() -> Result<Bytes, E>,
+    ) -> Result<(FeedOutcome, Bytes), E> {
+        let role = match self.read_path.inflight.lock() {
+            Ok(mut inflight) => match inflight.get(&key) {
+                Some(rx) => Role::Follower(rx.clone()),
+                None => {
+                    let (tx, rx) = watch::channel(None);
+                    inflight.insert(key.clone(), rx);
+                    Role::Leader(tx)
+                }
+            },
+            // A poisoned map: fill alone rather than not at all.
+            Err(_) => Role::Leader(watch::channel(None).0),
+        };
+        match role {
+            Role::Follower(mut rx) => {
+                self.metrics.stampede_wait(StampedeWait::Process);
+                let waited = tokio::time::timeout(self.fill_wait, rx.wait_for(Option::is_some)).await;
+                if let Ok(Ok(body)) = waited
+                    && let Some(body) = body.clone()
+                {
+                    return Ok((FeedOutcome::Miss, body));
+                }
+                // The filler failed or is too slow: query ourselves.
+                let body = load().await?;
+                Ok((FeedOutcome::Miss, body))
+            }
+            Role::Leader(tx) => {
+                let _guard = InflightGuard { path: &self.read_path, key: key.clone() };
+                let result = self.fill_across_processes(&key, load).await;
+                if let Ok((_, body)) = &result {
+                    tx.send_replace(Some(body.clone()));
+                }
+                result
             }
         }
+    }
+
+    async fn fill_across_processes<E>(
+        &self,
+        key: &str,
+        load: impl AsyncFnOnce() -> Result<Bytes, E>,
+    ) -> Result<(FeedOutcome, Bytes), E> {
+        let lease_key = self.keys.lease(key);
+        let lease_ms = u64::try_from(self.fill_wait.as_millis()).unwrap_or(1000).max(1);
+        let leased: Result<Option<String>, _> = self
+            .run(async |c| {
+                redis::cmd("SET").arg(&lease_key).arg(1).arg("NX").arg("PX").arg(lease_ms).query_async(c).await
+            })
+            .await;
+        if let Ok(None) = leased {
+            // Another process is filling: poll for its entry until the deadline.
+            self.metrics.stampede_wait(StampedeWait::Lease);
+            let deadline = Instant::now() + self.fill_wait;
+            let mut poll = tokio::time::interval(Duration::from_millis(10));
+            while Instant::now() < deadline {
+                poll.tick().await;
+                match self.run(async |c| redis::cmd("GET").arg(key).query_async::<Option<Vec<u8>>>(c).await).await {
+                    Ok(Some(entry)) => return Ok((FeedOutcome::Hit, Bytes::from(entry))),
+                    Ok(None) => {}
+                    Err(_) => break,
+                }
+            }
+        }
+        let body = load().await?;
+        let ttl = self.feed_ttl_secs;
+        let stored = self
+            .run(async |conn| {
+                redis::pipe()
+                    .cmd("SET")
+                    .arg(key)
+                    .arg(body.as_ref())
+                    .arg("EX")
+                    .arg(ttl)
+                    .ignore()
+                    .cmd("DEL")
+                    .arg(&lease_key)
+                    .ignore()
+                    .query_async::<()>(conn)
+                    .await
+            })
+            .await;
+        if let Err(e) = stored {
+            // The body is still correct; the next request misses again.
+            tracing::warn!(error = %e, "could not store feed entry");
+        }
+        Ok((FeedOutcome::Miss, body))
     }
 }

@@ -28,9 +28,7 @@ pub struct Keys {
 impl Keys {
     /// `prefix` must contain no braces (see `config::Settings::check`).
     pub fn new(prefix: impl Into<String>) -> Self {
-        Self {
-            prefix: prefix.into(),
-        }
+        Self { prefix: prefix.into() }
     }
 
     fn user_tag(out: &mut String, user: UserId) {
@@ -94,11 +92,7 @@ mod tests {
     fn params(start: &str, end: &str) -> FeedParams {
         let ts = |s: &str| Timestamp::parse(s).unwrap_or_else(|e| panic!("{e}"));
         let range = TimeRange::new(ts(start), ts(end)).unwrap_or_else(|e| panic!("{e}"));
-        FeedParams {
-            range,
-            work_type: None,
-            status: None,
-        }
+        FeedParams { range, work_type: None, status: None }
     }
 
     #[test]
@@ -122,10 +116,7 @@ mod tests {
         let keys = Keys::new("p");
         let a = params("2026-10-01T00:00:00Z", "2026-10-08T00:00:00Z");
         let b = params("2026-10-01T02:00:00+02:00", "2026-10-07T19:00:00-05:00");
-        assert_eq!(
-            keys.feed(UserId(1), Some(1), &a),
-            keys.feed(UserId(1), Some(1), &b)
-        );
+        assert_eq!(keys.feed(UserId(1), Some(1), &a), keys.feed(UserId(1), Some(1), &b));
     }
 
     #[test]
@@ -133,9 +124,7 @@ mod tests {
         let keys = Keys::new("prod-eu");
         let tag = |k: &str| {
             let open = k.find('{').unwrap_or_else(|| panic!("no tag in {k}"));
-            let close = k[open..]
-                .find('}')
-                .unwrap_or_else(|| panic!("no tag end in {k}"));
+            let close = k[open..].find('}').unwrap_or_else(|| panic!("no tag end in {k}"));
             k[open..=open + close].to_string()
         };
         let p = params("2026-10-01", "2026-10-02");
@@ -149,10 +138,7 @@ mod tests {
             assert_eq!(tag(k), "{u9}", "{k}");
             assert!(k.starts_with("prod-eu:"), "{k}");
         }
-        assert_ne!(
-            tag(&keys.version(UserId(9))),
-            tag(&keys.version(UserId(90)))
-        );
+        assert_ne!(tag(&keys.version(UserId(9))), tag(&keys.version(UserId(90))));
         assert!(keys.session(UserId(9), &[0xab, 0x01]).ends_with(":ab01"));
     }
 }

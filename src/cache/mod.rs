@@ -69,16 +69,15 @@ pub struct Cache {
     /// waits in the outbox. Their feeds bypass the cache until it is applied,
     /// so a client that wrote through this process reads its own write.
     pending: Mutex<HashSet<UserId>>,
+    read_path: feed::ReadPath,
+    /// How long a request waits for another to fill the entry it needs.
+    fill_wait: Duration,
     metrics: Arc<Metrics>,
 }
 
 impl Cache {
     /// Builds the pool without connecting: Redis may be down at start.
-    pub fn new(
-        redis: &RedisSettings,
-        cache: &CacheSettings,
-        metrics: Arc<Metrics>,
-    ) -> Result<Self, CacheError> {
+    pub fn new(redis: &RedisSettings, cache: &CacheSettings, metrics: Arc<Metrics>) -> Result<Self, CacheError> {
         let mut cfg = deadpool_redis::Config::from_url(redis.url.expose_secret());
         let mut pool_cfg = deadpool_redis::PoolConfig::new(redis.pool_max_size);
         pool_cfg.timeouts.wait = Some(redis.timeout());
@@ -95,6 +94,8 @@ impl Cache {
             session_ttl_secs: cache.session_ttl_secs.max(1),
             breaker: Breaker::new(Duration::from_millis(redis.breaker_cooldown_ms)),
             pending: Mutex::new(HashSet::new()),
+            read_path: feed::ReadPath::default(),
+            fill_wait: Duration::from_millis(cache.fill_wait_ms),
             metrics,
         })
     }
@@ -113,10 +114,7 @@ impl Cache {
 
     /// Runs `op` on a pooled connection under the breaker and the timeout.
     /// Every Redis call of calcache goes through here.
-    async fn run<T>(
-        &self,
-        op: impl AsyncFnOnce(&mut Connection) -> Result<T, RedisError>,
-    ) -> Result<T, CacheError> {
+    async fn run<T>(&self, op: impl AsyncFnOnce(&mut Connection) -> Result<T, RedisError>) -> Result<T, CacheError> {
         let permit = self.breaker.permit();
         if permit == Permit::Deny {
             return Err(CacheError::CircuitOpen);
@@ -152,9 +150,7 @@ impl Cache {
             redis::cmd("PING").query_async::<String>(&mut conn).await?;
             Ok::<(), CacheError>(())
         };
-        tokio::time::timeout(self.timeout, attempt)
-            .await
-            .map_err(|_| CacheError::Timeout)?
+        tokio::time::timeout(self.timeout, attempt).await.map_err(|_| CacheError::Timeout)?
     }
 
     /// Applies invalidations in one pipeline (one round trip however many
@@ -170,14 +166,10 @@ impl Cache {
                 let mut pipe = redis::pipe();
                 for item in items {
                     match item {
-                        Invalidation::FeedVersion(user) => {
-                            version::push_bump(&mut pipe, &self.keys.version(*user))
+                        Invalidation::FeedVersion(user) => version::push_bump(&mut pipe, &self.keys.version(*user)),
+                        Invalidation::Session { user, token_hash } => {
+                            sessions::push_revoke(&mut pipe, &self.keys.session(*user, token_hash), tombstone_secs)
                         }
-                        Invalidation::Session { user, token_hash } => sessions::push_revoke(
-                            &mut pipe,
-                            &self.keys.session(*user, token_hash),
-                            tombstone_secs,
-                        ),
                     }
                 }
                 pipe.query_async::<()>(conn).await
@@ -212,16 +204,11 @@ impl Cache {
 
     fn is_pending(&self, user: UserId) -> bool {
         // A poisoned lock means a panic elsewhere; bypassing is the safe answer.
-        self.pending
-            .lock()
-            .map_or(true, |p| !p.is_empty() && p.contains(&user))
+        self.pending.lock().map_or(true, |p| !p.is_empty() && p.contains(&user))
     }
 
     pub fn pending_users(&self) -> Vec<UserId> {
-        self.pending
-            .lock()
-            .map(|p| p.iter().copied().collect())
-            .unwrap_or_default()
+        self.pending.lock().map(|p| p.iter().copied().collect()).unwrap_or_default()
     }
 
     pub fn circuit_open(&self) -> bool {

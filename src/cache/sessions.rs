@@ -22,25 +22,14 @@ pub enum SessionState {
 }
 
 pub(super) fn push_revoke(pipe: &mut Pipeline, key: &str, ttl_secs: u64) {
-    pipe.cmd("SET")
-        .arg(key)
-        .arg(REVOKED)
-        .arg("EX")
-        .arg(ttl_secs)
-        .ignore();
+    pipe.cmd("SET").arg(key).arg(REVOKED).arg("EX").arg(ttl_secs).ignore();
 }
 
 impl Cache {
     #[tracing::instrument(name = "cache.session_lookup", skip_all, fields(user_id = %user))]
-    pub async fn session_state(
-        &self,
-        user: UserId,
-        token_hash: &[u8],
-    ) -> Result<SessionState, CacheError> {
+    pub async fn session_state(&self, user: UserId, token_hash: &[u8]) -> Result<SessionState, CacheError> {
         let key = self.keys.session(user, token_hash);
-        let value: Option<String> = self
-            .run(async |c| redis::cmd("GET").arg(&key).query_async(c).await)
-            .await?;
+        let value: Option<String> = self.run(async |c| redis::cmd("GET").arg(&key).query_async(c).await).await?;
         Ok(match value.as_deref() {
             Some(VALID) => SessionState::Valid,
             Some(_) => SessionState::Revoked,
@@ -49,23 +38,11 @@ impl Cache {
     }
 
     /// Remembers a session PostgreSQL vouched for, for at most `max_secs`.
-    pub async fn remember_session(
-        &self,
-        user: UserId,
-        token_hash: &[u8],
-        max_secs: u64,
-    ) -> Result<(), CacheError> {
+    pub async fn remember_session(&self, user: UserId, token_hash: &[u8], max_secs: u64) -> Result<(), CacheError> {
         let key = self.keys.session(user, token_hash);
         let ttl = self.session_ttl_secs.min(max_secs).max(1);
         self.run(async |c| {
-            redis::cmd("SET")
-                .arg(&key)
-                .arg(VALID)
-                .arg("NX")
-                .arg("EX")
-                .arg(ttl)
-                .query_async::<()>(c)
-                .await
+            redis::cmd("SET").arg(&key).arg(VALID).arg("NX").arg("EX").arg(ttl).query_async::<()>(c).await
         })
         .await
     }

@@ -14,32 +14,15 @@ use redis::aio::ConnectionLike;
 use redis::{Pipeline, RedisResult};
 
 fn fresh_version() -> u64 {
-    let nanos = chrono::Utc::now()
-        .timestamp_nanos_opt()
-        .unwrap_or(i64::MAX / 2);
+    let nanos = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX / 2);
     u64::try_from(nanos).unwrap_or(1)
-}
-
-/// The user's current version, initializing a missing key.
-pub(super) async fn current<C: ConnectionLike + Send>(conn: &mut C, key: &str) -> RedisResult<u64> {
-    let v: Option<u64> = redis::cmd("GET").arg(key).query_async(conn).await?;
-    match v {
-        Some(v) => Ok(v),
-        None => init(conn, key).await,
-    }
 }
 
 /// `SET key <now> NX GET`: sets our value unless another process got there
 /// first, in which case it returns theirs. One atomic step, no race.
 pub(super) async fn init<C: ConnectionLike + Send>(conn: &mut C, key: &str) -> RedisResult<u64> {
     let fresh = fresh_version();
-    let previous: Option<u64> = redis::cmd("SET")
-        .arg(key)
-        .arg(fresh)
-        .arg("NX")
-        .arg("GET")
-        .query_async(conn)
-        .await?;
+    let previous: Option<u64> = redis::cmd("SET").arg(key).arg(fresh).arg("NX").arg("GET").query_async(conn).await?;
     Ok(previous.unwrap_or(fresh))
 }
 
@@ -47,10 +30,6 @@ pub(super) async fn init<C: ConnectionLike + Send>(conn: &mut C, key: &str) -> R
 /// start it at 1 — a value an older generation may have had — so a missing
 /// key is first initialized from the clock (`SET NX` is a no-op otherwise).
 pub(super) fn push_bump(pipe: &mut Pipeline, key: &str) {
-    pipe.cmd("SET")
-        .arg(key)
-        .arg(fresh_version())
-        .arg("NX")
-        .ignore();
+    pipe.cmd("SET").arg(key).arg(fresh_version()).arg("NX").ignore();
     pipe.cmd("INCR").arg(key).ignore();
 }

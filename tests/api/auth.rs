@@ -16,51 +16,24 @@ async fn signup_creates_a_user_and_rejects_duplicates_and_bad_input() {
 
     let dup = app.signup(&name, "another password").await;
     assert_eq!(dup.status(), StatusCode::CONFLICT);
-    assert_eq!(
-        dup.json::<Value>().await.unwrap()["error"]["code"],
-        "conflict"
-    );
+    assert_eq!(dup.json::<Value>().await.unwrap()["error"]["code"], "conflict");
 
     for (body, field) in [
-        (
-            json!({"username": "ab", "password": "long enough"}),
-            "username",
-        ),
-        (
-            json!({"username": "bad name!", "password": "long enough"}),
-            "username",
-        ),
-        (
-            json!({"username": "a".repeat(65), "password": "long enough"}),
-            "username",
-        ),
-        (
-            json!({"username": "okname", "password": "short"}),
-            "password",
-        ),
-        (
-            json!({"username": "okname", "password": "p".repeat(129)}),
-            "password",
-        ),
+        (json!({"username": "ab", "password": "long enough"}), "username"),
+        (json!({"username": "bad name!", "password": "long enough"}), "username"),
+        (json!({"username": "a".repeat(65), "password": "long enough"}), "username"),
+        (json!({"username": "okname", "password": "short"}), "password"),
+        (json!({"username": "okname", "password": "p".repeat(129)}), "password"),
         (json!({"username": "okname"}), "password"),
-        (
-            json!({"username": "okname", "password": "long enough", "admin": true}),
-            "admin",
-        ),
-        (
-            json!({"username": 42, "password": "long enough"}),
-            "username",
-        ),
+        (json!({"username": "okname", "password": "long enough", "admin": true}), "admin"),
+        (json!({"username": 42, "password": "long enough"}), "username"),
     ] {
         let res = app.post_json("/api/signup", None, &body).await;
         assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{body}");
         let err: Value = res.json().await.unwrap();
         assert_eq!(err["error"]["code"], "invalid_input", "{body}");
         assert_eq!(err["error"]["field"], field, "{body}: {err}");
-        assert!(
-            err["error"]["message"].as_str().unwrap().contains(field),
-            "{err}"
-        );
+        assert!(err["error"]["message"].as_str().unwrap().contains(field), "{err}");
     }
 }
 
@@ -69,10 +42,7 @@ async fn signup_can_be_switched_off() {
     let app = spawn_app_with(|s| s.auth.signup_enabled = false).await;
     let res = app.signup(&unique_name("bob"), "long enough pw").await;
     assert_eq!(res.status(), StatusCode::NOT_FOUND);
-    assert_eq!(
-        res.json::<Value>().await.unwrap()["error"]["code"],
-        "not_found"
-    );
+    assert_eq!(res.json::<Value>().await.unwrap()["error"]["code"], "not_found");
 }
 
 #[tokio::test]
@@ -81,13 +51,7 @@ async fn login_returns_a_token_and_a_session_cookie() {
     let user = app.new_user().await;
     let res = app.login(&user.username, &user.password).await;
     assert_eq!(res.status(), StatusCode::OK);
-    let cookie = res
-        .headers()
-        .get("set-cookie")
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let cookie = res.headers().get("set-cookie").unwrap().to_str().unwrap().to_owned();
     let body: Value = res.json().await.unwrap();
     let token = body["token"].as_str().unwrap();
     assert_eq!(body["user"]["id"], user.id);
@@ -96,10 +60,7 @@ async fn login_returns_a_token_and_a_session_cookie() {
     for attr in ["HttpOnly", "SameSite=Lax", "Path=/"] {
         assert!(cookie.contains(attr), "{cookie} lacks {attr}");
     }
-    assert!(
-        !cookie.contains("Secure"),
-        "Secure is off in test config: {cookie}"
-    );
+    assert!(!cookie.contains("Secure"), "Secure is off in test config: {cookie}");
 }
 
 #[tokio::test]
@@ -133,10 +94,7 @@ async fn bearer_and_cookie_both_authenticate() {
     assert_eq!(bearer.status(), StatusCode::OK);
     assert_eq!(bearer.json::<Value>().await.unwrap()["id"], user.id);
 
-    let browser = reqwest::Client::builder()
-        .cookie_store(true)
-        .build()
-        .unwrap();
+    let browser = reqwest::Client::builder().cookie_store(true).build().unwrap();
     let res = browser
         .post(app.url("/api/login"))
         .json(&json!({"username": user.username, "password": user.password}))
@@ -146,11 +104,7 @@ async fn bearer_and_cookie_both_authenticate() {
     assert_eq!(res.status(), StatusCode::OK);
     let me = browser.get(app.url("/api/me")).send().await.unwrap();
     assert_eq!(me.status(), StatusCode::OK);
-    let feed = browser
-        .get(app.url("/api/calendar/feed?start=2026-10-01&end=2026-10-02"))
-        .send()
-        .await
-        .unwrap();
+    let feed = browser.get(app.url("/api/calendar/feed?start=2026-10-01&end=2026-10-02")).send().await.unwrap();
     assert_eq!(feed.status(), StatusCode::OK);
 }
 
@@ -165,30 +119,16 @@ async fn protected_routes_need_a_session() {
         ("GET", format!("/api/work-items/{some_id}")),
         ("PATCH", format!("/api/work-items/{some_id}")),
         ("DELETE", format!("/api/work-items/{some_id}")),
-        (
-            "GET",
-            "/api/calendar/feed?start=2026-10-01&end=2026-10-02".to_owned(),
-        ),
+        ("GET", "/api/calendar/feed?start=2026-10-01&end=2026-10-02".to_owned()),
         ("POST", "/api/logout".to_owned()),
     ] {
-        for token in [
-            None,
-            Some("1.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
-            Some("garbage"),
-        ] {
-            let mut req = app
-                .client
-                .request(method.parse().unwrap(), app.url(&path))
-                .json(&json!({}));
+        for token in [None, Some("1.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"), Some("garbage")] {
+            let mut req = app.client.request(method.parse().unwrap(), app.url(&path)).json(&json!({}));
             if let Some(t) = token {
                 req = req.bearer_auth(t);
             }
             let res = req.send().await.unwrap();
-            assert_eq!(
-                res.status(),
-                StatusCode::UNAUTHORIZED,
-                "{method} {path} with {token:?}"
-            );
+            assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "{method} {path} with {token:?}");
             let body: Value = res.json().await.unwrap();
             assert_eq!(body["error"]["code"], "unauthenticated");
         }
@@ -201,23 +141,11 @@ async fn logout_revokes_the_token_on_every_instance() {
     let other = spawn_sibling(&app).await;
     let user = app.new_user().await;
     // Both instances have seen (and cached) the session.
-    assert_eq!(
-        app.get("/api/me", Some(&user.token)).await.status(),
-        StatusCode::OK
-    );
-    assert_eq!(
-        other.get("/api/me", Some(&user.token)).await.status(),
-        StatusCode::OK
-    );
+    assert_eq!(app.get("/api/me", Some(&user.token)).await.status(), StatusCode::OK);
+    assert_eq!(other.get("/api/me", Some(&user.token)).await.status(), StatusCode::OK);
     let second_token = app.token_for(&user.username, &user.password).await;
 
-    let res = app
-        .client
-        .post(app.url("/api/logout"))
-        .bearer_auth(&user.token)
-        .send()
-        .await
-        .unwrap();
+    let res = app.client.post(app.url("/api/logout")).bearer_auth(&user.token).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
     let cleared = res.headers().get("set-cookie").unwrap().to_str().unwrap();
     assert!(cleared.starts_with("session=;"), "{cleared}");
@@ -227,10 +155,7 @@ async fn logout_revokes_the_token_on_every_instance() {
         assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
     }
     // Only that session ended.
-    assert_eq!(
-        other.get("/api/me", Some(&second_token)).await.status(),
-        StatusCode::OK
-    );
+    assert_eq!(other.get("/api/me", Some(&second_token)).await.status(), StatusCode::OK);
 }
 
 #[tokio::test]
@@ -238,8 +163,5 @@ async fn a_login_on_one_instance_works_on_another() {
     let app = spawn_app().await;
     let other = spawn_sibling(&app).await;
     let user = app.new_user().await;
-    assert_eq!(
-        other.get("/api/me", Some(&user.token)).await.status(),
-        StatusCode::OK
-    );
+    assert_eq!(other.get("/api/me", Some(&user.token)).await.status(), StatusCode::OK);
 }

@@ -28,19 +28,13 @@ async fn two_hundred_rounds_of_write_here_read_there_see_no_stale_feed() {
             1 if !live.is_empty() => {
                 let id = &live[round % live.len()];
                 let res = writer
-                    .patch_json(
-                        &format!("/api/work-items/{id}"),
-                        &owner.token,
-                        &json!({"title": format!("p{round}")}),
-                    )
+                    .patch_json(&format!("/api/work-items/{id}"), &owner.token, &json!({"title": format!("p{round}")}))
                     .await;
                 assert_eq!(res.status(), StatusCode::OK);
             }
             _ if !live.is_empty() => {
                 let id = live.remove(round % live.len());
-                let res = writer
-                    .delete(&format!("/api/work-items/{id}"), &owner.token)
-                    .await;
+                let res = writer.delete(&format!("/api/work-items/{id}"), &owner.token).await;
                 assert_eq!(res.status(), StatusCode::NO_CONTENT);
             }
             _ => {}
@@ -76,9 +70,5 @@ async fn two_hundred_rounds_of_write_here_read_there_see_no_stale_feed() {
     assert_eq!(stale, 0, "stale reads through the second instance");
     // And the cache was really in play, not bypassed.
     let text = reader.metrics_text().await;
-    assert!(
-        crate::helpers::metric(&text, "calcache_feed_cache_requests_total{outcome=\"hit\"}")
-            > 100.0,
-        "{text}"
-    );
+    assert!(crate::helpers::metric(&text, "calcache_feed_cache_requests_total{outcome=\"hit\"}") > 100.0, "{text}");
 }

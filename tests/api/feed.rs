@@ -5,10 +5,7 @@ use serde_json::{Value, json};
 use crate::helpers::{OCT, closed_port, item, spawn_app, spawn_app_with};
 
 const GUARD: [(&str, &str); 4] = [
-    (
-        "cache-control",
-        "no-store, no-cache, must-revalidate, max-age=0, private",
-    ),
+    ("cache-control", "no-store, no-cache, must-revalidate, max-age=0, private"),
     ("pragma", "no-cache"),
     ("expires", "0"),
     ("vary", "Cookie, Authorization"),
@@ -16,16 +13,9 @@ const GUARD: [(&str, &str); 4] = [
 
 fn assert_guarded(headers: &reqwest::header::HeaderMap, what: &str) {
     for (name, value) in GUARD {
-        assert_eq!(
-            headers.get(name).and_then(|v| v.to_str().ok()),
-            Some(value),
-            "{what}: {name}"
-        );
+        assert_eq!(headers.get(name).and_then(|v| v.to_str().ok()), Some(value), "{what}: {name}");
     }
-    assert!(
-        headers.get("etag").is_none() && headers.get("last-modified").is_none(),
-        "{what}"
-    );
+    assert!(headers.get("etag").is_none() && headers.get("last-modified").is_none(), "{what}");
 }
 
 #[tokio::test]
@@ -33,95 +23,25 @@ async fn feed_shape_order_and_half_open_overlap() {
     let app = spawn_app().await;
     let user = app.new_user().await;
     // Range under test: [2026-10-10, 2026-10-20).
-    let spans_start = app
-        .create_item(
-            &user,
-            item(
-                "spans start",
-                "2026-10-09T22:00:00Z",
-                "2026-10-10T02:00:00Z",
-            ),
-        )
-        .await;
-    let inside_b = app
-        .create_item(
-            &user,
-            item("inside b", "2026-10-12T09:00:00Z", "2026-10-12T10:00:00Z"),
-        )
-        .await;
-    let inside_a = app
-        .create_item(
-            &user,
-            item("inside a", "2026-10-12T09:00:00Z", "2026-10-12T11:00:00Z"),
-        )
-        .await;
-    let spans_end = app
-        .create_item(
-            &user,
-            item("spans end", "2026-10-19T23:00:00Z", "2026-10-21T00:00:00Z"),
-        )
-        .await;
-    let covers = app
-        .create_item(
-            &user,
-            item("covers all", "2026-09-01T00:00:00Z", "2026-12-01T00:00:00Z"),
-        )
-        .await;
-    let point_at_start = app
-        .create_item(
-            &user,
-            item(
-                "point at start",
-                "2026-10-10T00:00:00Z",
-                "2026-10-10T00:00:00Z",
-            ),
-        )
-        .await;
+    let spans_start = app.create_item(&user, item("spans start", "2026-10-09T22:00:00Z", "2026-10-10T02:00:00Z")).await;
+    let inside_b = app.create_item(&user, item("inside b", "2026-10-12T09:00:00Z", "2026-10-12T10:00:00Z")).await;
+    let inside_a = app.create_item(&user, item("inside a", "2026-10-12T09:00:00Z", "2026-10-12T11:00:00Z")).await;
+    let spans_end = app.create_item(&user, item("spans end", "2026-10-19T23:00:00Z", "2026-10-21T00:00:00Z")).await;
+    let covers = app.create_item(&user, item("covers all", "2026-09-01T00:00:00Z", "2026-12-01T00:00:00Z")).await;
+    let point_at_start =
+        app.create_item(&user, item("point at start", "2026-10-10T00:00:00Z", "2026-10-10T00:00:00Z")).await;
     // Outside: ends exactly at start, starts exactly at end, point at end.
-    app.create_item(
-        &user,
-        item(
-            "ends at start",
-            "2026-10-09T00:00:00Z",
-            "2026-10-10T00:00:00Z",
-        ),
-    )
-    .await;
-    app.create_item(
-        &user,
-        item(
-            "starts at end",
-            "2026-10-20T00:00:00Z",
-            "2026-10-21T00:00:00Z",
-        ),
-    )
-    .await;
-    app.create_item(
-        &user,
-        item(
-            "point at end",
-            "2026-10-20T00:00:00Z",
-            "2026-10-20T00:00:00Z",
-        ),
-    )
-    .await;
+    app.create_item(&user, item("ends at start", "2026-10-09T00:00:00Z", "2026-10-10T00:00:00Z")).await;
+    app.create_item(&user, item("starts at end", "2026-10-20T00:00:00Z", "2026-10-21T00:00:00Z")).await;
+    app.create_item(&user, item("point at end", "2026-10-20T00:00:00Z", "2026-10-20T00:00:00Z")).await;
 
-    let feed = app
-        .feed(&user, "start=2026-10-10T00:00:00Z&end=2026-10-20T00:00:00Z")
-        .await;
+    let feed = app.feed(&user, "start=2026-10-10T00:00:00Z&end=2026-10-20T00:00:00Z").await;
     assert_eq!(feed.status, StatusCode::OK);
-    assert_eq!(
-        feed.headers.get("content-type").unwrap(),
-        "application/json"
-    );
+    assert_eq!(feed.headers.get("content-type").unwrap(), "application/json");
     let (a, b) = {
         let a = inside_a["id"].as_str().unwrap().to_owned();
         let b = inside_b["id"].as_str().unwrap().to_owned();
-        if a < b {
-            (inside_a.clone(), inside_b.clone())
-        } else {
-            (inside_b.clone(), inside_a.clone())
-        }
+        if a < b { (inside_a.clone(), inside_b.clone()) } else { (inside_b.clone(), inside_a.clone()) }
     };
     let expected: Vec<String> = [&covers, &spans_start, &point_at_start, &a, &b, &spans_end]
         .iter()
@@ -148,21 +68,11 @@ async fn feed_shape_order_and_half_open_overlap() {
 async fn feed_filters_by_type_and_status() {
     let app = spawn_app().await;
     let user = app.new_user().await;
-    app.create_item(
-        &user,
-        json!({"title": "p", "work_type": "project", "start": "2026-10-05", "status": "completed"}),
-    )
-    .await;
-    app.create_item(
-        &user,
-        json!({"title": "a", "work_type": "activity", "start": "2026-10-05"}),
-    )
-    .await;
-    app.create_item(
-        &user,
-        json!({"title": "t", "work_type": "task", "start": "2026-10-05", "status": "completed"}),
-    )
-    .await;
+    app.create_item(&user, json!({"title": "p", "work_type": "project", "start": "2026-10-05", "status": "completed"}))
+        .await;
+    app.create_item(&user, json!({"title": "a", "work_type": "activity", "start": "2026-10-05"})).await;
+    app.create_item(&user, json!({"title": "t", "work_type": "task", "start": "2026-10-05", "status": "completed"}))
+        .await;
     let titles = |q: String| {
         let app = &app;
         let user = &user;
@@ -174,15 +84,8 @@ async fn feed_filters_by_type_and_status() {
     };
     assert_eq!(titles(format!("{OCT}&work_type=project")).await, ["p"]);
     assert_eq!(titles(format!("{OCT}&status=completed")).await, ["p", "t"]);
-    assert_eq!(
-        titles(format!("{OCT}&status=completed&work_type=task")).await,
-        ["t"]
-    );
-    assert_eq!(
-        titles(format!("{OCT}&work_type=&status=")).await,
-        ["a", "p", "t"],
-        "empty filter = no filter"
-    );
+    assert_eq!(titles(format!("{OCT}&status=completed&work_type=task")).await, ["t"]);
+    assert_eq!(titles(format!("{OCT}&work_type=&status=")).await, ["a", "p", "t"], "empty filter = no filter");
 }
 
 #[tokio::test]
@@ -197,10 +100,7 @@ async fn feed_parameters_are_validated() {
         ("start=2026-10-02&end=2026-10-01", "end"),
         ("start=2026-10-01&end=2026-10-01", "end"),
         ("start=2026-01-01&end=2027-02-06", "end"),
-        (
-            "start=2026-10-01&end=2026-10-02&work_type=chore",
-            "work_type",
-        ),
+        ("start=2026-10-01&end=2026-10-02&work_type=chore", "work_type"),
         ("start=2026-10-01&end=2026-10-02&status=done", "status"),
         ("start=2026-10-01&start=2026-10-02&end=2026-10-03", "start"),
     ] {
@@ -211,12 +111,7 @@ async fn feed_parameters_are_validated() {
         assert_guarded(&feed.headers, query);
     }
     // Exactly 400 days is allowed; FullCalendar's extras are ignored.
-    let ok = app
-        .feed(
-            &user,
-            "start=2026-01-01&end=2027-02-05&timeZone=Europe%2FBerlin&_=1759740000000",
-        )
-        .await;
+    let ok = app.feed(&user, "start=2026-01-01&end=2027-02-05&timeZone=Europe%2FBerlin&_=1759740000000").await;
     assert_eq!(ok.status, StatusCode::OK);
 }
 
@@ -236,26 +131,17 @@ async fn header_guard_on_every_answer_of_the_feed() {
     assert_eq!(anon.status(), StatusCode::UNAUTHORIZED);
     assert_guarded(anon.headers(), "401");
 
-    let wrong_method = app
-        .client
-        .post(app.url(&format!("/api/calendar/feed?{OCT}")))
-        .bearer_auth(&user.token)
-        .send()
-        .await
-        .unwrap();
+    let wrong_method =
+        app.client.post(app.url(&format!("/api/calendar/feed?{OCT}"))).bearer_auth(&user.token).send().await.unwrap();
     assert_eq!(wrong_method.status(), StatusCode::METHOD_NOT_ALLOWED);
     assert_guarded(wrong_method.headers(), "405");
 
     // A broken database: the query fails, the answer is a generic 500 JSON,
     // still guarded.
-    app.sql("DROP TABLE work_item_assignees; DROP TABLE work_items")
-        .await;
+    app.sql("DROP TABLE work_item_assignees; DROP TABLE work_items").await;
     let broken = app.feed(&user, "start=2026-01-01&end=2026-01-02").await;
     assert_eq!(broken.status, StatusCode::INTERNAL_SERVER_ERROR);
-    assert_eq!(
-        broken.body,
-        json!({"error": {"code": "internal", "message": "internal error"}})
-    );
+    assert_eq!(broken.body, json!({"error": {"code": "internal", "message": "internal error"}}));
     assert_guarded(&broken.headers, "500");
 }
 
@@ -263,12 +149,7 @@ async fn header_guard_on_every_answer_of_the_feed() {
 async fn x_cache_goes_miss_hit_then_miss_after_a_mutation() {
     let app = spawn_app().await;
     let user = app.new_user().await;
-    let created = app
-        .create_item(
-            &user,
-            item("one", "2026-10-05T09:00:00Z", "2026-10-05T10:00:00Z"),
-        )
-        .await;
+    let created = app.create_item(&user, item("one", "2026-10-05T09:00:00Z", "2026-10-05T10:00:00Z")).await;
 
     let first = app.feed(&user, OCT).await;
     assert_eq!(first.x_cache, "MISS");
@@ -276,17 +157,11 @@ async fn x_cache_goes_miss_hit_then_miss_after_a_mutation() {
     assert_eq!(second.x_cache, "HIT");
     assert_eq!(second.body, first.body);
     // The same range written in another offset, with a cache-buster: same entry.
-    let same = app
-        .feed(
-            &user,
-            "start=2026-10-01T02:00:00%2B02:00&end=2026-11-01T00:00:00Z&_=123",
-        )
-        .await;
+    let same = app.feed(&user, "start=2026-10-01T02:00:00%2B02:00&end=2026-11-01T00:00:00Z&_=123").await;
     assert_eq!(same.x_cache, "HIT");
 
     let path = format!("/api/work-items/{}", created["id"].as_str().unwrap());
-    app.patch_json(&path, &user.token, &json!({"title": "renamed"}))
-        .await;
+    app.patch_json(&path, &user.token, &json!({"title": "renamed"})).await;
     let after_patch = app.feed(&user, OCT).await;
     assert_eq!(after_patch.x_cache, "MISS");
     assert_eq!(after_patch.titles(), ["renamed"]);
@@ -303,12 +178,10 @@ async fn one_users_mutation_leaves_another_users_cache_alone() {
     let app = spawn_app().await;
     let a = app.new_user().await;
     let b = app.new_user().await;
-    app.create_item(&b, item("b's", "2026-10-05", "2026-10-06"))
-        .await;
+    app.create_item(&b, item("b's", "2026-10-05", "2026-10-06")).await;
     assert_eq!(app.feed(&b, OCT).await.x_cache, "MISS");
     assert_eq!(app.feed(&b, OCT).await.x_cache, "HIT");
-    app.create_item(&a, item("a's", "2026-10-05", "2026-10-06"))
-        .await;
+    app.create_item(&a, item("a's", "2026-10-05", "2026-10-06")).await;
     let b_again = app.feed(&b, OCT).await;
     assert_eq!(b_again.x_cache, "HIT");
     assert_eq!(b_again.titles(), ["b's"]);
@@ -331,43 +204,34 @@ async fn assignees_are_invalidated_on_create_patch_and_delete() {
     // Create assigned to b: b's cached feed is invalidated.
     warm(&b).await;
     let created = app
-        .create_item(&owner, json!({"title": "shared", "work_type": "task", "start": "2026-10-07", "assignee_ids": [b.id]}))
+        .create_item(
+            &owner,
+            json!({"title": "shared", "work_type": "task", "start": "2026-10-07", "assignee_ids": [b.id]}),
+        )
         .await;
     let feed_b = app.feed(&b, OCT).await;
-    assert_eq!(
-        (feed_b.x_cache.as_str(), feed_b.titles()),
-        ("MISS", vec!["shared".to_owned()])
-    );
+    assert_eq!((feed_b.x_cache.as_str(), feed_b.titles()), ("MISS", vec!["shared".to_owned()]));
     let path = format!("/api/work-items/{}", created["id"].as_str().unwrap());
 
     // Patch that moves it from b to c: both lose their entries.
     warm(&b).await;
     warm(&c).await;
-    let res = app
-        .patch_json(&path, &owner.token, &json!({"assignee_ids": [c.id]}))
-        .await;
+    let res = app.patch_json(&path, &owner.token, &json!({"assignee_ids": [c.id]})).await;
     assert_eq!(res.status(), StatusCode::OK);
     let feed_b = app.feed(&b, OCT).await;
     assert_eq!(feed_b.x_cache, "MISS");
     assert!(feed_b.ids().is_empty(), "removed assignee still sees it");
     let feed_c = app.feed(&c, OCT).await;
-    assert_eq!(
-        (feed_c.x_cache.as_str(), feed_c.titles()),
-        ("MISS", vec!["shared".to_owned()])
-    );
+    assert_eq!((feed_c.x_cache.as_str(), feed_c.titles()), ("MISS", vec!["shared".to_owned()]));
 
     // A patch that leaves assignees alone still invalidates the current ones.
     warm(&c).await;
-    app.patch_json(&path, &owner.token, &json!({"title": "shared v2"}))
-        .await;
+    app.patch_json(&path, &owner.token, &json!({"title": "shared v2"})).await;
     assert_eq!(app.feed(&c, OCT).await.titles(), ["shared v2"]);
 
     // Delete: the assignee's entry goes too.
     warm(&c).await;
-    assert_eq!(
-        app.delete(&path, &owner.token).await.status(),
-        StatusCode::NO_CONTENT
-    );
+    assert_eq!(app.delete(&path, &owner.token).await.status(), StatusCode::NO_CONTENT);
     let feed_c = app.feed(&c, OCT).await;
     assert_eq!(feed_c.x_cache, "MISS");
     assert!(feed_c.ids().is_empty());
@@ -377,70 +241,32 @@ async fn assignees_are_invalidated_on_create_patch_and_delete() {
 async fn a_lost_version_key_never_brings_back_an_old_entry() {
     let app = spawn_app().await;
     let user = app.new_user().await;
-    let created = app
-        .create_item(&user, item("doomed", "2026-10-05", "2026-10-06"))
-        .await;
+    let created = app.create_item(&user, item("doomed", "2026-10-05", "2026-10-06")).await;
     assert_eq!(app.feed(&user, OCT).await.titles(), ["doomed"]);
     assert_eq!(app.feed(&user, OCT).await.x_cache, "HIT");
     let version_key = app.keys().version(UserId(user.id));
     let mut redis = app.redis().await;
-    let v1: u64 = redis::cmd("GET")
-        .arg(&version_key)
-        .query_async(&mut redis)
-        .await
-        .unwrap();
-    assert!(
-        v1 > 1_000_000_000_000_000_000,
-        "initialized from the clock, not 0 or 1: {v1}"
-    );
+    let v1: u64 = redis::cmd("GET").arg(&version_key).query_async(&mut redis).await.unwrap();
+    assert!(v1 > 1_000_000_000_000_000_000, "initialized from the clock, not 0 or 1: {v1}");
 
     // Evicted/flushed version key, then a delete, then the key lost again:
     // neither the "before" nor the "after" entries may come back as current.
-    let _: () = redis::cmd("DEL")
-        .arg(&version_key)
-        .query_async(&mut redis)
-        .await
-        .unwrap();
+    let _: () = redis::cmd("DEL").arg(&version_key).query_async(&mut redis).await.unwrap();
     let after_loss = app.feed(&user, OCT).await;
     assert_eq!(after_loss.x_cache, "MISS");
     assert_eq!(after_loss.titles(), ["doomed"]);
-    app.delete(
-        &format!("/api/work-items/{}", created["id"].as_str().unwrap()),
-        &user.token,
-    )
-    .await;
-    let _: () = redis::cmd("DEL")
-        .arg(&version_key)
-        .query_async(&mut redis)
-        .await
-        .unwrap();
+    app.delete(&format!("/api/work-items/{}", created["id"].as_str().unwrap()), &user.token).await;
+    let _: () = redis::cmd("DEL").arg(&version_key).query_async(&mut redis).await.unwrap();
     let feed = app.feed(&user, OCT).await;
     assert_eq!(feed.x_cache, "MISS");
-    assert!(
-        feed.ids().is_empty(),
-        "a deleted item came back: {:?}",
-        feed.titles()
-    );
-    let v2: u64 = redis::cmd("GET")
-        .arg(&version_key)
-        .query_async(&mut redis)
-        .await
-        .unwrap();
+    assert!(feed.ids().is_empty(), "a deleted item came back: {:?}", feed.titles());
+    let v2: u64 = redis::cmd("GET").arg(&version_key).query_async(&mut redis).await.unwrap();
     assert!(v2 > v1);
 
     // INCR of a missing key would start at 1; ours starts from the clock.
-    let _: () = redis::cmd("DEL")
-        .arg(&version_key)
-        .query_async(&mut redis)
-        .await
-        .unwrap();
-    app.create_item(&user, item("new", "2026-10-05", "2026-10-06"))
-        .await;
-    let v3: u64 = redis::cmd("GET")
-        .arg(&version_key)
-        .query_async(&mut redis)
-        .await
-        .unwrap();
+    let _: () = redis::cmd("DEL").arg(&version_key).query_async(&mut redis).await.unwrap();
+    app.create_item(&user, item("new", "2026-10-05", "2026-10-06")).await;
+    let v3: u64 = redis::cmd("GET").arg(&version_key).query_async(&mut redis).await.unwrap();
     assert!(v3 > v2, "{v3} <= {v2}");
 }
 
@@ -451,9 +277,7 @@ async fn redis_unreachable_means_bypass_with_correct_data() {
     })
     .await;
     let user = app.new_user().await;
-    let created = app
-        .create_item(&user, item("still works", "2026-10-05", "2026-10-06"))
-        .await;
+    let created = app.create_item(&user, item("still works", "2026-10-05", "2026-10-06")).await;
     for _ in 0..3 {
         let feed = app.feed(&user, OCT).await;
         assert_eq!(feed.status, StatusCode::OK);
@@ -461,16 +285,10 @@ async fn redis_unreachable_means_bypass_with_correct_data() {
         assert_eq!(feed.titles(), ["still works"]);
     }
     let path = format!("/api/work-items/{}", created["id"].as_str().unwrap());
-    assert_eq!(
-        app.delete(&path, &user.token).await.status(),
-        StatusCode::NO_CONTENT
-    );
+    assert_eq!(app.delete(&path, &user.token).await.status(), StatusCode::NO_CONTENT);
     let feed = app.feed(&user, OCT).await;
     assert_eq!(feed.x_cache, "BYPASS");
     assert!(feed.ids().is_empty());
     let body: Value = app.get("/readyz", None).await.json().await.unwrap();
-    assert!(
-        body["error"]["message"].as_str().unwrap().contains("redis"),
-        "{body}"
-    );
+    assert!(body["error"]["message"].as_str().unwrap().contains("redis"), "{body}");
 }

@@ -79,9 +79,7 @@ pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
     let create = format!(r#"CREATE DATABASE "{db_name}""#);
     tokio::task::spawn_blocking(move || {
         let mut conn = PgConnection::establish(&admin).expect("connect to postgres");
-        diesel::sql_query(create)
-            .execute(&mut conn)
-            .expect("create test database");
+        diesel::sql_query(create).execute(&mut conn).expect("create test database");
     })
     .await
     .unwrap();
@@ -112,9 +110,7 @@ pub async fn spawn_sibling_with(other: &TestApp, customize: impl FnOnce(&mut Set
 async fn start(settings: Settings, db_name: String, db_url: String, owns_db: bool) -> TestApp {
     let prefix = settings.redis.key_prefix.clone();
     let redis_url = settings.redis.url.expose_secret().to_owned();
-    let app = Application::build(settings)
-        .await
-        .expect("application builds");
+    let app = Application::build(settings).await.expect("application builds");
     let port = app.port();
     let state = app.state();
     let handle = app.handle();
@@ -127,10 +123,7 @@ async fn start(settings: Settings, db_name: String, db_url: String, owns_db: boo
         prefix,
         redis_url,
         state,
-        client: Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap(),
+        client: Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap(),
         handle,
         owns_db,
     }
@@ -180,40 +173,19 @@ impl TestApp {
     }
 
     pub async fn patch_json(&self, path: &str, token: &str, body: &Value) -> Response {
-        self.client
-            .patch(self.url(path))
-            .bearer_auth(token)
-            .json(body)
-            .send()
-            .await
-            .expect("request sent")
+        self.client.patch(self.url(path)).bearer_auth(token).json(body).send().await.expect("request sent")
     }
 
     pub async fn delete(&self, path: &str, token: &str) -> Response {
-        self.client
-            .delete(self.url(path))
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("request sent")
+        self.client.delete(self.url(path)).bearer_auth(token).send().await.expect("request sent")
     }
 
     pub async fn signup(&self, username: &str, password: &str) -> Response {
-        self.post_json(
-            "/api/signup",
-            None,
-            &json!({"username": username, "password": password}),
-        )
-        .await
+        self.post_json("/api/signup", None, &json!({"username": username, "password": password})).await
     }
 
     pub async fn login(&self, username: &str, password: &str) -> Response {
-        self.post_json(
-            "/api/login",
-            None,
-            &json!({"username": username, "password": password}),
-        )
-        .await
+        self.post_json("/api/login", None, &json!({"username": username, "password": password})).await
     }
 
     /// Signs up and logs in a new user.
@@ -224,28 +196,18 @@ impl TestApp {
         assert_eq!(res.status(), StatusCode::CREATED, "signup");
         let id = res.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
         let token = self.token_for(&username, &password).await;
-        TestUser {
-            id,
-            username,
-            password,
-            token,
-        }
+        TestUser { id, username, password, token }
     }
 
     pub async fn token_for(&self, username: &str, password: &str) -> String {
         let res = self.login(username, password).await;
         assert_eq!(res.status(), StatusCode::OK, "login");
-        res.json::<Value>().await.unwrap()["token"]
-            .as_str()
-            .unwrap()
-            .to_owned()
+        res.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_owned()
     }
 
     /// Creates a work item and returns it (asserting 201).
     pub async fn create_item(&self, user: &TestUser, body: Value) -> Value {
-        let res = self
-            .post_json("/api/work-items", Some(&user.token), &body)
-            .await;
+        let res = self.post_json("/api/work-items", Some(&user.token), &body).await;
         let status = res.status();
         let json: Value = res.json().await.unwrap();
         assert_eq!(status, StatusCode::CREATED, "create: {json}");
@@ -254,9 +216,7 @@ impl TestApp {
 
     /// GET the feed; returns status, X-Cache and the parsed body.
     pub async fn feed(&self, user: &TestUser, query: &str) -> Feed {
-        let res = self
-            .get(&format!("/api/calendar/feed?{query}"), Some(&user.token))
-            .await;
+        let res = self.get(&format!("/api/calendar/feed?{query}"), Some(&user.token)).await;
         Feed::read(res).await
     }
 
@@ -300,45 +260,23 @@ impl Feed {
     pub async fn read(res: Response) -> Self {
         let status = res.status();
         let headers = res.headers().clone();
-        let x_cache = headers
-            .get("x-cache")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
+        let x_cache = headers.get("x-cache").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
         let body = res.json().await.unwrap_or(Value::Null);
-        Self {
-            status,
-            x_cache,
-            headers,
-            body,
-        }
+        Self { status, x_cache, headers, body }
     }
 
     /// Work item ids (uuids) in the feed, in order.
     pub fn ids(&self) -> Vec<String> {
         self.body
             .as_array()
-            .map(|a| {
-                a.iter()
-                    .map(|e| {
-                        e["extendedProps"]["workItemId"]
-                            .as_str()
-                            .unwrap_or("")
-                            .to_owned()
-                    })
-                    .collect()
-            })
+            .map(|a| a.iter().map(|e| e["extendedProps"]["workItemId"].as_str().unwrap_or("").to_owned()).collect())
             .unwrap_or_default()
     }
 
     pub fn titles(&self) -> Vec<String> {
         self.body
             .as_array()
-            .map(|a| {
-                a.iter()
-                    .map(|e| e["title"].as_str().unwrap_or("").to_owned())
-                    .collect()
-            })
+            .map(|a| a.iter().map(|e| e["title"].as_str().unwrap_or("").to_owned()).collect())
             .unwrap_or_default()
     }
 }
@@ -346,10 +284,7 @@ impl Feed {
 /// The value of a counter sample in /metrics text (0 when absent).
 pub fn metric(text: &str, name_and_labels: &str) -> f64 {
     text.lines()
-        .find_map(|l| {
-            l.strip_prefix(name_and_labels)
-                .and_then(|rest| rest.trim().split(' ').next()?.parse().ok())
-        })
+        .find_map(|l| l.strip_prefix(name_and_labels).and_then(|rest| rest.trim().split(' ').next()?.parse().ok()))
         .unwrap_or(0.0)
 }
 
@@ -374,4 +309,16 @@ pub const OCT: &str = "start=2026-10-01T00:00:00Z&end=2026-11-01T00:00:00Z";
 
 pub fn item(title: &str, start: &str, end: &str) -> Value {
     json!({"title": title, "work_type": "task", "start": start, "end": end})
+}
+
+/// `host:port` of a `scheme://[user@]host:port/...` URL.
+pub fn authority(url: &str) -> String {
+    let rest = url.split("://").nth(1).unwrap_or(url);
+    let rest = rest.rsplit('@').next().unwrap_or(rest);
+    rest.split('/').next().unwrap_or(rest).to_owned()
+}
+
+/// The URL with its `host:port` replaced.
+pub fn with_authority(url: &str, new: &str) -> String {
+    url.replacen(&authority(url), new, 1)
 }

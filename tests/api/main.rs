@@ -4,9 +4,12 @@
 
 mod auth;
 mod consistency;
+mod faults;
 mod feed;
 #[allow(dead_code, reason = "a shared toolbox; not every module uses every helper")]
 mod helpers;
 mod migrations;
 mod ops;
+#[allow(dead_code, reason = "a shared toolbox")]
+mod proxy;
 mod work_items;

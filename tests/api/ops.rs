@@ -33,57 +33,22 @@ async fn readiness_names_the_dependency_that_is_down() {
 async fn metrics_count_hits_misses_bypasses_and_invalidations() {
     let app = spawn_app().await;
     let user = app.new_user().await;
-    let created = app
-        .create_item(&user, item("m", "2026-10-05", "2026-10-06"))
-        .await;
+    let created = app.create_item(&user, item("m", "2026-10-05", "2026-10-06")).await;
     app.feed(&user, OCT).await; // miss
     app.feed(&user, OCT).await; // hit
     app.feed(&user, OCT).await; // hit
-    app.delete(
-        &format!("/api/work-items/{}", created["id"].as_str().unwrap()),
-        &user.token,
-    )
-    .await;
+    app.delete(&format!("/api/work-items/{}", created["id"].as_str().unwrap()), &user.token).await;
     app.feed(&user, OCT).await; // miss
 
     let res = app.get("/metrics", None).await;
     assert_eq!(res.status(), StatusCode::OK);
-    assert!(
-        res.headers()
-            .get("content-type")
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .contains("text")
-    );
+    assert!(res.headers().get("content-type").unwrap().to_str().unwrap().contains("text"));
     let text = res.text().await.unwrap();
-    assert_eq!(
-        metric(&text, "calcache_feed_cache_requests_total{outcome=\"hit\"}"),
-        2.0,
-        "{text}"
-    );
-    assert_eq!(
-        metric(
-            &text,
-            "calcache_feed_cache_requests_total{outcome=\"miss\"}"
-        ),
-        2.0
-    );
+    assert_eq!(metric(&text, "calcache_feed_cache_requests_total{outcome=\"hit\"}"), 2.0, "{text}");
+    assert_eq!(metric(&text, "calcache_feed_cache_requests_total{outcome=\"miss\"}"), 2.0);
     assert_eq!(metric(&text, "calcache_feed_db_queries_total"), 2.0);
-    assert_eq!(
-        metric(
-            &text,
-            "calcache_feed_cache_invalidations_total{cause=\"create\",result=\"applied\"}"
-        ),
-        1.0
-    );
-    assert_eq!(
-        metric(
-            &text,
-            "calcache_feed_cache_invalidations_total{cause=\"delete\",result=\"applied\"}"
-        ),
-        1.0
-    );
+    assert_eq!(metric(&text, "calcache_feed_cache_invalidations_total{cause=\"create\",result=\"applied\"}"), 1.0);
+    assert_eq!(metric(&text, "calcache_feed_cache_invalidations_total{cause=\"delete\",result=\"applied\"}"), 1.0);
     assert!(
         metric(
             &text,
@@ -100,29 +65,10 @@ async fn metrics_count_bypasses_and_redis_errors() {
     })
     .await;
     let user = app.new_user().await;
-    app.create_item(&user, item("m", "2026-10-05", "2026-10-06"))
-        .await;
+    app.create_item(&user, item("m", "2026-10-05", "2026-10-06")).await;
     app.feed(&user, OCT).await;
     let text = app.metrics_text().await;
-    assert_eq!(
-        metric(
-            &text,
-            "calcache_feed_cache_requests_total{outcome=\"bypass\"}"
-        ),
-        1.0,
-        "{text}"
-    );
-    assert!(
-        metric(
-            &text,
-            "calcache_dependency_errors_total{dependency=\"redis\"}"
-        ) >= 1.0
-    );
-    assert_eq!(
-        metric(
-            &text,
-            "calcache_feed_cache_invalidations_total{cause=\"create\",result=\"deferred\"}"
-        ),
-        1.0
-    );
+    assert_eq!(metric(&text, "calcache_feed_cache_requests_total{outcome=\"bypass\"}"), 1.0, "{text}");
+    assert!(metric(&text, "calcache_dependency_errors_total{dependency=\"redis\"}") >= 1.0);
+    assert_eq!(metric(&text, "calcache_feed_cache_invalidations_total{cause=\"create\",result=\"deferred\"}"), 1.0);
 }

@@ -8,10 +8,7 @@ async fn create_applies_defaults_and_get_returns_the_item() {
     let app = spawn_app().await;
     let user = app.new_user().await;
     let created = app
-        .create_item(
-            &user,
-            json!({"title": "Plan", "work_type": "project", "start": "2026-10-06T11:00:00+02:00"}),
-        )
+        .create_item(&user, json!({"title": "Plan", "work_type": "project", "start": "2026-10-06T11:00:00+02:00"}))
         .await;
     assert_eq!(created["title"], "Plan");
     assert_eq!(created["description"], "");
@@ -26,9 +23,7 @@ async fn create_applies_defaults_and_get_returns_the_item() {
     let id = created["id"].as_str().unwrap();
     uuid::Uuid::parse_str(id).unwrap();
 
-    let res = app
-        .get(&format!("/api/work-items/{id}"), Some(&user.token))
-        .await;
+    let res = app.get(&format!("/api/work-items/{id}"), Some(&user.token)).await;
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(res.json::<Value>().await.unwrap(), created);
 
@@ -47,22 +42,11 @@ async fn create_applies_defaults_and_get_returns_the_item() {
 async fn patch_changes_only_what_is_given_and_delete_is_final() {
     let app = spawn_app().await;
     let user = app.new_user().await;
-    let created = app
-        .create_item(
-            &user,
-            item("Draft", "2026-10-06T09:00:00Z", "2026-10-06T10:00:00Z"),
-        )
-        .await;
+    let created = app.create_item(&user, item("Draft", "2026-10-06T09:00:00Z", "2026-10-06T10:00:00Z")).await;
     let id = created["id"].as_str().unwrap();
     let path = format!("/api/work-items/{id}");
 
-    let res = app
-        .patch_json(
-            &path,
-            &user.token,
-            &json!({"title": "Final", "status": "completed"}),
-        )
-        .await;
+    let res = app.patch_json(&path, &user.token, &json!({"title": "Final", "status": "completed"})).await;
     assert_eq!(res.status(), StatusCode::OK);
     let patched: Value = res.json().await.unwrap();
     assert_eq!(patched["title"], "Final");
@@ -73,28 +57,14 @@ async fn patch_changes_only_what_is_given_and_delete_is_final() {
     assert_ne!(patched["updated_at"], created["updated_at"]);
 
     // The feed's id form is accepted too.
-    let res = app
-        .get(
-            &format!("/api/work-items/work-item-{id}"),
-            Some(&user.token),
-        )
-        .await;
+    let res = app.get(&format!("/api/work-items/work-item-{id}"), Some(&user.token)).await;
     assert_eq!(res.status(), StatusCode::OK);
 
-    assert_eq!(
-        app.delete(&path, &user.token).await.status(),
-        StatusCode::NO_CONTENT
-    );
-    assert_eq!(
-        app.get(&path, Some(&user.token)).await.status(),
-        StatusCode::NOT_FOUND
-    );
+    assert_eq!(app.delete(&path, &user.token).await.status(), StatusCode::NO_CONTENT);
+    assert_eq!(app.get(&path, Some(&user.token)).await.status(), StatusCode::NOT_FOUND);
     let again = app.delete(&path, &user.token).await;
     assert_eq!(again.status(), StatusCode::NOT_FOUND);
-    assert_eq!(
-        again.json::<Value>().await.unwrap()["error"]["code"],
-        "not_found"
-    );
+    assert_eq!(again.json::<Value>().await.unwrap()["error"]["code"], "not_found");
 }
 
 #[tokio::test]
@@ -113,10 +83,7 @@ async fn every_validation_error_names_its_field() {
         (with("title", json!("x".repeat(201))), "title"),
         (with("title", json!(7)), "title"),
         (with("title", json!("nul\u{0}byte")), "title"),
-        (
-            with("description", json!("d".repeat(10_001))),
-            "description",
-        ),
+        (with("description", json!("d".repeat(10_001))), "description"),
         (with("work_type", json!("chore")), "work_type"),
         (with("status", json!("done")), "status"),
         (with("start", json!("next tuesday")), "start"),
@@ -135,9 +102,7 @@ async fn every_validation_error_names_its_field() {
         (json!([1, 2, 3]), "body"),
     ];
     for (body, field) in cases {
-        let res = app
-            .post_json("/api/work-items", Some(&user.token), &body)
-            .await;
+        let res = app.post_json("/api/work-items", Some(&user.token), &body).await;
         assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{body}");
         let err: Value = res.json().await.unwrap();
         assert_eq!(err["error"]["code"], "invalid_input", "{body}");
@@ -145,12 +110,7 @@ async fn every_validation_error_names_its_field() {
     }
 
     // Same rules on PATCH, plus end < start against the stored values.
-    let created = app
-        .create_item(
-            &user,
-            item("t", "2026-10-06T09:00:00Z", "2026-10-06T10:00:00Z"),
-        )
-        .await;
+    let created = app.create_item(&user, item("t", "2026-10-06T09:00:00Z", "2026-10-06T10:00:00Z")).await;
     let path = format!("/api/work-items/{}", created["id"].as_str().unwrap());
     for (body, field) in [
         (json!({"start": "2026-10-06T11:00:00Z"}), "start"),
@@ -165,12 +125,7 @@ async fn every_validation_error_names_its_field() {
         assert_eq!(err["error"]["field"], field, "{body} -> {err}");
     }
     // Nothing of the rejected writes landed.
-    let now: Value = app
-        .get(&path, Some(&user.token))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let now: Value = app.get(&path, Some(&user.token)).await.json().await.unwrap();
     assert_eq!(now, created);
 }
 
@@ -178,21 +133,14 @@ async fn every_validation_error_names_its_field() {
 async fn malformed_ids_bodies_and_media_types_are_rejected_cleanly() {
     let app = spawn_app().await;
     let user = app.new_user().await;
-    let res = app
-        .get("/api/work-items/not-a-uuid", Some(&user.token))
-        .await;
+    let res = app.get("/api/work-items/not-a-uuid", Some(&user.token)).await;
     assert_eq!(res.status(), StatusCode::BAD_REQUEST);
     assert_eq!(res.json::<Value>().await.unwrap()["error"]["field"], "id");
 
     let big = json!({"title": "t", "work_type": "task", "start": "2026-10-06", "description": "x".repeat(70 * 1024)});
-    let res = app
-        .post_json("/api/work-items", Some(&user.token), &big)
-        .await;
+    let res = app.post_json("/api/work-items", Some(&user.token), &big).await;
     assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
-    assert_eq!(
-        res.json::<Value>().await.unwrap()["error"]["code"],
-        "payload_too_large"
-    );
+    assert_eq!(res.json::<Value>().await.unwrap()["error"]["code"], "payload_too_large");
 
     let res = app
         .client
@@ -204,17 +152,11 @@ async fn malformed_ids_bodies_and_media_types_are_rejected_cleanly() {
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
-    assert_eq!(
-        res.json::<Value>().await.unwrap()["error"]["code"],
-        "unsupported_media_type"
-    );
+    assert_eq!(res.json::<Value>().await.unwrap()["error"]["code"], "unsupported_media_type");
 
-    for raw in [
-        &b"{\"title\": \"\xff\xfe\", \"work_type\": \"task\", \"start\": \"2026-10-06\"}"[..],
-        b"{",
-        b"",
-        b"nul",
-    ] {
+    for raw in
+        [&b"{\"title\": \"\xff\xfe\", \"work_type\": \"task\", \"start\": \"2026-10-06\"}"[..], b"{", b"", b"nul"]
+    {
         let res = app
             .client
             .post(app.url("/api/work-items"))
@@ -225,30 +167,15 @@ async fn malformed_ids_bodies_and_media_types_are_rejected_cleanly() {
             .await
             .unwrap();
         assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{raw:?}");
-        assert_eq!(
-            res.json::<Value>().await.unwrap()["error"]["code"],
-            "invalid_input"
-        );
+        assert_eq!(res.json::<Value>().await.unwrap()["error"]["code"], "invalid_input");
     }
 
-    let res = app
-        .client
-        .put(app.url("/api/work-items"))
-        .bearer_auth(&user.token)
-        .send()
-        .await
-        .unwrap();
+    let res = app.client.put(app.url("/api/work-items")).bearer_auth(&user.token).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED);
-    assert_eq!(
-        res.json::<Value>().await.unwrap()["error"]["code"],
-        "method_not_allowed"
-    );
+    assert_eq!(res.json::<Value>().await.unwrap()["error"]["code"], "method_not_allowed");
     let res = app.get("/api/nothing-here", Some(&user.token)).await;
     assert_eq!(res.status(), StatusCode::NOT_FOUND);
-    assert_eq!(
-        res.json::<Value>().await.unwrap()["error"]["code"],
-        "not_found"
-    );
+    assert_eq!(res.json::<Value>().await.unwrap()["error"]["code"], "not_found");
 }
 
 #[tokio::test]
@@ -258,7 +185,10 @@ async fn strangers_get_404_and_assignees_may_read_but_not_write() {
     let assignee = app.new_user().await;
     let stranger = app.new_user().await;
     let created = app
-        .create_item(&owner, json!({"title": "Shared", "work_type": "task", "start": "2026-10-06", "assignee_ids": [assignee.id]}))
+        .create_item(
+            &owner,
+            json!({"title": "Shared", "work_type": "task", "start": "2026-10-06", "assignee_ids": [assignee.id]}),
+        )
         .await;
     assert_eq!(created["assignee_ids"], json!([assignee.id]));
     let path = format!("/api/work-items/{}", created["id"].as_str().unwrap());
@@ -268,30 +198,14 @@ async fn strangers_get_404_and_assignees_may_read_but_not_write() {
     let a = app.get(&path, Some(&stranger.token)).await;
     let b = app.get(&missing, Some(&stranger.token)).await;
     assert_eq!(a.status(), StatusCode::NOT_FOUND);
-    assert_eq!(
-        a.json::<Value>().await.unwrap(),
-        b.json::<Value>().await.unwrap()
-    );
+    assert_eq!(a.json::<Value>().await.unwrap(), b.json::<Value>().await.unwrap());
 
-    assert_eq!(
-        app.get(&path, Some(&assignee.token)).await.status(),
-        StatusCode::OK
-    );
+    assert_eq!(app.get(&path, Some(&assignee.token)).await.status(), StatusCode::OK);
     for token in [&assignee.token, &stranger.token] {
-        let res = app
-            .patch_json(&path, token, &json!({"title": "hijacked"}))
-            .await;
+        let res = app.patch_json(&path, token, &json!({"title": "hijacked"})).await;
         assert_eq!(res.status(), StatusCode::NOT_FOUND);
-        assert_eq!(
-            app.delete(&path, token).await.status(),
-            StatusCode::NOT_FOUND
-        );
+        assert_eq!(app.delete(&path, token).await.status(), StatusCode::NOT_FOUND);
     }
-    let still: Value = app
-        .get(&path, Some(&owner.token))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let still: Value = app.get(&path, Some(&owner.token)).await.json().await.unwrap();
     assert_eq!(still["title"], "Shared");
 }
