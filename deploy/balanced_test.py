@@ -22,6 +22,7 @@ import threading
 import time
 import traceback
 import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -445,6 +446,42 @@ def sigterm_without_draining_loses_only_unretryable_in_flight_requests():
     assert not outside, f"a request failed outside a shutdown: {outside[0].what}; {summarize(records)}"
     assert len(failed) <= load.threads * REPLICAS, summarize(records)
     print(f"  SIGTERM without drain: {summarize(records)}")
+
+
+def setting(section: str, key: str):
+    """A setting as the replicas see it: production.toml over default.toml, env over both."""
+    import tomllib
+    env = os.environ.get(f"CALCACHE__{section.upper()}__{key.upper()}")
+    if env is not None:
+        return env
+    for name in ("production", "default"):
+        value = tomllib.loads((ROOT / "config" / f"{name}.toml").read_text()).get(section, {}).get(key)
+        if value is not None:
+            return value
+    raise KeyError(f"{section}.{key}")
+
+
+@test
+def client_cannot_choose_its_address_through_the_balancer():
+    """Login throttling counts failures per client address, taken from
+    X-Forwarded-For in production. nginx overwrites that header (and drops
+    Forwarded), so a client that sends a new fake address with every attempt
+    is still throttled as itself. Runs late: it leaves this client throttled."""
+    if str(setting("auth", "trust_forwarded_for")).lower() != "true":
+        return
+    limit = int(setting("auth", "login_max_failures_per_client"))
+
+    def attempt(i: int) -> Response:
+        return once(LB, "POST", "/api/login", body={"username": f"nobody{i}", "password": "wrong-password"},
+                    headers={"X-Forwarded-For": f"203.0.113.{i % 250}", "Forwarded": f"for=198.51.100.{i % 250}"})
+
+    with ThreadPoolExecutor(max_workers=4) as pool:  # argon2 makes each attempt slow
+        for i, r in enumerate(pool.map(attempt, range(limit))):
+            assert r.status == 401, f"attempt {i + 1}: {r}"
+    r = once(LB, "POST", "/api/login", body={"username": "nobody-else", "password": "wrong-password"},
+             headers={"X-Forwarded-For": "192.0.2.1", "Forwarded": "for=192.0.2.2"})
+    assert r.status == 429 and r.json()["error"]["code"] == "rate_limited", \
+        f"after {limit} failures under spoofed addresses: {r}"
 
 
 @test

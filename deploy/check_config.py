@@ -187,7 +187,9 @@ def nginx_balances_round_robin_without_stickiness_or_caching():
         r"keepalive\s+\d+;",
         r"proxy_http_version\s+1\.1;",
         r'proxy_set_header\s+Connection\s+"";',
-        r"proxy_set_header\s+X-Forwarded-For\s+\$proxy_add_x_forwarded_for;",
+        # overwritten, not appended to: the app trusts the first entry
+        r"proxy_set_header\s+X-Forwarded-For\s+\$remote_addr;",
+        r'proxy_set_header\s+Forwarded\s+"";',
         r"proxy_set_header\s+X-Forwarded-Proto\s+\$scheme;",
         r"include\s+calcache/upstreams\.conf;",
         r"include\s+calcache/listen\.conf;",
