@@ -276,6 +276,22 @@ def runtime_image_is_small_non_root_and_healthchecked():
     assert "src" not in " ".join(first_copy[:2]), "sources copied before the dependency layer"
 
 
+# --- the operations guide ------------------------------------------------------
+
+
+@check
+def operations_guide_lists_every_config_key_and_metric():
+    guide = (ROOT / "docs" / "operations.md").read_text()
+    defaults = tomllib.loads((ROOT / "config" / "default.toml").read_text())
+    missing = [f"{section}.{key}" for section, table in defaults.items() for key in table
+               if f"`{section}.{key}`" not in guide]
+    assert not missing, f"docs/operations.md does not describe {missing}"
+    metrics = re.findall(r'register\(\s*"([a-z_]+)"', (ROOT / "src" / "metrics.rs").read_text())
+    assert metrics, "no metrics found in src/metrics.rs"
+    missing = [f"calcache_{m}" for m in metrics if f"calcache_{m}" not in guide]
+    assert not missing, f"docs/operations.md does not describe the metrics {missing}"
+
+
 def main() -> int:
     passed = failed = 0
     for fn in CHECKS:
