@@ -21,7 +21,8 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 VENV=$ROOT/deploy/.venv
 CHECK_JSONSCHEMA_VERSION=0.39.0
-export CALCACHE_TOPOLOGY_DIR=${CALCACHE_TOPOLOGY_DIR:-$ROOT/deploy/.run}
+# Its own topology directory, apart from deploy/.run (a developer's manual one).
+export CALCACHE_TOPOLOGY_DIR=${CALCACHE_TOPOLOGY_DIR:-$ROOT/deploy/.run-test}
 
 PASSED=0
 FAILED=0
@@ -158,6 +159,11 @@ nginx_t_compose() {
 check "nginx: nginx -t accepts deploy/nginx.conf with the compose upstreams" nginx_t_compose
 
 # --- c) the topology on loopback --------------------------------------------------
+
+# Leftovers of an interrupted earlier run in this directory (by their pid files).
+if [[ -e $CALCACHE_TOPOLOGY_DIR/topology.env ]]; then
+    bash deploy/topology.sh stop >/dev/null 2>&1 || true
+fi
 
 if bash deploy/topology.sh start >"$TMP/topology.out" 2>&1; then
     TOPOLOGY_STARTED=yes

@@ -196,8 +196,13 @@ cmd_start() {
     fi
     ensure_nginx
     command -v psql >/dev/null || die "psql not found"
+    # Only ever wipe a directory this script made (it leaves a marker).
+    if [[ -e $DIR && ! -e $DIR/.calcache-topology ]] && [[ -n $(ls -A "$DIR" 2>/dev/null) ]]; then
+        die "$DIR exists and is not a topology directory; refusing to clear it"
+    fi
     rm -rf "$DIR"
     mkdir -p "$DIR/pids" "$DIR/logs" "$DIR/nginx/calcache"
+    touch "$DIR/.calcache-topology"
 
     local suffix ports
     suffix=$(python3 -c 'import secrets; print(secrets.token_hex(6))')
