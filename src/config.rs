@@ -60,6 +60,9 @@ pub struct RedisSettings {
     /// After a Redis failure, how long the circuit stays open (Redis not
     /// tried, cache bypassed) before one request probes it again.
     pub breaker_cooldown_ms: u64,
+    /// Consecutive failed Redis calls that open the circuit. One slow call
+    /// under load must not send every request to PostgreSQL.
+    pub breaker_failures: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -94,6 +97,15 @@ pub struct AuthSettings {
     pub signup_enabled: bool,
     pub session_lifetime_hours: u64,
     pub cookie_secure: bool,
+    /// Failed logins allowed per username, and per client address, within
+    /// `login_window_secs`; past them logins answer 429.
+    pub login_max_failures_per_user: u64,
+    pub login_max_failures_per_client: u64,
+    pub login_window_secs: u64,
+    /// Take the client address from `X-Forwarded-For`/`Forwarded` (set by
+    /// the load balancer) instead of the TCP peer. Only behind a proxy that
+    /// overwrites these headers.
+    pub trust_forwarded_for: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

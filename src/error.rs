@@ -32,24 +32,51 @@ pub enum ApiError {
     #[error("the request was not received in time")]
     RequestTimeout,
     #[error("too many attempts; try again later")]
-    RateLimited,
+    RateLimited { retry_after_secs: u64 },
     #[error("a dependency is unavailable")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
+/// Every 4xx/5xx body: `{"error": {"code", "message", "field"?}}`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody<'a> {
     error: ErrorDetail<'a>,
 }
 
-#[derive(Serialize)]
-struct ErrorDetail<'a> {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail<'a> {
+    #[schema(schema_with = error_code_schema)]
     code: &'a str,
+    /// For people; clients branch on `code`.
     message: String,
+    /// The JSON field or query parameter at fault (`invalid_input` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     field: Option<&'a str>,
+}
+
+/// Every `code` an error body can carry (what [`ApiError::code`] and
+/// [`code_for_status`] return); the OpenAPI document lists them.
+pub const ERROR_CODES: &[&str] = &[
+    "invalid_input",
+    "unauthenticated",
+    "not_found",
+    "method_not_allowed",
+    "request_timeout",
+    "conflict",
+    "payload_too_large",
+    "unsupported_media_type",
+    "rate_limited",
+    "unavailable",
+    "internal",
+];
+
+fn error_code_schema() -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(ERROR_CODES.iter().copied()))
+        .build()
 }
 
 impl ApiError {
@@ -63,7 +90,7 @@ impl ApiError {
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::RequestTimeout => "request_timeout",
-            Self::RateLimited => "rate_limited",
+            Self::RateLimited { .. } => "rate_limited",
             Self::Unavailable(_) => "unavailable",
             Self::Internal(_) => "internal",
         }
@@ -93,24 +120,10 @@ pub fn code_for_status(status: StatusCode) -> &'static str {
 }
 
 /// A contract error body for `status` with `message`.
-pub fn error_response(
-    status: StatusCode,
-    code: &str,
-    message: String,
-    field: Option<&str>,
-) -> HttpResponse {
-    let body = ErrorBody {
-        error: ErrorDetail {
-            code,
-            message,
-            field,
-        },
-    };
+pub fn error_response(status: StatusCode, code: &str, message: String, field: Option<&str>) -> HttpResponse {
+    let body = ErrorBody { error: ErrorDetail { code, message, field } };
     let mut res = HttpResponse::build(status);
-    res.insert_header((
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    ));
+    res.insert_header((header::CONTENT_TYPE, HeaderValue::from_static("application/json")));
     match serde_json::to_vec(&body) {
         Ok(bytes) => res.body(bytes),
         Err(_) => res.body(r#"{"error":{"code":"internal","message":"internal error"}}"#),
@@ -128,7 +141,7 @@ impl ResponseError for ApiError {
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-            Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -152,9 +165,15 @@ impl ResponseError for ApiError {
             _ => None,
         };
         let mut res = error_response(status, self.code(), self.to_string(), field);
-        if matches!(self, Self::Unavailable(_)) {
-            res.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        let retry_after = match self {
+            Self::Unavailable(_) => Some(1),
+            Self::RateLimited { retry_after_secs } => Some(*retry_after_secs),
+            _ => None,
+        };
+        if let Some(secs) = retry_after
+            && let Ok(v) = HeaderValue::from_str(&secs.to_string())
+        {
+            res.headers_mut().insert(header::RETRY_AFTER, v);
         }
         res
     }
@@ -183,9 +202,42 @@ impl From<ServiceError> for ApiError {
             ServiceError::Conflict(m) => Self::Conflict(m),
             ServiceError::Unauthenticated => Self::Unauthenticated,
             ServiceError::InvalidCredentials => Self::InvalidCredentials,
+            ServiceError::RateLimited { retry_after_secs } => Self::RateLimited { retry_after_secs },
             ServiceError::Db(db) => db.into(),
             ServiceError::Cache(c) => Self::Unavailable(Box::new(c)),
             e @ ServiceError::Internal(_) => Self::Internal(Box::new(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod code_tests {
+    use super::*;
+
+    #[test]
+    fn every_code_is_documented() {
+        let errors = [
+            ApiError::invalid("f", "r"),
+            ApiError::Unauthenticated,
+            ApiError::InvalidCredentials,
+            ApiError::NotFound,
+            ApiError::MethodNotAllowed,
+            ApiError::Conflict("c"),
+            ApiError::PayloadTooLarge { limit: 1 },
+            ApiError::UnsupportedMediaType,
+            ApiError::RequestTimeout,
+            ApiError::RateLimited { retry_after_secs: 1 },
+            ApiError::Unavailable("u".into()),
+            ApiError::Internal("i".into()),
+        ];
+        for e in &errors {
+            assert!(ERROR_CODES.contains(&e.code()), "{} is not in ERROR_CODES", e.code());
+        }
+        for status in 400..600 {
+            if let Ok(status) = StatusCode::from_u16(status) {
+                let code = code_for_status(status);
+                assert!(ERROR_CODES.contains(&code), "{code} is not in ERROR_CODES");
+            }
         }
     }
 }

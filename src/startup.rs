@@ -22,10 +22,7 @@ use crate::service::{AppState, invalidation};
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
     #[error("cannot bind {addr}")]
-    Bind {
-        addr: String,
-        source: std::io::Error,
-    },
+    Bind { addr: String, source: std::io::Error },
     #[error("database")]
     Db(#[from] DbError),
     #[error("redis")]
@@ -53,6 +50,7 @@ pub fn build_state(settings: &Settings) -> Result<Arc<AppState>, StartupError> {
         metrics,
         auth: settings.auth.clone(),
         outbox: invalidation::OutboxSignal::default(),
+        outbox_interval: Duration::from_millis(settings.cache.outbox_interval_ms.max(10)),
     }))
 }
 
@@ -70,16 +68,10 @@ impl Application {
         }
 
         let addr = format!("{}:{}", settings.server.host, settings.server.port);
-        let listener = TcpListener::bind(&addr).map_err(|source| StartupError::Bind {
-            addr: addr.clone(),
-            source,
-        })?;
+        let listener = TcpListener::bind(&addr).map_err(|source| StartupError::Bind { addr: addr.clone(), source })?;
         let port = listener.local_addr()?.port();
 
-        let body = BodyConfig {
-            limit: BODY_LIMIT,
-            timeout: Duration::from_millis(settings.server.client_timeout_ms),
-        };
+        let body = BodyConfig { limit: BODY_LIMIT, timeout: Duration::from_millis(settings.server.client_timeout_ms) };
         let data = web::Data::from(state.clone());
         let server = HttpServer::new(move || {
             App::new()
@@ -94,6 +86,7 @@ impl Application {
                 .configure(routes::auth::config)
                 .configure(routes::work_items::config)
                 .configure(routes::feed::config)
+                .configure(routes::openapi::config)
                 .configure(routes::page::config)
                 .default_service(web::to(routes::not_found))
         })
@@ -106,17 +99,11 @@ impl Application {
         let shutdown = Arc::new(Notify::new());
         let drainer = tokio::spawn(invalidation::run_drainer(
             state.clone(),
-            Duration::from_millis(settings.cache.outbox_interval_ms.max(10)),
+            state.outbox_interval,
             shutdown.clone(),
         ));
         tracing::info!(%addr, port, workers = settings.server.worker_count(), "calcache listening");
-        Ok(Self {
-            port,
-            server,
-            state,
-            shutdown,
-            drainer,
-        })
+        Ok(Self { port, server, state, shutdown, drainer })
     }
 
     pub fn port(&self) -> u16 {

@@ -1,15 +1,18 @@
-//! A minimal circuit breaker. After a Redis failure the circuit opens for a
-//! cool-down: requests skip Redis at once (the cache is bypassed) instead of
-//! each paying a timeout against a dead server. When the cool-down is over,
-//! one request at a time probes Redis; a success closes the circuit.
+//! A minimal circuit breaker. After `threshold` consecutive Redis failures
+//! the circuit opens for a cool-down: requests skip Redis at once (the cache
+//! is bypassed) instead of each paying a timeout against a dead server. When
+//! the cool-down is over, one request at a time probes Redis; a success
+//! closes the circuit, a failure opens it again.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 #[derive(Debug)]
 pub struct Breaker {
     epoch: Instant,
+    threshold: u32,
     cooldown: Duration,
+    consecutive_failures: AtomicU32,
     /// Milliseconds since `epoch` until which the circuit is open; 0 = closed.
     open_until_ms: AtomicU64,
     probing: AtomicBool,
@@ -27,8 +30,15 @@ pub enum Permit {
 }
 
 impl Breaker {
-    pub fn new(cooldown: Duration) -> Self {
-        Self { epoch: Instant::now(), cooldown, open_until_ms: AtomicU64::new(0), probing: AtomicBool::new(false) }
+    pub fn new(threshold: u32, cooldown: Duration) -> Self {
+        Self {
+            epoch: Instant::now(),
+            threshold: threshold.max(1),
+            cooldown,
+            consecutive_failures: AtomicU32::new(0),
+            open_until_ms: AtomicU64::new(0),
+            probing: AtomicBool::new(false),
+        }
     }
 
     /// Never 0, which means "closed".
@@ -54,18 +64,31 @@ impl Breaker {
 
     /// Returns true when this success closed an open circuit.
     pub fn success(&self, permit: Permit) -> bool {
+        self.consecutive_failures.store(0, Ordering::Release);
         if permit == Permit::Probe {
             self.probing.store(false, Ordering::Release);
         }
         self.open_until_ms.swap(0, Ordering::AcqRel) != 0
     }
 
-    pub fn failure(&self, permit: Permit) {
-        let until = self.now_ms().saturating_add(u64::try_from(self.cooldown.as_millis()).unwrap_or(u64::MAX));
-        self.open_until_ms.store(until, Ordering::Release);
+    /// Returns true when the circuit is (now) open.
+    pub fn failure(&self, permit: Permit) -> bool {
+        let failures = self.consecutive_failures.fetch_add(1, Ordering::AcqRel).saturating_add(1);
+        let open = permit == Permit::Probe || failures >= self.threshold;
+        if open {
+            let cooldown = u64::try_from(self.cooldown.as_millis()).unwrap_or(u64::MAX);
+            self.open_until_ms.store(self.now_ms().saturating_add(cooldown), Ordering::Release);
+        }
         if permit == Permit::Probe {
             self.probing.store(false, Ordering::Release);
         }
+        open
+    }
+
+    /// Open, and no probe allowed yet.
+    pub fn in_cooldown(&self) -> bool {
+        let until = self.open_until_ms.load(Ordering::Acquire);
+        until != 0 && self.now_ms() < until
     }
 
     pub fn is_open(&self) -> bool {
@@ -78,10 +101,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn opens_on_failure_and_closes_after_a_successful_probe() {
-        let b = Breaker::new(Duration::ZERO);
+    fn opens_after_the_threshold_and_closes_after_a_successful_probe() {
+        let b = Breaker::new(2, Duration::ZERO);
         assert_eq!(b.permit(), Permit::Go);
-        b.failure(Permit::Go);
+        assert!(!b.failure(Permit::Go), "one failure is not an outage");
+        assert_eq!(b.permit(), Permit::Go);
+        assert!(b.failure(Permit::Go));
         assert!(b.is_open());
         // Cool-down of zero: the next caller is the probe, the one after waits.
         let probe = b.permit();
@@ -93,18 +118,30 @@ mod tests {
     }
 
     #[test]
+    fn a_success_resets_the_count() {
+        let b = Breaker::new(2, Duration::from_secs(3600));
+        b.failure(Permit::Go);
+        b.success(Permit::Go);
+        b.failure(Permit::Go);
+        assert_eq!(b.permit(), Permit::Go);
+    }
+
+    #[test]
     fn stays_open_during_the_cooldown() {
-        let b = Breaker::new(Duration::from_secs(3600));
+        let b = Breaker::new(1, Duration::from_secs(3600));
         b.failure(Permit::Go);
         assert_eq!(b.permit(), Permit::Deny);
     }
 
     #[test]
-    fn a_failed_probe_reopens() {
-        let b = Breaker::new(Duration::ZERO);
-        b.failure(Permit::Go);
+    fn a_failed_probe_reopens_at_once() {
+        let b = Breaker::new(5, Duration::ZERO);
+        for _ in 0..5 {
+            b.failure(Permit::Go);
+        }
         let probe = b.permit();
-        b.failure(probe);
+        assert_eq!(probe, Permit::Probe);
+        assert!(b.failure(probe));
         assert!(b.is_open());
         assert_eq!(b.permit(), Permit::Probe);
     }

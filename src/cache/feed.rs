@@ -26,7 +26,6 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use deadpool_redis::Connection;
 use redis::RedisError;
 use tokio::sync::watch;
 
@@ -177,7 +176,7 @@ impl Cache {
     /// One round trip when `guess` is the current version, two otherwise.
     async fn lookup(
         &self,
-        conn: &mut Connection,
+        conn: &mut super::Conn,
         user: UserId,
         params: &FeedParams,
         versioned: bool,
@@ -265,12 +264,31 @@ impl Cache {
     ) -> Result<(FeedOutcome, Bytes), E> {
         let lease_key = self.keys.lease(key);
         let lease_ms = u64::try_from(self.fill_wait.as_millis()).unwrap_or(1000).max(1);
-        let leased: Result<Option<String>, _> = self
+        // Take the lease and look again in one trip: a fill may have landed
+        // since our lookup (its lease already released), and then there is
+        // nothing left to do.
+        let leased: Result<(Option<String>, Option<Vec<u8>>), _> = self
             .run(async |c| {
-                redis::cmd("SET").arg(&lease_key).arg(1).arg("NX").arg("PX").arg(lease_ms).query_async(c).await
+                redis::pipe()
+                    .cmd("SET")
+                    .arg(&lease_key)
+                    .arg(1)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(lease_ms)
+                    .cmd("GET")
+                    .arg(key)
+                    .query_async(c)
+                    .await
             })
             .await;
-        if let Ok(None) = leased {
+        if let Ok((got_lease, Some(entry))) = leased {
+            if got_lease.is_some() {
+                let _ = self.run(async |c| redis::cmd("DEL").arg(&lease_key).query_async::<()>(c).await).await;
+            }
+            return Ok((FeedOutcome::Hit, Bytes::from(entry)));
+        }
+        if let Ok((None, None)) = leased {
             // Another process is filling: poll for its entry until the deadline.
             self.metrics.stampede_wait(StampedeWait::Lease);
             let deadline = Instant::now() + self.fill_wait;

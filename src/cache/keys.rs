@@ -31,6 +31,10 @@ impl Keys {
         Self { prefix: prefix.into() }
     }
 
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     fn user_tag(out: &mut String, user: UserId) {
         // Writing into a String cannot fail.
         let _ = write!(out, "{{u{}}}", user.0);

@@ -6,14 +6,16 @@
 mod breaker;
 mod feed;
 pub mod keys;
+mod ratelimit;
 mod sessions;
 mod version;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::thread::ThreadId;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use deadpool_redis::{Connection, Pool, Runtime};
+use deadpool_redis::{Pool, Runtime};
 use redis::RedisError;
 use secrecy::ExposeSecret;
 
@@ -24,7 +26,11 @@ pub use breaker::Breaker;
 use breaker::Permit;
 pub use feed::FeedOutcome;
 pub use keys::{FeedParams, Keys};
+pub use ratelimit::LoginLimits;
 pub use sessions::SessionState;
+
+/// A multiplexed Redis connection (cheap to clone, shared by requests).
+pub(crate) type Conn = redis::aio::MultiplexedConnection;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
@@ -56,6 +62,15 @@ impl Invalidation {
     }
 }
 
+/// A pooled connection kept checked out while a thread uses it.
+struct Held(deadpool_redis::Connection);
+
+impl std::fmt::Debug for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Held(..)")
+    }
+}
+
 #[derive(Debug)]
 pub struct Cache {
     pool: Pool,
@@ -70,6 +85,9 @@ pub struct Cache {
     /// so a client that wrote through this process reads its own write.
     pending: Mutex<HashSet<UserId>>,
     read_path: feed::ReadPath,
+    shared: Mutex<HashMap<ThreadId, Conn>>,
+    held: Mutex<HashMap<ThreadId, Held>>,
+    reconnecting: tokio::sync::Mutex<()>,
     /// How long a request waits for another to fill the entry it needs.
     fill_wait: Duration,
     metrics: Arc<Metrics>,
@@ -92,9 +110,12 @@ impl Cache {
             strategy: cache.strategy,
             feed_ttl_secs: cache.feed_ttl_secs.max(1),
             session_ttl_secs: cache.session_ttl_secs.max(1),
-            breaker: Breaker::new(Duration::from_millis(redis.breaker_cooldown_ms)),
+            breaker: Breaker::new(redis.breaker_failures, Duration::from_millis(redis.breaker_cooldown_ms)),
             pending: Mutex::new(HashSet::new()),
             read_path: feed::ReadPath::default(),
+            shared: Mutex::new(HashMap::new()),
+            held: Mutex::new(HashMap::new()),
+            reconnecting: tokio::sync::Mutex::new(()),
             fill_wait: Duration::from_millis(cache.fill_wait_ms),
             metrics,
         })
@@ -114,13 +135,13 @@ impl Cache {
 
     /// Runs `op` on a pooled connection under the breaker and the timeout.
     /// Every Redis call of calcache goes through here.
-    async fn run<T>(&self, op: impl AsyncFnOnce(&mut Connection) -> Result<T, RedisError>) -> Result<T, CacheError> {
+    async fn run<T>(&self, op: impl AsyncFnOnce(&mut Conn) -> Result<T, RedisError>) -> Result<T, CacheError> {
         let permit = self.breaker.permit();
         if permit == Permit::Deny {
             return Err(CacheError::CircuitOpen);
         }
         let attempt = async {
-            let mut conn = self.pool.get().await?;
+            let mut conn = self.shared_connection().await?;
             Ok::<T, CacheError>(op(&mut conn).await?)
         };
         let result = match tokio::time::timeout(self.timeout, attempt).await {
@@ -135,11 +156,71 @@ impl Cache {
             }
             Err(e) => {
                 self.metrics.dependency_error("redis");
-                self.breaker.failure(permit);
-                tracing::warn!(error = %e, cause = ?std::error::Error::source(e), "redis call failed; circuit open");
+                // A broken connection is replaced by a fresh one from the
+                // pool. A timeout alone says nothing about the connection
+                // (it is often just load), and replacing it then would send
+                // every waiting request to reconnect at once.
+                if let CacheError::Redis(re) = e
+                    && (re.is_io_error() || re.is_connection_dropped() || re.is_connection_refusal())
+                {
+                    self.forget_connection();
+                }
+                if self.breaker.failure(permit) {
+                    tracing::warn!(error = %e, cause = ?std::error::Error::source(e), "redis failing; circuit open");
+                } else {
+                    tracing::warn!(error = %e, cause = ?std::error::Error::source(e), "redis call failed");
+                }
             }
         }
         result
+    }
+
+    /// This thread's multiplexed connection. One multiplexed connection
+    /// carries any number of concurrent requests, so requests share it
+    /// instead of each checking a connection out of the pool (which would
+    /// cost a recycle PING round trip per request and make requests queue
+    /// for pool slots under load). The pool stays the source of fresh,
+    /// health-checked connections after a failure.
+    ///
+    /// One per thread, because a multiplexed connection is driven by a task
+    /// on the runtime that created it, and every actix worker has its own
+    /// single-threaded runtime: sharing one across workers would make all of
+    /// them wait on one busy worker, and break them all when it stops.
+    async fn shared_connection(&self) -> Result<Conn, CacheError> {
+        let thread = std::thread::current().id();
+        if let Some(conn) = self.shared.lock().ok().and_then(|m| m.get(&thread).cloned()) {
+            return Ok(conn);
+        }
+        // One request of this thread fetches it; the others wait for it.
+        let _one_at_a_time = self.reconnecting.lock().await;
+        if let Some(conn) = self.shared.lock().ok().and_then(|m| m.get(&thread).cloned()) {
+            return Ok(conn);
+        }
+        let pooled = self.pool.get().await?;
+        let conn: Conn = (*pooled).clone();
+        // Keep the pooled object out of the pool for as long as we use its
+        // connection, so the pool does not hand it to another thread.
+        if let Ok(mut shared) = self.shared.lock() {
+            shared.insert(thread, conn.clone());
+        }
+        if let Ok(mut held) = self.held.lock() {
+            held.insert(thread, Held(pooled));
+        }
+        Ok(conn)
+    }
+
+    fn forget_connection(&self) {
+        let thread = std::thread::current().id();
+        if let Ok(mut shared) = self.shared.lock() {
+            shared.remove(&thread);
+        }
+        if let Ok(mut held) = self.held.lock() {
+            // Dropped with a failure behind it: detach rather than return to
+            // the pool, so the pool connects afresh.
+            if let Some(Held(obj)) = held.remove(&thread) {
+                let _ = deadpool_redis::Connection::take(obj);
+            }
+        }
     }
 
     /// One round trip, for /readyz. Ignores the breaker: readiness must
@@ -213,5 +294,10 @@ impl Cache {
 
     pub fn circuit_open(&self) -> bool {
         self.breaker.is_open()
+    }
+
+    /// True while the circuit is open and its cool-down is not over.
+    pub fn circuit_denies(&self) -> bool {
+        self.breaker.in_cooldown()
     }
 }

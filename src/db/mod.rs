@@ -45,12 +45,8 @@ pub enum DbError {
 impl From<DieselError> for DbError {
     fn from(e: DieselError) -> Self {
         match &e {
-            DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => {
-                Self::UniqueViolation(e)
-            }
-            DieselError::DatabaseError(DatabaseErrorKind::ForeignKeyViolation, _) => {
-                Self::ForeignKeyViolation(e)
-            }
+            DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => Self::UniqueViolation(e),
+            DieselError::DatabaseError(DatabaseErrorKind::ForeignKeyViolation, _) => Self::ForeignKeyViolation(e),
             DieselError::DatabaseError(
                 DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
                 _,
@@ -82,8 +78,7 @@ struct StatementTimeout(u64);
 
 impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for StatementTimeout {
     fn on_acquire(&self, conn: &mut PgConnection) -> Result<(), diesel::r2d2::Error> {
-        conn.batch_execute(&format!("SET statement_timeout = {}", self.0))
-            .map_err(diesel::r2d2::Error::QueryError)
+        conn.batch_execute(&format!("SET statement_timeout = {}", self.0)).map_err(diesel::r2d2::Error::QueryError)
     }
 }
 
@@ -128,10 +123,7 @@ where
 pub fn migrate(conn: &mut PgConnection) -> Result<usize, DbError> {
     const LOCK_KEY: i64 = 0x6361_6c63_6163_6865; // "calcache"
     conn.batch_execute(&format!("SELECT pg_advisory_lock({LOCK_KEY})"))?;
-    let applied = conn
-        .run_pending_migrations(MIGRATIONS)
-        .map(|v| v.len())
-        .map_err(DbError::Migration);
+    let applied = conn.run_pending_migrations(MIGRATIONS).map(|v| v.len()).map_err(DbError::Migration);
     conn.batch_execute(&format!("SELECT pg_advisory_unlock({LOCK_KEY})"))?;
     applied
 }

@@ -6,15 +6,23 @@ use diesel::prelude::*;
 use super::DbError;
 use super::schema::cache_invalidations as outbox;
 
+/// Which rows a drainer may claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Due {
+    Now,
+    Any,
+}
+
 #[derive(Debug, Clone, Queryable)]
 pub struct OutboxRow {
     pub id: i64,
     pub user_id: i64,
     pub session_hash: Option<Vec<u8>>,
+    pub attempts: i32,
 }
 
-type Columns = (outbox::id, outbox::user_id, outbox::session_hash);
-const COLUMNS: Columns = (outbox::id, outbox::user_id, outbox::session_hash);
+type Columns = (outbox::id, outbox::user_id, outbox::session_hash, outbox::attempts);
+const COLUMNS: Columns = (outbox::id, outbox::user_id, outbox::session_hash, outbox::attempts);
 
 /// Records, inside the caller's transaction, that these users' feed versions
 /// must be bumped once it commits. Drainers leave the rows alone until
@@ -24,15 +32,8 @@ pub fn record_feed_bumps(
     users: &[i64],
     head_start: DateTime<Utc>,
 ) -> Result<Vec<OutboxRow>, DbError> {
-    let rows: Vec<_> = users
-        .iter()
-        .map(|&u| (outbox::user_id.eq(u), outbox::attempt_after.eq(head_start)))
-        .collect();
-    diesel::insert_into(outbox::table)
-        .values(&rows)
-        .returning(COLUMNS)
-        .get_results(conn)
-        .map_err(DbError::from)
+    let rows: Vec<_> = users.iter().map(|&u| (outbox::user_id.eq(u), outbox::attempt_after.eq(head_start))).collect();
+    diesel::insert_into(outbox::table).values(&rows).returning(COLUMNS).get_results(conn).map_err(DbError::from)
 }
 
 /// Records that a revoked session's cached validity must be dropped.
@@ -43,11 +44,7 @@ pub fn record_session_revocation(
     head_start: DateTime<Utc>,
 ) -> Result<OutboxRow, DbError> {
     diesel::insert_into(outbox::table)
-        .values((
-            outbox::user_id.eq(user),
-            outbox::session_hash.eq(Some(hash)),
-            outbox::attempt_after.eq(head_start),
-        ))
+        .values((outbox::user_id.eq(user), outbox::session_hash.eq(Some(hash)), outbox::attempt_after.eq(head_start)))
         .returning(COLUMNS)
         .get_result(conn)
         .map_err(DbError::from)
@@ -56,14 +53,24 @@ pub fn record_session_revocation(
 /// Claims up to `limit` due rows that no other drainer holds, and pushes
 /// their `attempt_after` to `lease_until` so others leave them alone while
 /// this drainer applies them. If it dies, they become due again then.
-pub fn claim_due(
+///
+/// `Due::Any` ignores schedules: at shutdown, when no request of this
+/// process is in flight any more, everything left is taken.
+pub fn claim(
     conn: &mut PgConnection,
+    due: Due,
     limit: i64,
     lease_until: DateTime<Utc>,
 ) -> Result<Vec<OutboxRow>, DbError> {
+    // (A far-future cutoff rather than no filter: locking selects cannot be
+    // boxed, and chrono's MAX is beyond PostgreSQL's timestamp range.)
+    let not_after = match due {
+        Due::Now => Utc::now(),
+        Due::Any => Utc::now() + chrono::Duration::days(36_500),
+    };
     conn.transaction(|conn| {
         let ids: Vec<i64> = outbox::table
-            .filter(outbox::attempt_after.le(diesel::dsl::now))
+            .filter(outbox::attempt_after.le(not_after))
             .order(outbox::id.asc())
             .limit(limit)
             .select(outbox::id)
@@ -74,10 +81,7 @@ pub fn claim_due(
             return Ok(Vec::new());
         }
         diesel::update(outbox::table.filter(outbox::id.eq_any(&ids)))
-            .set((
-                outbox::attempt_after.eq(lease_until),
-                outbox::attempts.eq(outbox::attempts + 1),
-            ))
+            .set((outbox::attempt_after.eq(lease_until), outbox::attempts.eq(outbox::attempts + 1)))
             .returning(COLUMNS)
             .get_results(conn)
             .map_err(DbError::from)
@@ -88,16 +92,26 @@ pub fn claim_due(
 /// (it deletes them itself), so a request never waits on a drainer.
 pub fn delete_applied(conn: &mut PgConnection, ids: &[i64]) -> Result<usize, DbError> {
     conn.transaction(|conn| {
-        let free: Vec<i64> = outbox::table
-            .filter(outbox::id.eq_any(ids))
-            .select(outbox::id)
-            .for_update()
-            .skip_locked()
-            .load(conn)?;
-        diesel::delete(outbox::table.filter(outbox::id.eq_any(&free)))
-            .execute(conn)
-            .map_err(DbError::from)
+        let free: Vec<i64> =
+            outbox::table.filter(outbox::id.eq_any(ids)).select(outbox::id).for_update().skip_locked().load(conn)?;
+        diesel::delete(outbox::table.filter(outbox::id.eq_any(&free))).execute(conn).map_err(DbError::from)
     })
+}
+
+/// Sets when the rows may be tried next.
+pub fn reschedule(conn: &mut PgConnection, ids: &[i64], at: DateTime<Utc>) -> Result<usize, DbError> {
+    diesel::update(outbox::table.filter(outbox::id.eq_any(ids)))
+        .set(outbox::attempt_after.eq(at))
+        .execute(conn)
+        .map_err(DbError::from)
+}
+
+/// Makes rows due at once (their request could not apply them).
+pub fn make_due(conn: &mut PgConnection, ids: &[i64]) -> Result<usize, DbError> {
+    diesel::update(outbox::table.filter(outbox::id.eq_any(ids)))
+        .set(outbox::attempt_after.eq(diesel::dsl::now))
+        .execute(conn)
+        .map_err(DbError::from)
 }
 
 /// Which of `users` still have invalidations waiting.
@@ -112,8 +126,5 @@ pub fn users_with_pending(conn: &mut PgConnection, users: &[i64]) -> Result<Vec<
 
 /// Rows waiting to be applied.
 pub fn depth(conn: &mut PgConnection) -> Result<i64, DbError> {
-    outbox::table
-        .count()
-        .get_result(conn)
-        .map_err(DbError::from)
+    outbox::table.count().get_result(conn).map_err(DbError::from)
 }

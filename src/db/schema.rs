@@ -57,10 +57,4 @@ diesel::joinable!(work_items -> users (owner_id));
 diesel::joinable!(work_item_assignees -> work_items (work_item_id));
 diesel::joinable!(work_item_assignees -> users (user_id));
 
-diesel::allow_tables_to_appear_in_same_query!(
-    users,
-    sessions,
-    work_items,
-    work_item_assignees,
-    cache_invalidations
-);
+diesel::allow_tables_to_appear_in_same_query!(users, sessions, work_items, work_item_assignees, cache_invalidations);

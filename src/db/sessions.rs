@@ -11,21 +11,14 @@ pub fn insert(
     expires_at: DateTime<Utc>,
 ) -> Result<(), DbError> {
     diesel::insert_into(sessions::table)
-        .values(NewSession {
-            token_hash,
-            user_id,
-            expires_at,
-        })
+        .values(NewSession { token_hash, user_id, expires_at })
         .execute(conn)
         .map(drop)
         .map_err(DbError::from)
 }
 
 /// The user and expiry of a live session, if the hash names one.
-pub fn find_live(
-    conn: &mut PgConnection,
-    token_hash: &[u8],
-) -> Result<Option<(i64, DateTime<Utc>)>, DbError> {
+pub fn find_live(conn: &mut PgConnection, token_hash: &[u8]) -> Result<Option<(i64, DateTime<Utc>)>, DbError> {
     sessions::table
         .filter(sessions::token_hash.eq(token_hash))
         .filter(sessions::expires_at.gt(diesel::dsl::now))

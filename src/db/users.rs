@@ -3,25 +3,15 @@ use diesel::prelude::*;
 use super::schema::users;
 use super::{DbError, NewUser, UserRow};
 
-pub fn insert(
-    conn: &mut PgConnection,
-    username: &str,
-    password_hash: &str,
-) -> Result<UserRow, DbError> {
+pub fn insert(conn: &mut PgConnection, username: &str, password_hash: &str) -> Result<UserRow, DbError> {
     diesel::insert_into(users::table)
-        .values(NewUser {
-            username,
-            password_hash,
-        })
+        .values(NewUser { username, password_hash })
         .returning(UserRow::as_returning())
         .get_result(conn)
         .map_err(DbError::from)
 }
 
-pub fn find_by_username(
-    conn: &mut PgConnection,
-    username: &str,
-) -> Result<Option<UserRow>, DbError> {
+pub fn find_by_username(conn: &mut PgConnection, username: &str) -> Result<Option<UserRow>, DbError> {
     users::table
         .filter(users::username.eq(username))
         .select(UserRow::as_select())
@@ -31,12 +21,7 @@ pub fn find_by_username(
 }
 
 pub fn find(conn: &mut PgConnection, id: i64) -> Result<Option<UserRow>, DbError> {
-    users::table
-        .find(id)
-        .select(UserRow::as_select())
-        .first(conn)
-        .optional()
-        .map_err(DbError::from)
+    users::table.find(id).select(UserRow::as_select()).first(conn).optional().map_err(DbError::from)
 }
 
 /// Usernames for display, e.g. the assignee picker.

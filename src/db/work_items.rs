@@ -19,28 +19,18 @@ pub fn insert(
     item: &NewWorkItem<'_>,
     assignee_ids: &[i64],
 ) -> Result<WorkItemRecord, DbError> {
-    let row = diesel::insert_into(work_items::table)
-        .values(item)
-        .returning(WorkItemRow::as_returning())
-        .get_result(conn)?;
+    let row =
+        diesel::insert_into(work_items::table).values(item).returning(WorkItemRow::as_returning()).get_result(conn)?;
     set_assignees(conn, row.id, assignee_ids)?;
-    Ok(WorkItemRecord {
-        row,
-        assignee_ids: assignee_ids.to_vec(),
-    })
+    Ok(WorkItemRecord { row, assignee_ids: assignee_ids.to_vec() })
 }
 
 /// Replaces the item's assignees with `ids`.
 pub fn set_assignees(conn: &mut PgConnection, id: Uuid, ids: &[i64]) -> Result<(), DbError> {
     diesel::delete(assignees::table.filter(assignees::work_item_id.eq(id))).execute(conn)?;
     if !ids.is_empty() {
-        let rows: Vec<_> = ids
-            .iter()
-            .map(|&u| (assignees::work_item_id.eq(id), assignees::user_id.eq(u)))
-            .collect();
-        diesel::insert_into(assignees::table)
-            .values(&rows)
-            .execute(conn)?;
+        let rows: Vec<_> = ids.iter().map(|&u| (assignees::work_item_id.eq(id), assignees::user_id.eq(u))).collect();
+        diesel::insert_into(assignees::table).values(&rows).execute(conn)?;
     }
     Ok(())
 }
@@ -56,39 +46,24 @@ fn assignees_of(conn: &mut PgConnection, id: Uuid) -> Result<Vec<i64>, DbError> 
 
 /// The item if `user` owns it or is assigned to it. Nothing otherwise, so a
 /// stranger cannot tell "not yours" from "does not exist".
-pub fn find_visible(
-    conn: &mut PgConnection,
-    id: Uuid,
-    user: i64,
-) -> Result<Option<WorkItemRecord>, DbError> {
+pub fn find_visible(conn: &mut PgConnection, id: Uuid, user: i64) -> Result<Option<WorkItemRecord>, DbError> {
     let row = work_items::table
         .find(id)
-        .filter(
-            work_items::owner_id.eq(user).or(diesel::dsl::exists(
-                assignees::table
-                    .filter(assignees::work_item_id.eq(id))
-                    .filter(assignees::user_id.eq(user)),
-            )),
-        )
+        .filter(work_items::owner_id.eq(user).or(diesel::dsl::exists(
+            assignees::table.filter(assignees::work_item_id.eq(id)).filter(assignees::user_id.eq(user)),
+        )))
         .select(WorkItemRow::as_select())
         .first(conn)
         .optional()?;
     match row {
-        Some(row) => Ok(Some(WorkItemRecord {
-            assignee_ids: assignees_of(conn, row.id)?,
-            row,
-        })),
+        Some(row) => Ok(Some(WorkItemRecord { assignee_ids: assignees_of(conn, row.id)?, row })),
         None => Ok(None),
     }
 }
 
 /// The item if `owner` owns it, locked until the transaction ends so that
 /// concurrent writers of the same item are serialized.
-pub fn find_owned_for_update(
-    conn: &mut PgConnection,
-    id: Uuid,
-    owner: i64,
-) -> Result<Option<WorkItemRecord>, DbError> {
+pub fn find_owned_for_update(conn: &mut PgConnection, id: Uuid, owner: i64) -> Result<Option<WorkItemRecord>, DbError> {
     let row = work_items::table
         .find(id)
         .filter(work_items::owner_id.eq(owner))
@@ -97,19 +72,12 @@ pub fn find_owned_for_update(
         .first(conn)
         .optional()?;
     match row {
-        Some(row) => Ok(Some(WorkItemRecord {
-            assignee_ids: assignees_of(conn, row.id)?,
-            row,
-        })),
+        Some(row) => Ok(Some(WorkItemRecord { assignee_ids: assignees_of(conn, row.id)?, row })),
         None => Ok(None),
     }
 }
 
-pub fn update(
-    conn: &mut PgConnection,
-    id: Uuid,
-    changes: &WorkItemChanges<'_>,
-) -> Result<WorkItemRow, DbError> {
+pub fn update(conn: &mut PgConnection, id: Uuid, changes: &WorkItemChanges<'_>) -> Result<WorkItemRow, DbError> {
     diesel::update(work_items::table.find(id))
         .set(changes)
         .returning(WorkItemRow::as_returning())
@@ -118,10 +86,7 @@ pub fn update(
 }
 
 pub fn delete(conn: &mut PgConnection, id: Uuid) -> Result<(), DbError> {
-    diesel::delete(work_items::table.find(id))
-        .execute(conn)
-        .map(drop)
-        .map_err(DbError::from)
+    diesel::delete(work_items::table.find(id)).execute(conn).map(drop).map_err(DbError::from)
 }
 
 /// What the feed asks PostgreSQL.
@@ -139,21 +104,11 @@ pub struct FeedFilter<'a> {
 /// and either ends after `start` or (a zero-length item) starts at or after
 /// `start`.
 pub fn feed(conn: &mut PgConnection, f: FeedFilter<'_>) -> Result<Vec<FeedRow>, DbError> {
-    let mine = assignees::table
-        .filter(assignees::user_id.eq(f.user))
-        .select(assignees::work_item_id);
+    let mine = assignees::table.filter(assignees::user_id.eq(f.user)).select(assignees::work_item_id);
     let mut query = work_items::table
-        .filter(
-            work_items::owner_id
-                .eq(f.user)
-                .or(work_items::id.eq_any(mine)),
-        )
+        .filter(work_items::owner_id.eq(f.user).or(work_items::id.eq_any(mine)))
         .filter(work_items::start_at.lt(f.end))
-        .filter(
-            work_items::end_at
-                .gt(f.start)
-                .or(work_items::start_at.ge(f.start)),
-        )
+        .filter(work_items::end_at.gt(f.start).or(work_items::start_at.ge(f.start)))
         .select(FeedRow::as_select())
         .order((work_items::start_at.asc(), work_items::id.asc()))
         .into_boxed();
@@ -167,10 +122,7 @@ pub fn feed(conn: &mut PgConnection, f: FeedFilter<'_>) -> Result<Vec<FeedRow>, 
 }
 
 /// Assignees of many items at once (for listing).
-pub fn assignees_of_many(
-    conn: &mut PgConnection,
-    ids: &[Uuid],
-) -> Result<HashMap<Uuid, Vec<i64>>, DbError> {
+pub fn assignees_of_many(conn: &mut PgConnection, ids: &[Uuid]) -> Result<HashMap<Uuid, Vec<i64>>, DbError> {
     let pairs: Vec<(Uuid, i64)> = assignees::table
         .filter(assignees::work_item_id.eq_any(ids))
         .select((assignees::work_item_id, assignees::user_id))

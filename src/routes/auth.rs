@@ -1,24 +1,25 @@
 use actix_web::cookie::{Cookie, SameSite, time::Duration as CookieDuration};
 use actix_web::middleware::from_fn;
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 use super::extract::{AuthUser, JsonBody, require_session};
 use crate::domain::{Password, UserId, Username};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::service::{AppState, auth};
+
+/// This module's part of the OpenAPI document (`crate::openapi` merges it).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(signup, login, logout, me, users))]
+pub struct Docs;
 
 pub fn config(cfg: &mut web::ServiceConfig) {
     cfg.service(
-        web::resource("/api/signup")
-            .route(web::post().to(signup))
-            .default_service(web::to(super::method_not_allowed)),
+        web::resource("/api/signup").route(web::post().to(signup)).default_service(web::to(super::method_not_allowed)),
     )
     .service(
-        web::resource("/api/login")
-            .route(web::post().to(login))
-            .default_service(web::to(super::method_not_allowed)),
+        web::resource("/api/login").route(web::post().to(login)).default_service(web::to(super::method_not_allowed)),
     )
     .service(
         web::resource("/api/logout")
@@ -40,21 +41,23 @@ pub fn config(cfg: &mut web::ServiceConfig) {
     );
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SignupRequest {
     username: Username,
     password: Password,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct LoginRequest {
     username: String,
+    #[schema(value_type = String, format = Password)]
     password: SecretString,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = User)]
 struct UserBody {
     id: UserId,
     username: String,
@@ -62,23 +65,28 @@ struct UserBody {
 
 impl From<auth::User> for UserBody {
     fn from(u: auth::User) -> Self {
-        Self {
-            id: u.id,
-            username: u.username,
-        }
+        Self { id: u.id, username: u.username }
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct LoginBody {
     token: String,
     user: UserBody,
 }
 
-async fn signup(
-    state: web::Data<AppState>,
-    body: JsonBody<SignupRequest>,
-) -> Result<HttpResponse, ApiError> {
+/// Creates an account (when `auth.signup_enabled`).
+#[utoipa::path(post, path = "/api/signup", tag = "auth", request_body = SignupRequest, responses(
+    (status = 201, description = "Signed up", body = UserBody),
+    (status = 400, description = "`invalid_input`: malformed body or a value out of bounds", body = ErrorBody),
+    (status = 404, description = "`not_found`: sign-up is switched off", body = ErrorBody),
+    (status = 408, description = "`request_timeout`: the body arrived too slowly", body = ErrorBody),
+    (status = 409, description = "`conflict`: the username is taken", body = ErrorBody),
+    (status = 413, description = "`payload_too_large`: body over 64 KiB", body = ErrorBody),
+    (status = 415, description = "`unsupported_media_type`: not JSON", body = ErrorBody),
+    (status = 503, description = "`unavailable`: PostgreSQL is unavailable", body = ErrorBody),
+))]
+async fn signup(state: web::Data<AppState>, body: JsonBody<SignupRequest>) -> Result<HttpResponse, ApiError> {
     let JsonBody(req) = body;
     let user = auth::signup(&state, req.username, req.password).await?;
     Ok(HttpResponse::Created().json(UserBody::from(user)))
@@ -95,19 +103,54 @@ fn session_cookie(token: String, state: &AppState) -> Cookie<'static> {
         .finish()
 }
 
+/// The client address login throttling counts by.
+fn client_address(req: &HttpRequest, state: &AppState) -> String {
+    let addr = if state.auth.trust_forwarded_for {
+        req.connection_info().realip_remote_addr().map(str::to_owned)
+    } else {
+        req.peer_addr().map(|a| a.ip().to_string())
+    };
+    addr.unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// Opens a session: the token is in the body and in the `session` cookie.
+#[utoipa::path(post, path = "/api/login", tag = "auth", request_body = LoginRequest, responses(
+    (status = 200, description = "Logged in", body = LoginBody, headers(
+        ("Set-Cookie" = String, description = "`session=<token>; HttpOnly; SameSite=Lax; Path=/`"),
+    )),
+    (status = 400, description = "`invalid_input`: malformed body", body = ErrorBody),
+    (status = 401, description = "`unauthenticated`: wrong username or password", body = ErrorBody),
+    (status = 408, description = "`request_timeout`: the body arrived too slowly", body = ErrorBody),
+    (status = 413, description = "`payload_too_large`: body over 64 KiB", body = ErrorBody),
+    (status = 415, description = "`unsupported_media_type`: not JSON", body = ErrorBody),
+    (status = 429, description = "`rate_limited`: too many failed attempts", body = ErrorBody, headers(
+        ("Retry-After" = u64, description = "Seconds to wait"),
+    )),
+    (status = 503, description = "`unavailable`: PostgreSQL is unavailable", body = ErrorBody),
+))]
 async fn login(
+    req: HttpRequest,
     state: web::Data<AppState>,
     body: JsonBody<LoginRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let JsonBody(req) = body;
-    let (token, user) = auth::login(&state, &req.username, req.password.expose_secret()).await?;
+    let client = client_address(&req, &state);
+    let JsonBody(body) = body;
+    // No username holds a NUL, and PostgreSQL text cannot carry one (the
+    // lookup would fail with a 500): refuse it here.
+    if body.username.contains('\0') {
+        return Err(ApiError::invalid("username", "must not contain NUL characters"));
+    }
+    let (token, user) = auth::login(&state, &body.username, body.password.expose_secret(), &client).await?;
     let cookie = session_cookie(token.0.clone(), &state);
-    Ok(HttpResponse::Ok().cookie(cookie).json(LoginBody {
-        token: token.0,
-        user: user.into(),
-    }))
+    Ok(HttpResponse::Ok().cookie(cookie).json(LoginBody { token: token.0, user: user.into() }))
 }
 
+/// Ends this session on every process at once.
+#[utoipa::path(post, path = "/api/logout", tag = "auth", security(("bearer" = []), ("session_cookie" = [])), responses(
+    (status = 204, description = "Logged out; the cookie is cleared"),
+    (status = 401, description = "`unauthenticated`: no live session", body = ErrorBody),
+    (status = 503, description = "`unavailable`: PostgreSQL is unavailable", body = ErrorBody),
+))]
 async fn logout(state: web::Data<AppState>, user: AuthUser) -> Result<HttpResponse, ApiError> {
     auth::logout(&state, &user.0).await?;
     let mut gone = session_cookie(String::new(), &state);
@@ -116,19 +159,23 @@ async fn logout(state: web::Data<AppState>, user: AuthUser) -> Result<HttpRespon
 }
 
 /// Who am I (the page asks this to decide between sign-in and calendar).
+#[utoipa::path(get, path = "/api/me", tag = "auth", security(("bearer" = []), ("session_cookie" = [])), responses(
+    (status = 200, description = "The caller", body = UserBody),
+    (status = 401, description = "`unauthenticated`: no live session", body = ErrorBody),
+    (status = 503, description = "`unavailable`: PostgreSQL is unavailable", body = ErrorBody),
+))]
 async fn me(state: web::Data<AppState>, user: AuthUser) -> Result<HttpResponse, ApiError> {
-    let found = auth::find_user(&state, user.0.user_id)
-        .await?
-        .ok_or(ApiError::Unauthenticated)?;
+    let found = auth::find_user(&state, user.0.user_id).await?.ok_or(ApiError::Unauthenticated)?;
     Ok(HttpResponse::Ok().json(UserBody::from(found)))
 }
 
 /// Everybody's id and name, for the assignee picker.
+#[utoipa::path(get, path = "/api/users", tag = "auth", security(("bearer" = []), ("session_cookie" = [])), responses(
+    (status = 200, description = "Every user", body = Vec<UserBody>),
+    (status = 401, description = "`unauthenticated`: no live session", body = ErrorBody),
+    (status = 503, description = "`unavailable`: PostgreSQL is unavailable", body = ErrorBody),
+))]
 async fn users(state: web::Data<AppState>, _user: AuthUser) -> Result<HttpResponse, ApiError> {
-    let all: Vec<UserBody> = auth::list_users(&state)
-        .await?
-        .into_iter()
-        .map(UserBody::from)
-        .collect();
+    let all: Vec<UserBody> = auth::list_users(&state).await?.into_iter().map(UserBody::from).collect();
     Ok(HttpResponse::Ok().json(all))
 }

@@ -41,11 +41,7 @@ fn state(req: &HttpRequest) -> Result<web::Data<AppState>, ApiError> {
 
 /// The session token from `Authorization: Bearer` or the `session` cookie.
 pub fn session_token(req: &HttpRequest) -> Option<String> {
-    if let Some(value) = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    {
+    if let Some(value) = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
         let mut parts = value.splitn(2, ' ');
         if let (Some(scheme), Some(token)) = (parts.next(), parts.next())
             && scheme.eq_ignore_ascii_case("bearer")
@@ -54,9 +50,7 @@ pub fn session_token(req: &HttpRequest) -> Option<String> {
             return Some(token.trim().to_owned());
         }
     }
-    req.cookie("session")
-        .map(|c| c.value().to_owned())
-        .filter(|v| !v.is_empty())
+    req.cookie("session").map(|c| c.value().to_owned()).filter(|v| !v.is_empty())
 }
 
 /// A caller with a live session. The session is resolved by the
@@ -70,13 +64,7 @@ impl FromRequest for AuthUser {
     type Future = std::future::Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        std::future::ready(
-            req.extensions()
-                .get::<Session>()
-                .cloned()
-                .map(AuthUser)
-                .ok_or(ApiError::Unauthenticated),
-        )
+        std::future::ready(req.extensions().get::<Session>().cloned().map(AuthUser).ok_or(ApiError::Unauthenticated))
     }
 }
 
@@ -97,9 +85,7 @@ pub async fn require_session(
     match auth::authenticate(&state, &token).await {
         Ok(session) => {
             req.extensions_mut().insert(session);
-            next.call(req)
-                .await
-                .map(ServiceResponse::map_into_boxed_body)
+            next.call(req).await.map(ServiceResponse::map_into_boxed_body)
         }
         Err(ServiceError::Unauthenticated) => Ok(req.error_response(ApiError::Unauthenticated)),
         Err(e) => Ok(req.error_response(ApiError::from(e))),
@@ -112,21 +98,11 @@ pub async fn require_session(
 pub struct JsonBody<T>(pub T);
 
 fn is_json(req: &HttpRequest) -> bool {
-    let Some(ct) = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-    else {
+    let Some(ct) = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
         return false;
     };
-    let essence = ct
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    essence == "application/json"
-        || (essence.starts_with("application/") && essence.ends_with("+json"))
+    let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 /// Which field a serde error is about: the path where it happened, or the
@@ -165,15 +141,11 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         let inner = e.into_inner();
         let message = inner.to_string();
         if inner.is_syntax() || inner.is_eof() {
-            return ApiError::invalid(
-                "body",
-                format!("is not valid JSON: {}", clean_message(&message)),
-            );
+            return ApiError::invalid("body", format!("is not valid JSON: {}", clean_message(&message)));
         }
         ApiError::invalid(field_of(&path, &message), clean_message(&message))
     })?;
-    de.end()
-        .map_err(|_| ApiError::invalid("body", "has trailing characters after the JSON value"))?;
+    de.end().map_err(|_| ApiError::invalid("body", "has trailing characters after the JSON value"))?;
     Ok(value)
 }
 
@@ -182,49 +154,36 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
     type Future = LocalBoxFuture<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let config = req.app_data::<BodyConfig>().copied().unwrap_or(BodyConfig {
-            limit: BODY_LIMIT,
-            timeout: Duration::from_secs(10),
-        });
+        let config = req
+            .app_data::<BodyConfig>()
+            .copied()
+            .unwrap_or(BodyConfig { limit: BODY_LIMIT, timeout: Duration::from_secs(10) });
         let json = is_json(req);
-        let declared = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
+        let declared =
+            req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
         let mut payload = payload.take();
         Box::pin(async move {
             if declared.is_some_and(|n| n > config.limit as u64) {
-                return Err(ApiError::PayloadTooLarge {
-                    limit: config.limit,
-                });
+                return Err(ApiError::PayloadTooLarge { limit: config.limit });
             }
             if !json {
                 return Err(ApiError::UnsupportedMediaType);
             }
             let read = async {
-                let mut body = BytesMut::with_capacity(
-                    declared.map_or(1024, |n| n as usize).min(config.limit),
-                );
+                let mut body = BytesMut::with_capacity(declared.map_or(1024, |n| n as usize).min(config.limit));
                 while let Some(chunk) = payload.next().await {
                     let chunk = chunk.map_err(|e| match e {
-                        PayloadError::Overflow => ApiError::PayloadTooLarge {
-                            limit: config.limit,
-                        },
+                        PayloadError::Overflow => ApiError::PayloadTooLarge { limit: config.limit },
                         _ => ApiError::invalid("body", "could not be read completely"),
                     })?;
                     if body.len() + chunk.len() > config.limit {
-                        return Err(ApiError::PayloadTooLarge {
-                            limit: config.limit,
-                        });
+                        return Err(ApiError::PayloadTooLarge { limit: config.limit });
                     }
                     body.extend_from_slice(&chunk);
                 }
                 Ok(body)
             };
-            let body = tokio::time::timeout(config.timeout, read)
-                .await
-                .map_err(|_| ApiError::RequestTimeout)??;
+            let body = tokio::time::timeout(config.timeout, read).await.map_err(|_| ApiError::RequestTimeout)??;
             parse_json(&body).map(JsonBody)
         })
     }
@@ -244,37 +203,17 @@ mod tests {
 
     #[test]
     fn errors_name_the_field() {
+        assert_eq!(field(r#"{"work_type":"task","start":"2026-10-06"}"#), "title");
+        assert_eq!(field(r#"{"title":"x","work_type":"task","start":"2026-10-06","colour":1}"#), "colour");
+        assert_eq!(field(r#"{"title":5,"work_type":"task","start":"2026-10-06"}"#), "title");
+        assert_eq!(field(r#"{"title":"x","work_type":"chore","start":"2026-10-06"}"#), "work_type");
+        assert_eq!(field(r#"{"title":"x","work_type":"task","start":"soon"}"#), "start");
         assert_eq!(
-            field(r#"{"work_type":"task","start":"2026-10-06"}"#),
-            "title"
-        );
-        assert_eq!(
-            field(r#"{"title":"x","work_type":"task","start":"2026-10-06","colour":1}"#),
-            "colour"
-        );
-        assert_eq!(
-            field(r#"{"title":5,"work_type":"task","start":"2026-10-06"}"#),
-            "title"
-        );
-        assert_eq!(
-            field(r#"{"title":"x","work_type":"chore","start":"2026-10-06"}"#),
-            "work_type"
-        );
-        assert_eq!(
-            field(r#"{"title":"x","work_type":"task","start":"soon"}"#),
-            "start"
-        );
-        assert_eq!(
-            field(
-                r#"{"title":"x","work_type":"task","start":"2026-10-06","assignee_ids":[1,"2"]}"#
-            ),
+            field(r#"{"title":"x","work_type":"task","start":"2026-10-06","assignee_ids":[1,"2"]}"#),
             "assignee_ids[1]"
         );
         assert_eq!(field(r#"{"title":"x""#), "body");
-        assert_eq!(
-            field(r#"{"title":"x","work_type":"task","start":"2026-10-06"} trailing"#),
-            "body"
-        );
+        assert_eq!(field(r#"{"title":"x","work_type":"task","start":"2026-10-06"} trailing"#), "body");
         assert_eq!(field(&"[".repeat(10_000)), "body");
     }
 }

@@ -12,7 +12,7 @@ use chrono::Utc;
 use sha2::{Digest, Sha256};
 
 use super::{AppState, ServiceError, invalidation};
-use crate::cache::SessionState;
+use crate::cache::{LoginLimits, SessionState};
 use crate::db::{self, DbError, outbox, sessions, users};
 use crate::domain::{Password, UserId, Username};
 use crate::metrics::InvalidationCause;
@@ -46,11 +46,7 @@ fn hash_token(token: &str) -> Vec<u8> {
 /// Splits `<id>.<secret>`; anything else is not a token of ours.
 fn parse_token(token: &str) -> Option<UserId> {
     let (id, secret) = token.split_once('.')?;
-    if secret.len() != 43
-        || !secret
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
+    if secret.len() != 43 || !secret.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
         return None;
     }
     id.parse::<i64>().ok().filter(|&id| id > 0).map(UserId)
@@ -77,20 +73,12 @@ fn dummy_hash() -> &'static str {
 
 /// Hashing runs on the blocking pool: argon2id takes tens of milliseconds
 /// of CPU on purpose.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, ServiceError> {
-    actix_web::web::block(f)
-        .await
-        .map_err(|_| ServiceError::Internal("blocking task cancelled"))
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ServiceError> {
+    actix_web::web::block(f).await.map_err(|_| ServiceError::Internal("blocking task cancelled"))
 }
 
 #[tracing::instrument(skip_all, fields(username = %username))]
-pub async fn signup(
-    state: &AppState,
-    username: Username,
-    password: Password,
-) -> Result<User, ServiceError> {
+pub async fn signup(state: &AppState, username: Username, password: Password) -> Result<User, ServiceError> {
     if !state.auth.signup_enabled {
         return Err(ServiceError::NotFound);
     }
@@ -100,55 +88,74 @@ pub async fn signup(
 }
 
 /// Creates a user outside HTTP (CLI, demo data). Same hashing as sign-up.
-pub async fn create_user(
-    state: &AppState,
-    username: Username,
-    password: Password,
-) -> Result<User, ServiceError> {
+pub async fn create_user(state: &AppState, username: Username, password: Password) -> Result<User, ServiceError> {
     let pw = password.expose().to_owned();
     let hash = blocking(move || hash_password(&pw)).await??;
     let name = username.as_str().to_owned();
-    let row = db::run(&state.pool, move |c| users::insert(c, &name, &hash))
-        .await
-        .map_err(|e| match e {
-            DbError::UniqueViolation(_) => ServiceError::Conflict("username is taken"),
-            other => ServiceError::Db(other),
-        })?;
-    Ok(User {
-        id: UserId(row.id),
-        username: row.username,
-    })
+    let row = db::run(&state.pool, move |c| users::insert(c, &name, &hash)).await.map_err(|e| match e {
+        DbError::UniqueViolation(_) => ServiceError::Conflict("username is taken"),
+        other => ServiceError::Db(other),
+    })?;
+    Ok(User { id: UserId(row.id), username: row.username })
 }
 
+fn limits(state: &AppState) -> LoginLimits {
+    LoginLimits {
+        per_user: state.auth.login_max_failures_per_user,
+        per_client: state.auth.login_max_failures_per_client,
+        window_secs: state.auth.login_window_secs.max(1),
+    }
+}
+
+/// Checks the credentials (throttled per username and per client address)
+/// and opens a session.
 #[tracing::instrument(skip_all)]
 pub async fn login(
     state: &AppState,
     username: &str,
     password: &str,
+    client: &str,
 ) -> Result<(IssuedToken, User), ServiceError> {
+    match state.cache.login_allowed(username, client, limits(state)).await {
+        Ok(true) => {}
+        Ok(false) => return Err(ServiceError::RateLimited { retry_after_secs: state.auth.login_window_secs }),
+        Err(e) => tracing::warn!(error = %e, "login throttle unavailable; not throttling"),
+    }
+    let result = check_credentials(state, username, password).await;
+    match &result {
+        Err(ServiceError::InvalidCredentials) => {
+            if let Err(e) = state.cache.login_failed(username, client, limits(state)).await {
+                tracing::warn!(error = %e, "failed login not counted");
+            }
+        }
+        Ok(_) => {
+            if let Err(e) = state.cache.login_succeeded(username).await {
+                tracing::debug!(error = %e, "login failures not cleared");
+            }
+        }
+        Err(_) => {}
+    }
+    let user = result?;
+    open_session(state, user).await
+}
+
+async fn check_credentials(state: &AppState, username: &str, password: &str) -> Result<User, ServiceError> {
     let name = username.to_owned();
     let found = db::run(&state.pool, move |c| users::find_by_username(c, &name)).await?;
     let (stored_hash, user) = match &found {
-        Some(row) => (
-            row.password_hash.clone(),
-            Some(User {
-                id: UserId(row.id),
-                username: row.username.clone(),
-            }),
-        ),
+        Some(row) => (row.password_hash.clone(), Some(User { id: UserId(row.id), username: row.username.clone() })),
         None => (dummy_hash().to_owned(), None),
     };
     let pw = password.to_owned();
-    let verified = blocking(move || {
-        Argon2::default()
-            .verify_password(pw.as_bytes(), stored_hash.as_str())
-            .is_ok()
-    })
-    .await?;
-    let user = match (verified, user) {
-        (true, Some(user)) => user,
-        _ => return Err(ServiceError::InvalidCredentials),
-    };
+    let verified =
+        blocking(move || Argon2::default().verify_password(pw.as_bytes(), stored_hash.as_str()).is_ok()).await?;
+    match (verified, user) {
+        (true, Some(user)) => Ok(user),
+        _ => Err(ServiceError::InvalidCredentials),
+    }
+}
+
+async fn open_session(state: &AppState, user: User) -> Result<(IssuedToken, User), ServiceError> {
 
     let mut secret = [0u8; 32];
     getrandom::fill(&mut secret).map_err(|_| ServiceError::Internal("no randomness"))?;
@@ -157,10 +164,7 @@ pub async fn login(
     let hours = i64::try_from(state.auth.session_lifetime_hours).unwrap_or(168);
     let expires_at = Utc::now() + chrono::Duration::hours(hours);
     let uid = user.id.0;
-    db::run(&state.pool, move |c| {
-        sessions::insert(c, &token_hash, uid, expires_at)
-    })
-    .await?;
+    db::run(&state.pool, move |c| sessions::insert(c, &token_hash, uid, expires_at)).await?;
     tracing::info!(user_id = %user.id, "logged in");
     Ok((IssuedToken(token), user))
 }
@@ -174,10 +178,7 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<Session, Serv
     let token_hash = hash_token(token);
     match state.cache.session_state(claimed, &token_hash).await {
         Ok(SessionState::Valid) => {
-            return Ok(Session {
-                user_id: claimed,
-                token_hash,
-            });
+            return Ok(Session { user_id: claimed, token_hash });
         }
         Ok(SessionState::Revoked) => return Err(ServiceError::Unauthenticated),
         Ok(SessionState::Unknown) | Err(_) => {}
@@ -187,17 +188,10 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<Session, Serv
     match live {
         Some((user, expires_at)) if user == claimed.0 => {
             let remaining = (expires_at - Utc::now()).num_seconds().max(1);
-            if let Err(e) = state
-                .cache
-                .remember_session(claimed, &token_hash, remaining.unsigned_abs())
-                .await
-            {
+            if let Err(e) = state.cache.remember_session(claimed, &token_hash, remaining.unsigned_abs()).await {
                 tracing::debug!(error = %e, "session not cached");
             }
-            Ok(Session {
-                user_id: claimed,
-                token_hash,
-            })
+            Ok(Session { user_id: claimed, token_hash })
         }
         _ => Err(ServiceError::Unauthenticated),
     }
@@ -223,22 +217,13 @@ pub async fn logout(state: &AppState, session: &Session) -> Result<(), ServiceEr
 
 pub async fn find_user(state: &AppState, id: UserId) -> Result<Option<User>, ServiceError> {
     let row = db::run(&state.pool, move |c| users::find(c, id.0)).await?;
-    Ok(row.map(|r| User {
-        id: UserId(r.id),
-        username: r.username,
-    }))
+    Ok(row.map(|r| User { id: UserId(r.id), username: r.username }))
 }
 
 /// Everybody, for the assignee picker (id and name only).
 pub async fn list_users(state: &AppState) -> Result<Vec<User>, ServiceError> {
     let rows = db::run(&state.pool, |c| users::list(c, 1000)).await?;
-    Ok(rows
-        .into_iter()
-        .map(|(id, username)| User {
-            id: UserId(id),
-            username,
-        })
-        .collect())
+    Ok(rows.into_iter().map(|(id, username)| User { id: UserId(id), username }).collect())
 }
 
 #[cfg(test)]
@@ -259,9 +244,6 @@ mod tests {
 
     #[test]
     fn issued_tokens_do_not_debug_print() {
-        assert_eq!(
-            format!("{:?}", IssuedToken("secret".into())),
-            "IssuedToken(<redacted>)"
-        );
+        assert_eq!(format!("{:?}", IssuedToken("secret".into())), "IssuedToken(<redacted>)");
     }
 }

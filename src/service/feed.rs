@@ -9,21 +9,28 @@ use crate::db::work_items::{self as items, FeedFilter};
 use crate::db::{self, FeedRow};
 use crate::domain::{Timestamp, UserId};
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct ExtendedProps<'a> {
+pub struct ExtendedProps<'a> {
+    #[schema(value_type = crate::domain::WorkItemId)]
     work_item_id: uuid::Uuid,
+    #[schema(value_type = crate::domain::WorkType)]
     work_type: &'a str,
+    #[schema(value_type = crate::domain::Status)]
     status: &'a str,
 }
 
 /// One event as FullCalendar reads it.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct FeedEvent<'a> {
+pub struct FeedEvent<'a> {
+    /// `work-item-<uuid>`.
+    #[schema(pattern = "^work-item-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")]
     id: String,
     title: &'a str,
+    #[schema(value_type = String, format = DateTime)]
     start: Timestamp,
+    #[schema(value_type = String, format = DateTime)]
     end: Timestamp,
     all_day: bool,
     extended_props: ExtendedProps<'a>,
@@ -37,11 +44,7 @@ impl<'a> From<&'a FeedRow> for FeedEvent<'a> {
             start: Timestamp::from_utc(r.start_at),
             end: Timestamp::from_utc(r.end_at),
             all_day: r.all_day,
-            extended_props: ExtendedProps {
-                work_item_id: r.id,
-                work_type: &r.work_type,
-                status: &r.status,
-            },
+            extended_props: ExtendedProps { work_item_id: r.id, work_type: &r.work_type, status: &r.status },
         }
     }
 }
@@ -53,11 +56,7 @@ pub fn serialize_feed(rows: &[FeedRow]) -> Result<Bytes, serde_json::Error> {
 }
 
 #[tracing::instrument(skip_all, fields(user_id = %user))]
-pub async fn feed(
-    state: &AppState,
-    user: UserId,
-    params: FeedParams,
-) -> Result<(FeedOutcome, Bytes), ServiceError> {
+pub async fn feed(state: &AppState, user: UserId, params: FeedParams) -> Result<(FeedOutcome, Bytes), ServiceError> {
     let (outcome, body) = state
         .cache
         .feed_read_through(user, &params, async || {

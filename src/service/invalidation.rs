@@ -22,7 +22,7 @@ use tokio::sync::Notify;
 
 use super::AppState;
 use crate::cache::Invalidation;
-use crate::db::outbox::{self, OutboxRow};
+use crate::db::outbox::{self, Due, OutboxRow};
 use crate::db::{self, DbError};
 use crate::domain::UserId;
 use crate::metrics::{InvalidationCause, InvalidationResult};
@@ -44,19 +44,15 @@ impl OutboxSignal {
 fn to_invalidation(row: &OutboxRow) -> Invalidation {
     match &row.session_hash {
         None => Invalidation::FeedVersion(UserId(row.user_id)),
-        Some(hash) => Invalidation::Session {
-            user: UserId(row.user_id),
-            token_hash: hash.clone(),
-        },
+        Some(hash) => Invalidation::Session { user: UserId(row.user_id), token_hash: hash.clone() },
     }
 }
 
 /// How long a request has to apply its own outbox rows before drainers may
-/// take them: longer than the Redis call it makes.
+/// take them: as long as the Redis call it makes may take. (A drainer that
+/// takes one early only causes a second bump: one extra miss.)
 pub fn head_start(state: &AppState) -> chrono::DateTime<Utc> {
-    Utc::now()
-        + chrono::Duration::from_std(state.cache_timeout() * 2)
-            .unwrap_or(chrono::Duration::seconds(1))
+    Utc::now() + chrono::Duration::from_std(state.cache_timeout()).unwrap_or(chrono::Duration::seconds(1))
 }
 
 /// Step 3 of a mutation: apply the committed outbox rows to Redis, then
@@ -70,9 +66,7 @@ pub async fn apply_committed(state: &AppState, rows: Vec<OutboxRow>, cause: Inva
     let items: Vec<Invalidation> = rows.iter().map(to_invalidation).collect();
     match state.cache.invalidate(&items).await {
         Ok(()) => {
-            state
-                .metrics
-                .invalidated(cause, InvalidationResult::Applied, items.len());
+            state.metrics.invalidated(cause, InvalidationResult::Applied, items.len());
             let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
             if let Err(e) = db::run(&state.pool, move |c| outbox::delete_applied(c, &ids)).await {
                 // Harmless: a drainer re-applies them later (a second bump
@@ -81,9 +75,7 @@ pub async fn apply_committed(state: &AppState, rows: Vec<OutboxRow>, cause: Inva
             }
         }
         Err(e) => {
-            state
-                .metrics
-                .invalidated(cause, InvalidationResult::Deferred, items.len());
+            state.metrics.invalidated(cause, InvalidationResult::Deferred, items.len());
             let users: Vec<UserId> = items.iter().map(Invalidation::user).collect();
             tracing::warn!(
                 error = %e,
@@ -91,6 +83,12 @@ pub async fn apply_committed(state: &AppState, rows: Vec<OutboxRow>, cause: Inva
                 "invalidation deferred to the outbox; feeds of these users bypass the cache here until it is applied"
             );
             state.cache.mark_pending(users);
+            // Due now, for every process's drainer: no reason to wait out
+            // the head start this request did not use.
+            let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+            if let Err(e) = db::run(&state.pool, move |c| outbox::make_due(c, &ids)).await {
+                tracing::warn!(error = %e, "deferred invalidations keep their schedule");
+            }
             state.outbox.wake();
         }
     }
@@ -100,10 +98,15 @@ const BATCH: i64 = 500;
 
 /// One drain pass: claims due rows, applies them, deletes them. Returns how
 /// many rows were applied.
-pub async fn drain_once(state: &AppState) -> Result<usize, DbError> {
-    let lease = Utc::now()
-        + chrono::Duration::from_std(backoff(state)).unwrap_or(chrono::Duration::seconds(1));
-    let rows = db::run(&state.pool, move |c| outbox::claim_due(c, BATCH, lease)).await?;
+pub async fn drain_once(state: &AppState, due: Due) -> Result<usize, DbError> {
+    // While this process's circuit is open, claiming rows would only hide
+    // them from processes that can reach Redis.
+    let rows = if state.cache.circuit_denies() {
+        Vec::new()
+    } else {
+        let lease = to_chrono(state.cache_timeout() + Duration::from_millis(500));
+        db::run(&state.pool, move |c| outbox::claim(c, due, BATCH, Utc::now() + lease)).await?
+    };
     let mut applied = 0;
     if !rows.is_empty() {
         let items: Vec<Invalidation> = rows.iter().map(to_invalidation).collect();
@@ -111,16 +114,18 @@ pub async fn drain_once(state: &AppState) -> Result<usize, DbError> {
             Ok(()) => {
                 let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
                 db::run(&state.pool, move |c| outbox::delete_applied(c, &ids)).await?;
-                state.metrics.invalidated(
-                    InvalidationCause::Outbox,
-                    InvalidationResult::Applied,
-                    items.len(),
-                );
+                state.metrics.invalidated(InvalidationCause::Outbox, InvalidationResult::Applied, items.len());
                 tracing::info!(count = items.len(), "outbox invalidations applied");
                 applied = items.len();
             }
             Err(e) => {
                 tracing::debug!(error = %e, count = items.len(), "outbox drain: redis still unavailable");
+                // Release the claim soon, with backoff and jitter, so a
+                // process that can reach Redis picks the rows up.
+                let attempts = rows.iter().map(|r| r.attempts).max().unwrap_or(1);
+                let retry = Utc::now() + to_chrono(backoff(state, attempts));
+                let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+                db::run(&state.pool, move |c| outbox::reschedule(c, &ids, retry)).await?;
             }
         }
     }
@@ -129,36 +134,37 @@ pub async fn drain_once(state: &AppState) -> Result<usize, DbError> {
     if !pending.is_empty() {
         let ids: Vec<i64> = pending.iter().map(|u| u.0).collect();
         let still = db::run(&state.pool, move |c| outbox::users_with_pending(c, &ids)).await?;
-        state
-            .cache
-            .clear_pending(pending.into_iter().filter(|u| !still.contains(&u.0)));
+        state.cache.clear_pending(pending.into_iter().filter(|u| !still.contains(&u.0)));
     }
     let depth = db::run(&state.pool, outbox::depth).await?;
     state.metrics.outbox_depth.set(depth);
     Ok(applied)
 }
 
-/// A lease just longer than one Redis attempt, with jitter so that drainers
-/// of several processes spread out.
-fn backoff(state: &AppState) -> Duration {
-    let base = state.cache_timeout() * 2;
-    let jitter = rand::rng().random_range(0..=base.as_millis().min(1000) as u64);
-    base + Duration::from_millis(jitter)
+/// Exponential backoff from the drain interval (capped at 5 s), with jitter
+/// so that drainers of several processes spread out.
+fn backoff(state: &AppState, attempts: i32) -> Duration {
+    let base = state.outbox_interval.max(Duration::from_millis(10));
+    let exp = base.saturating_mul(1 << attempts.clamp(0, 6)).min(Duration::from_secs(5));
+    let jitter = rand::rng().random_range(0..=exp.as_millis() as u64 / 2);
+    exp / 2 + Duration::from_millis(jitter)
+}
+
+fn to_chrono(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::seconds(1))
 }
 
 /// The drainer: runs until `shutdown` fires, then drains one last time.
 pub async fn run_drainer(state: Arc<AppState>, interval: Duration, shutdown: Arc<Notify>) {
     loop {
-        let jitter = Duration::from_millis(
-            rand::rng().random_range(0..=interval.as_millis().max(1) as u64 / 2),
-        );
+        let jitter = Duration::from_millis(rand::rng().random_range(0..=interval.as_millis().max(1) as u64 / 2));
         tokio::select! {
             () = shutdown.notified() => break,
             () = state.outbox.woken() => {}
             () = tokio::time::sleep(interval + jitter) => {}
         }
         loop {
-            match drain_once(&state).await {
+            match drain_once(&state, Due::Now).await {
                 Ok(n) if n as i64 == BATCH => continue,
                 Ok(_) => break,
                 Err(e) => {
@@ -168,7 +174,7 @@ pub async fn run_drainer(state: Arc<AppState>, interval: Duration, shutdown: Arc
             }
         }
     }
-    if let Err(e) = drain_once(&state).await {
+    if let Err(e) = drain_once(&state, Due::Any).await {
         tracing::warn!(error = %e, "final outbox drain failed");
     }
 }

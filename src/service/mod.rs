@@ -23,6 +23,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub auth: AuthSettings,
     pub outbox: invalidation::OutboxSignal,
+    /// The drainer's base interval (also the base of its backoff).
+    pub outbox_interval: std::time::Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +39,8 @@ pub enum ServiceError {
     Unauthenticated,
     #[error("wrong username or password")]
     InvalidCredentials,
+    #[error("too many failed attempts")]
+    RateLimited { retry_after_secs: u64 },
     #[error(transparent)]
     Db(#[from] DbError),
     #[error(transparent)]

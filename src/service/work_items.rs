@@ -12,25 +12,31 @@ use super::{AppState, ServiceError, invalidation};
 use crate::db::work_items::{self as items, WorkItemRecord};
 use crate::db::{self, DbError, NewWorkItem, WorkItemChanges, outbox};
 use crate::domain::{
-    AssigneeIds, Description, Status, Timestamp, Title, UserId, ValidationError, WorkItemId,
-    WorkType,
+    AssigneeIds, Description, Status, Timestamp, Title, UserId, ValidationError, WorkItemId, WorkType,
 };
 use crate::metrics::InvalidationCause;
 
 /// A work item as the API shows it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct WorkItem {
     pub id: WorkItemId,
+    #[schema(value_type = Title)]
     pub title: String,
+    #[schema(value_type = Description)]
     pub description: String,
     pub work_type: WorkType,
     pub status: Status,
+    #[schema(value_type = String, format = DateTime)]
     pub start: Timestamp,
+    /// Never before `start`.
+    #[schema(value_type = String, format = DateTime)]
     pub end: Timestamp,
     pub all_day: bool,
     pub owner_id: UserId,
     pub assignee_ids: Vec<UserId>,
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
+    #[schema(value_type = String, format = DateTime)]
     pub updated_at: Timestamp,
 }
 
@@ -41,14 +47,8 @@ impl TryFrom<WorkItemRecord> for WorkItem {
         let r = rec.row;
         // The CHECK constraints make these impossible; if the database ever
         // holds something else, say so instead of guessing.
-        let work_type = r
-            .work_type
-            .parse()
-            .map_err(|_| ServiceError::Internal("unknown work_type in database"))?;
-        let status = r
-            .status
-            .parse()
-            .map_err(|_| ServiceError::Internal("unknown status in database"))?;
+        let work_type = r.work_type.parse().map_err(|_| ServiceError::Internal("unknown work_type in database"))?;
+        let status = r.status.parse().map_err(|_| ServiceError::Internal("unknown status in database"))?;
         Ok(Self {
             id: WorkItemId(r.id),
             title: r.title,
@@ -67,8 +67,10 @@ impl TryFrom<WorkItemRecord> for WorkItem {
 }
 
 /// `POST /api/work-items`. Parsing this is the validation.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"title": "Write the report", "work_type": "task", "start": "2026-10-06T09:00:00Z",
+    "end": "2026-10-06T11:00:00Z", "status": "in_progress", "description": "", "all_day": false}))]
 pub struct CreateWorkItem {
     pub title: Title,
     #[serde(default)]
@@ -86,8 +88,9 @@ pub struct CreateWorkItem {
 }
 
 /// `PATCH /api/work-items/{id}`: any subset of the writable fields.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"status": "completed", "end": "2026-10-06T12:00:00Z"}))]
 pub struct PatchWorkItem {
     pub title: Option<Title>,
     pub description: Option<Description>,
@@ -99,16 +102,8 @@ pub struct PatchWorkItem {
     pub assignee_ids: Option<AssigneeIds>,
 }
 
-fn check_order(
-    start: DateTime<Utc>,
-    end: DateTime<Utc>,
-    field: &'static str,
-) -> Result<(), ValidationError> {
-    if end < start {
-        Err(ValidationError::new(field, "end must not be before start"))
-    } else {
-        Ok(())
-    }
+fn check_order(start: DateTime<Utc>, end: DateTime<Utc>, field: &'static str) -> Result<(), ValidationError> {
+    if end < start { Err(ValidationError::new(field, "end must not be before start")) } else { Ok(()) }
 }
 
 /// A foreign-key failure on a write can only come from an assignee id that
@@ -123,27 +118,16 @@ fn unknown_assignee(e: ServiceError) -> ServiceError {
 }
 
 fn affected(owner: i64, before: &[i64], after: &[i64]) -> Vec<i64> {
-    let set: BTreeSet<i64> = std::iter::once(owner)
-        .chain(before.iter().copied())
-        .chain(after.iter().copied())
-        .collect();
+    let set: BTreeSet<i64> =
+        std::iter::once(owner).chain(before.iter().copied()).chain(after.iter().copied()).collect();
     set.into_iter().collect()
 }
 
 #[tracing::instrument(skip_all, fields(user_id = %owner))]
-pub async fn create(
-    state: &AppState,
-    owner: UserId,
-    input: CreateWorkItem,
-) -> Result<WorkItem, ServiceError> {
+pub async fn create(state: &AppState, owner: UserId, input: CreateWorkItem) -> Result<WorkItem, ServiceError> {
     let end = input.end.unwrap_or(input.start);
     check_order(input.start.as_utc(), end.as_utc(), "end")?;
-    let assignees: Vec<i64> = input
-        .assignee_ids
-        .unwrap_or_default()
-        .iter()
-        .map(|u| u.0)
-        .collect();
+    let assignees: Vec<i64> = input.assignee_ids.unwrap_or_default().iter().map(|u| u.0).collect();
     let head_start = invalidation::head_start(state);
     let (record, rows) = db::run(&state.pool, move |c| {
         db::transaction::<_, ServiceError, _>(c, |c| {
@@ -159,8 +143,7 @@ pub async fn create(
                 all_day: input.all_day.unwrap_or(false),
             };
             let record = items::insert(c, &new, &assignees)?;
-            let rows =
-                outbox::record_feed_bumps(c, &affected(owner.0, &[], &assignees), head_start)?;
+            let rows = outbox::record_feed_bumps(c, &affected(owner.0, &[], &assignees), head_start)?;
             Ok((record, rows))
         })
     })
@@ -172,11 +155,7 @@ pub async fn create(
 }
 
 #[tracing::instrument(skip_all, fields(user_id = %caller, work_item_id = %id))]
-pub async fn get(
-    state: &AppState,
-    caller: UserId,
-    id: WorkItemId,
-) -> Result<WorkItem, ServiceError> {
+pub async fn get(state: &AppState, caller: UserId, id: WorkItemId) -> Result<WorkItem, ServiceError> {
     db::run(&state.pool, move |c| items::find_visible(c, id.0, caller.0))
         .await?
         .ok_or(ServiceError::NotFound)?
@@ -194,15 +173,10 @@ pub async fn update(
     let (record, rows) = db::run(&state.pool, move |c| {
         db::transaction::<_, ServiceError, _>(c, |c| {
             // Only the owner may change an item; to anyone else it does not exist.
-            let current =
-                items::find_owned_for_update(c, id.0, caller.0)?.ok_or(ServiceError::NotFound)?;
+            let current = items::find_owned_for_update(c, id.0, caller.0)?.ok_or(ServiceError::NotFound)?;
             let start = patch.start.map_or(current.row.start_at, |t| t.as_utc());
             let end = patch.end.map_or(current.row.end_at, |t| t.as_utc());
-            check_order(
-                start,
-                end,
-                if patch.end.is_some() { "end" } else { "start" },
-            )?;
+            check_order(start, end, if patch.end.is_some() { "end" } else { "start" })?;
             let changes = WorkItemChanges {
                 title: patch.title.as_ref().map(Title::as_str),
                 description: patch.description.as_ref().map(Description::as_str),
@@ -224,13 +198,7 @@ pub async fn update(
             };
             let users = affected(current.row.owner_id, &current.assignee_ids, &after);
             let rows = outbox::record_feed_bumps(c, &users, head_start)?;
-            Ok((
-                WorkItemRecord {
-                    row,
-                    assignee_ids: after,
-                },
-                rows,
-            ))
+            Ok((WorkItemRecord { row, assignee_ids: after }, rows))
         })
     })
     .await
@@ -244,8 +212,7 @@ pub async fn delete(state: &AppState, caller: UserId, id: WorkItemId) -> Result<
     let head_start = invalidation::head_start(state);
     let rows = db::run(&state.pool, move |c| {
         db::transaction::<_, ServiceError, _>(c, |c| {
-            let current =
-                items::find_owned_for_update(c, id.0, caller.0)?.ok_or(ServiceError::NotFound)?;
+            let current = items::find_owned_for_update(c, id.0, caller.0)?.ok_or(ServiceError::NotFound)?;
             items::delete(c, id.0)?;
             let users = affected(current.row.owner_id, &current.assignee_ids, &[]);
             Ok(outbox::record_feed_bumps(c, &users, head_start)?)

@@ -1,7 +1,7 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{spawn_app, spawn_app_with, spawn_sibling, unique_name};
+use crate::helpers::{spawn_app, spawn_app_with, spawn_sibling, spawn_sibling_with, unique_name};
 
 #[tokio::test]
 async fn signup_creates_a_user_and_rejects_duplicates_and_bad_input() {
@@ -164,4 +164,37 @@ async fn a_login_on_one_instance_works_on_another() {
     let other = spawn_sibling(&app).await;
     let user = app.new_user().await;
     assert_eq!(other.get("/api/me", Some(&user.token)).await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn failed_logins_are_throttled_per_username_across_instances() {
+    let app = spawn_app_with(|s| s.auth.login_max_failures_per_user = 3).await;
+    let other = spawn_sibling_with(&app, |s| s.auth.login_max_failures_per_user = 3).await;
+    let user = app.new_user().await;
+    let bystander = app.new_user().await;
+    for _ in 0..3 {
+        assert_eq!(app.login(&user.username, "wrong password").await.status(), StatusCode::UNAUTHORIZED);
+    }
+    // Now even the right password is refused, on every instance, with 429.
+    for instance in [&app, &other] {
+        let res = instance.login(&user.username, &user.password).await;
+        assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(res.headers().get("retry-after").is_some());
+        assert_eq!(res.json::<Value>().await.unwrap()["error"]["code"], "rate_limited");
+    }
+    // Another user is not affected, and existing sessions keep working.
+    assert_eq!(app.login(&bystander.username, &bystander.password).await.status(), StatusCode::OK);
+    assert_eq!(app.get("/api/me", Some(&user.token)).await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn failed_logins_are_throttled_per_client_address() {
+    let app = spawn_app_with(|s| s.auth.login_max_failures_per_client = 4).await;
+    let user = app.new_user().await.username;
+    for i in 0..4 {
+        let res = app.login(&unique_name(&format!("guess{i}")), "wrong password").await;
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    }
+    let res = app.login(&user, "correct horse battery").await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS, "this address has used up its failures");
 }

@@ -72,7 +72,9 @@ async fn an_invalidation_lost_after_commit_is_applied_when_redis_returns() {
     eventually(Duration::from_secs(2), "outbox drained", || async { outbox_depth(&writer).await == 0 }).await;
     let text = writer.metrics_text().await;
     assert_eq!(metric(&text, "calcache_feed_cache_invalidations_total{cause=\"delete\",result=\"deferred\"}"), 1.0);
-    assert!(metric(&text, "calcache_feed_cache_invalidations_total{cause=\"outbox\",result=\"applied\"}") >= 1.0);
+    // Either process's drainer may have applied it.
+    let applied = |t: &str| metric(t, "calcache_feed_cache_invalidations_total{cause=\"outbox\",result=\"applied\"}");
+    assert!(applied(&text) + applied(&reader.metrics_text().await) >= 1.0);
 }
 
 #[tokio::test]
@@ -181,7 +183,18 @@ async fn a_stampede_after_invalidation_queries_postgres_about_once() {
 
     let (ta, tb) = (a.metrics_text().await, b.metrics_text().await);
     let (qa, qb) = (before(&ta) - qa0, before(&tb) - qb0);
-    assert!(qa <= 1.0 && qb <= 1.0, "feed queries per process: a={qa} b={qb}");
+    let outcomes = |t: &str| {
+        ["hit", "miss", "bypass"].map(|o| metric(t, &format!("calcache_feed_cache_requests_total{{outcome=\"{o}\"}}")))
+    };
+    let errors = |t: &str| metric(t, "calcache_dependency_errors_total{dependency=\"redis\"}");
+    assert!(
+        qa <= 1.0 && qb <= 1.0,
+        "feed queries per process: a={qa} b={qb}; outcomes a={:?} b={:?}; redis errors a={} b={}",
+        outcomes(&ta),
+        outcomes(&tb),
+        errors(&ta),
+        errors(&tb)
+    );
     assert!(qa + qb >= 1.0 && qa + qb <= 2.0, "feed queries across processes: {}", qa + qb);
     let waits = metric(&ta, "calcache_feed_cache_stampede_waits_total{waited_for=\"process\"}")
         + metric(&tb, "calcache_feed_cache_stampede_waits_total{waited_for=\"process\"}");

@@ -322,3 +322,50 @@ pub fn authority(url: &str) -> String {
 pub fn with_authority(url: &str, new: &str) -> String {
     url.replacen(&authority(url), new, 1)
 }
+
+impl TestApp {
+    /// Runs a query against this app's database and returns its one text
+    /// column (cast in SQL: `SELECT id::text …`).
+    pub async fn sql_strings(&self, sql: &str) -> Vec<String> {
+        #[derive(diesel::QueryableByName)]
+        struct Row {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            value: String,
+        }
+        let url = self.db_url.clone();
+        let sql = sql.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = PgConnection::establish(&url).unwrap();
+            diesel::sql_query(sql).load::<Row>(&mut conn).unwrap().into_iter().map(|r| r.value).collect()
+        })
+        .await
+        .unwrap()
+    }
+}
+
+/// Sends `raw` bytes over a fresh TCP connection to `port`, then reads what
+/// the server answers until it closes the connection or `within` elapses.
+/// Returns the answer and how long the server took to end it (`None`: it
+/// was still open at the deadline).
+pub async fn raw_exchange(port: u16, raw: Vec<u8>, within: Duration) -> (String, Option<Duration>) {
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let started = Instant::now();
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream.write_all(&raw).unwrap();
+        stream.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 8192];
+        while started.elapsed() < within {
+            match stream.read(&mut buf) {
+                Ok(0) => return (String::from_utf8_lossy(&answer).into_owned(), Some(started.elapsed())),
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                Err(_) => return (String::from_utf8_lossy(&answer).into_owned(), Some(started.elapsed())),
+            }
+        }
+        (String::from_utf8_lossy(&answer).into_owned(), None)
+    })
+    .await
+    .unwrap()
+}

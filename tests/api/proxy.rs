@@ -74,8 +74,7 @@ pub struct RedisServer {
 
 impl RedisServer {
     pub async fn start() -> Self {
-        let port = crate::helpers::closed_port();
-        let mut s = Self { port, child: None };
+        let mut s = Self { port: crate::helpers::closed_port(), child: None };
         s.restart().await;
         s
     }
@@ -94,6 +93,20 @@ impl RedisServer {
             .expect("redis-server runs");
         self.child = Some(child);
         let port = self.port;
+        // If another test took the port in between, redis-server exits: say so.
+        if let Some(child) = self.child.as_mut() {
+            let exited = tokio::time::timeout(std::time::Duration::from_millis(300), async {
+                let mut poll = tokio::time::interval(std::time::Duration::from_millis(20));
+                loop {
+                    poll.tick().await;
+                    if let Ok(Some(status)) = child.try_wait() {
+                        return status;
+                    }
+                }
+            })
+            .await;
+            assert!(exited.is_err(), "redis-server on port {port} exited: {exited:?}");
+        }
         crate::helpers::eventually(std::time::Duration::from_secs(10), "redis-server accepts", || async move {
             TcpStream::connect(("127.0.0.1", port)).await.is_ok()
         })
