@@ -3,11 +3,7 @@
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "calcache",
-    version,
-    about = "Calendar feeds from PostgreSQL through a versioned Redis cache"
-)]
+#[command(name = "calcache", version, about = "Calendar feeds from PostgreSQL through a versioned Redis cache")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -13,28 +13,10 @@ pub const DEMO_USER: &str = "demo";
 pub const DEMO_PASSWORD: &str = "demo-password";
 pub const DEMO_USER_2: &str = "demo2";
 
-const PROJECTS: &[&str] = &[
-    "Website relaunch",
-    "Data migration",
-    "Annual report",
-    "Office move",
-    "Mobile app beta",
-];
-const ACTIVITIES: &[&str] = &[
-    "Team workshop",
-    "Client visit",
-    "Training day",
-    "Community meeting",
-    "Site inspection",
-];
-const TASKS: &[&str] = &[
-    "Review budget",
-    "Send invoices",
-    "Update roadmap",
-    "Call supplier",
-    "Write minutes",
-    "Fix login bug",
-];
+const PROJECTS: &[&str] = &["Website relaunch", "Data migration", "Annual report", "Office move", "Mobile app beta"];
+const ACTIVITIES: &[&str] = &["Team workshop", "Client visit", "Training day", "Community meeting", "Site inspection"];
+const TASKS: &[&str] =
+    &["Review budget", "Send invoices", "Update roadmap", "Call supplier", "Write minutes", "Fix login bug"];
 
 #[derive(Debug)]
 pub struct DemoSummary {
@@ -43,10 +25,9 @@ pub struct DemoSummary {
 }
 
 async fn ensure_user(state: &AppState, name: &str) -> Result<(User, bool), ServiceError> {
-    let username = Username::parse(name.to_owned())
-        .map_err(|_| ServiceError::Internal("bad demo username"))?;
-    let password = Password::parse(DEMO_PASSWORD.to_owned())
-        .map_err(|_| ServiceError::Internal("bad demo password"))?;
+    let username = Username::parse(name.to_owned()).map_err(|_| ServiceError::Internal("bad demo username"))?;
+    let password =
+        Password::parse(DEMO_PASSWORD.to_owned()).map_err(|_| ServiceError::Internal("bad demo password"))?;
     match auth::create_user(state, username, password).await {
         Ok(u) => Ok((u, true)),
         Err(ServiceError::Conflict(_)) => {
@@ -56,13 +37,7 @@ async fn ensure_user(state: &AppState, name: &str) -> Result<(User, bool), Servi
             })
             .await?
             .ok_or(ServiceError::Internal("demo user vanished"))?;
-            Ok((
-                User {
-                    id: UserId(row.id),
-                    username: row.username,
-                },
-                false,
-            ))
+            Ok((User { id: UserId(row.id), username: row.username }, false))
         }
         Err(e) => Err(e),
     }
@@ -74,10 +49,7 @@ pub async fn seed(state: &AppState, items: usize) -> Result<DemoSummary, Service
     let (demo, created) = ensure_user(state, DEMO_USER).await?;
     let (demo2, _) = ensure_user(state, DEMO_USER_2).await?;
     if !created {
-        return Ok(DemoSummary {
-            created_items: 0,
-            users: vec![demo, demo2],
-        });
+        return Ok(DemoSummary { created_items: 0, users: vec![demo, demo2] });
     }
     let mut rng = StdRng::seed_from_u64(20261006);
     let today = Utc::now().date_naive();
@@ -92,40 +64,23 @@ pub async fn seed(state: &AppState, items: usize) -> Result<DemoSummary, Service
         let all_day = work_type == WorkType::Project || rng.random_bool(0.2);
         let (start, end) = if all_day {
             let start = Utc.from_utc_datetime(&day.and_time(NaiveTime::MIN));
-            let days = if work_type == WorkType::Project {
-                rng.random_range(1..10)
-            } else {
-                1
-            };
+            let days = if work_type == WorkType::Project { rng.random_range(1..10) } else { 1 };
             (start, start + Duration::days(days))
         } else {
             let hour = rng.random_range(8..17);
-            let start = Utc.from_utc_datetime(
-                &day.and_time(NaiveTime::from_hms_opt(hour, 0, 0).unwrap_or(NaiveTime::MIN)),
-            );
-            (
-                start,
-                start + Duration::minutes(30 * rng.random_range(1..6)),
-            )
+            let start =
+                Utc.from_utc_datetime(&day.and_time(NaiveTime::from_hms_opt(hour, 0, 0).unwrap_or(NaiveTime::MIN)));
+            (start, start + Duration::minutes(30 * rng.random_range(1..6)))
         };
         let status = if day < today {
-            [
-                Status::Completed,
-                Status::Completed,
-                Status::Cancelled,
-                Status::InProgress,
-            ][rng.random_range(0..4)]
+            [Status::Completed, Status::Completed, Status::Cancelled, Status::InProgress][rng.random_range(0..4)]
         } else {
             [Status::NotStarted, Status::NotStarted, Status::InProgress][rng.random_range(0..3)]
         };
         let name = names[rng.random_range(0..names.len())];
-        let title = Title::parse(format!("{name} #{}", i + 1))
-            .map_err(|_| ServiceError::Internal("bad demo title"))?;
-        let assignees: AssigneeIds = if rng.random_bool(0.25) {
-            [demo2.id].into_iter().collect()
-        } else {
-            AssigneeIds::default()
-        };
+        let title = Title::parse(format!("{name} #{}", i + 1)).map_err(|_| ServiceError::Internal("bad demo title"))?;
+        let assignees: AssigneeIds =
+            if rng.random_bool(0.25) { [demo2.id].into_iter().collect() } else { AssigneeIds::default() };
         let input = CreateWorkItem {
             title,
             description: None,
@@ -141,8 +96,5 @@ pub async fn seed(state: &AppState, items: usize) -> Result<DemoSummary, Service
             tracing::info!(created = i + 1, month = day.month(), "demo items");
         }
     }
-    Ok(DemoSummary {
-        created_items: items,
-        users: vec![demo, demo2],
-    })
+    Ok(DemoSummary { created_items: items, users: vec![demo, demo2] })
 }

@@ -59,9 +59,7 @@ async fn run(command: Command, settings: &mut Settings) -> Result<(), Box<dyn st
             let applied = startup::run_migrations(&state.pool).await?;
             println!("{applied} migration(s) applied");
         }
-        Command::User {
-            command: UserCommand::Create { username },
-        } => {
+        Command::User { command: UserCommand::Create { username } } => {
             let username = Username::parse(username).map_err(|e| format!("username {e}"))?;
             let mut password = String::new();
             std::io::stdin().read_to_string(&mut password)?;
@@ -77,11 +75,7 @@ async fn run(command: Command, settings: &mut Settings) -> Result<(), Box<dyn st
             startup::run_migrations(&state.pool).await?;
             let summary = demo::seed(&state, 300).await?;
             if summary.created_items == 0 {
-                println!(
-                    "demo data already present (user {} / {})",
-                    demo::DEMO_USER,
-                    demo::DEMO_PASSWORD
-                );
+                println!("demo data already present (user {} / {})", demo::DEMO_USER, demo::DEMO_PASSWORD);
             } else {
                 println!(
                     "created users {} and {} (password {}) with {} work items",

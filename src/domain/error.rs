@@ -10,10 +10,7 @@ pub struct ValidationError {
 
 impl ValidationError {
     pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            reason: reason.into(),
-        }
+        Self { field: field.into(), reason: reason.into() }
     }
 }
 
@@ -25,9 +22,5 @@ impl fmt::Display for ValidationError {
 
 /// Rejects strings PostgreSQL `text` cannot store (NUL) before they reach it.
 pub(crate) fn reject_nul(s: &str) -> Result<(), String> {
-    if s.contains('\0') {
-        Err("must not contain NUL characters".into())
-    } else {
-        Ok(())
-    }
+    if s.contains('\0') { Err("must not contain NUL characters".into()) } else { Ok(()) }
 }

@@ -1,6 +1,9 @@
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type};
+use utoipa::{PartialSchema, ToSchema};
 use uuid::Uuid;
 
 /// A user's id. A newtype so it cannot be confused with any other integer.
@@ -30,3 +33,21 @@ impl fmt::Display for WorkItemId {
         self.0.fmt(f)
     }
 }
+
+impl PartialSchema for UserId {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+            .minimum(Some(1))
+            .into()
+    }
+}
+impl ToSchema for UserId {}
+
+impl PartialSchema for WorkItemId {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new().schema_type(Type::String).format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid))).into()
+    }
+}
+impl ToSchema for WorkItemId {}

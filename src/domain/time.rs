@@ -1,7 +1,10 @@
 use std::fmt;
 
-use chrono::{DateTime, NaiveDate, SecondsFormat, SubsecRound, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, SecondsFormat, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{AnyOfBuilder, KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type};
+use utoipa::{PartialSchema, ToSchema};
 
 use super::ValidationError;
 
@@ -19,20 +22,33 @@ impl Timestamp {
     /// midnight UTC (the contract's two forms). FullCalendar also sends
     /// `YYYY-MM-DDTHH:MM:SS` without an offset when its time zone is UTC or
     /// named; that form is read as UTC.
+    ///
+    /// The instant, in UTC, must fall in the years 0001 to 9999: answers
+    /// carry RFC 3339's four-digit years, so `9999-12-31T23:00:00-05:00`
+    /// (year 10000 in UTC) is refused rather than stored and answered as an
+    /// unparseable `+10000-01-01T04:00:00Z`.
     pub fn parse(s: &str) -> Result<Self, String> {
         let s = s.trim();
         if let Ok(dt) = DateTime::parse_from_rfc3339(s) {
-            return Ok(Self::from_utc(dt.with_timezone(&Utc)));
+            return Self::within_years(dt.with_timezone(&Utc));
         }
         if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d")
             && let Some(dt) = d.and_hms_opt(0, 0, 0)
         {
-            return Ok(Self::from_utc(dt.and_utc()));
+            return Self::within_years(dt.and_utc());
         }
         if let Ok(dt) = chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f") {
-            return Ok(Self::from_utc(dt.and_utc()));
+            return Self::within_years(dt.and_utc());
         }
         Err("must be an RFC 3339 timestamp with an offset (2026-10-06T09:00:00Z) or a date (2026-10-06)".into())
+    }
+
+    fn within_years(dt: DateTime<Utc>) -> Result<Self, String> {
+        if (1..=9999).contains(&dt.year()) {
+            Ok(Self::from_utc(dt))
+        } else {
+            Err("must fall in the years 0001 to 9999 (in UTC)".into())
+        }
     }
 
     pub fn from_utc(dt: DateTime<Utc>) -> Self {
@@ -67,6 +83,25 @@ impl From<Timestamp> for String {
     }
 }
 
+/// What a client may send: an RFC 3339 timestamp or a bare date. (Answers
+/// always carry the full RFC 3339 form in UTC; response types say so with
+/// `format = DateTime` on their fields.)
+impl PartialSchema for Timestamp {
+    fn schema() -> RefOr<Schema> {
+        let string =
+            |format| ObjectBuilder::new().schema_type(Type::String).format(Some(SchemaFormat::KnownFormat(format)));
+        AnyOfBuilder::new()
+            .item(string(KnownFormat::DateTime))
+            .item(string(KnownFormat::Date))
+            .description(Some(
+                "An RFC 3339 timestamp with an offset (2026-10-06T09:00:00Z), or a date (2026-10-06) meaning \
+                 midnight UTC. Years 0001 to 9999 (in UTC).",
+            ))
+            .into()
+    }
+}
+impl ToSchema for Timestamp {}
+
 /// A half-open feed range `[start, end)`: end after start, at most
 /// [`MAX_FEED_RANGE_DAYS`] long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -81,10 +116,7 @@ impl TimeRange {
             return Err(ValidationError::new("end", "must be after start"));
         }
         if end.as_utc() - start.as_utc() > chrono::Duration::days(MAX_FEED_RANGE_DAYS) {
-            return Err(ValidationError::new(
-                "end",
-                format!("the range may span at most {MAX_FEED_RANGE_DAYS} days"),
-            ));
+            return Err(ValidationError::new("end", format!("the range may span at most {MAX_FEED_RANGE_DAYS} days")));
         }
         Ok(Self { start, end })
     }
@@ -109,10 +141,7 @@ mod tests {
     #[test]
     fn offsets_normalize_to_utc() {
         assert_eq!(ts("2026-10-06T11:00:00+02:00"), ts("2026-10-06T09:00:00Z"));
-        assert_eq!(
-            ts("2026-10-06T09:00:00Z").to_string(),
-            "2026-10-06T09:00:00Z"
-        );
+        assert_eq!(ts("2026-10-06T09:00:00Z").to_string(), "2026-10-06T09:00:00Z");
     }
 
     #[test]
@@ -127,24 +156,29 @@ mod tests {
 
     #[test]
     fn precision_is_truncated_to_microseconds() {
-        assert_eq!(
-            ts("2026-10-06T09:00:00.123456789Z").to_string(),
-            "2026-10-06T09:00:00.123456Z"
-        );
+        assert_eq!(ts("2026-10-06T09:00:00.123456789Z").to_string(), "2026-10-06T09:00:00.123456Z");
     }
 
     #[test]
     fn garbage_is_rejected() {
+        for bad in ["", "yesterday", "2026-13-01", "2026-10-06T25:00:00Z", "99999-01-01", "2026-10-06 09:00"] {
+            assert!(Timestamp::parse(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn years_outside_0001_to_9999_in_utc_are_rejected() {
         for bad in [
-            "",
-            "yesterday",
-            "2026-13-01",
-            "2026-10-06T25:00:00Z",
-            "99999-01-01",
-            "2026-10-06 09:00",
+            "9999-12-31T23:00:00-05:00",
+            "0001-01-01T00:00:00+05:00",
+            "0000-06-01",
+            "0000-06-01T00:00:00Z",
+            "+10000-01-01",
         ] {
             assert!(Timestamp::parse(bad).is_err(), "{bad:?} was accepted");
         }
+        assert_eq!(ts("9999-12-31T23:59:59.999999Z").to_string(), "9999-12-31T23:59:59.999999Z");
+        assert_eq!(ts("0001-01-01").to_string(), "0001-01-01T00:00:00Z");
     }
 
     #[test]
@@ -153,9 +187,7 @@ mod tests {
         assert!(TimeRange::new(a, a).is_err());
         assert!(TimeRange::new(ts("2026-01-02"), a).is_err());
         assert!(TimeRange::new(a, ts("2027-02-05")).is_ok()); // 400 days
-        let too_long = TimeRange::new(a, ts("2027-02-05T00:00:01Z"))
-            .map(|_| ())
-            .unwrap_err();
+        let too_long = TimeRange::new(a, ts("2027-02-05T00:00:01Z")).map(|_| ()).unwrap_err();
         assert_eq!(too_long.field, "end");
     }
 }

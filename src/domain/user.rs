@@ -2,6 +2,9 @@ use std::fmt;
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::{PartialSchema, ToSchema};
 
 use super::error::reject_nul;
 
@@ -11,15 +14,17 @@ use super::error::reject_nul;
 pub struct Username(String);
 
 impl Username {
+    pub const MIN_CHARS: usize = 3;
+    pub const MAX_CHARS: usize = 64;
+    /// The characters a username may use, as the OpenAPI pattern states them.
+    pub const PATTERN: &str = r"^[A-Za-z0-9_.-]+$";
+
     pub fn parse(s: String) -> Result<Self, String> {
         let n = s.chars().count();
-        if !(3..=64).contains(&n) {
+        if !(Self::MIN_CHARS..=Self::MAX_CHARS).contains(&n) {
             return Err("must be 3 to 64 characters".into());
         }
-        if !s
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
-        {
+        if !s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')) {
             return Err("may contain only letters, digits, '_', '.' and '-'".into());
         }
         Ok(Self(s))
@@ -50,9 +55,12 @@ impl fmt::Display for Username {
 pub struct Password(SecretString);
 
 impl Password {
+    pub const MIN_CHARS: usize = 8;
+    pub const MAX_CHARS: usize = 128;
+
     pub fn parse(s: String) -> Result<Self, String> {
         let n = s.chars().count();
-        if !(8..=128).contains(&n) {
+        if !(Self::MIN_CHARS..=Self::MAX_CHARS).contains(&n) {
             return Err("must be 8 to 128 characters".into());
         }
         reject_nul(&s)?;
@@ -70,6 +78,31 @@ impl TryFrom<String> for Password {
         Self::parse(s)
     }
 }
+
+impl PartialSchema for Username {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .min_length(Some(Self::MIN_CHARS))
+            .max_length(Some(Self::MAX_CHARS))
+            .pattern(Some(Self::PATTERN))
+            .into()
+    }
+}
+impl ToSchema for Username {}
+
+impl PartialSchema for Password {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(utoipa::openapi::KnownFormat::Password)))
+            .min_length(Some(Self::MIN_CHARS))
+            .max_length(Some(Self::MAX_CHARS))
+            .description(Some("8 to 128 characters, no NUL."))
+            .into()
+    }
+}
+impl ToSchema for Password {}
 
 #[cfg(test)]
 mod tests {
@@ -90,9 +123,6 @@ mod tests {
         assert!(Password::parse("p".repeat(129)).is_err());
         assert!(Password::parse("nul\0nul\0nul".into()).is_err());
         let p = Password::parse("long enough".into()).map_err(|e| e.to_string());
-        assert!(
-            !format!("{p:?}").contains("long enough"),
-            "Debug leaks the password"
-        );
+        assert!(!format!("{p:?}").contains("long enough"), "Debug leaks the password");
     }
 }

@@ -3,6 +3,9 @@ use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Schema, Type};
+use utoipa::{PartialSchema, ToSchema};
 
 use super::UserId;
 use super::error::reject_nul;
@@ -10,7 +13,7 @@ use super::error::reject_nul;
 macro_rules! text_enum {
     ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
         #[serde(rename_all = "snake_case")]
         pub enum $name { $($variant),+ }
 
@@ -64,12 +67,15 @@ text_enum!(
 pub struct Title(String);
 
 impl Title {
+    /// The longest title, in characters (Unicode scalar values).
+    pub const MAX_CHARS: usize = 200;
+
     pub fn parse(s: String) -> Result<Self, String> {
         if s.trim().is_empty() {
             return Err("must not be empty".into());
         }
-        if s.chars().count() > 200 {
-            return Err("must be at most 200 characters".into());
+        if s.chars().count() > Self::MAX_CHARS {
+            return Err(format!("must be at most {} characters", Self::MAX_CHARS));
         }
         reject_nul(&s)?;
         Ok(Self(s))
@@ -99,9 +105,12 @@ impl From<Title> for String {
 pub struct Description(String);
 
 impl Description {
+    /// The longest description, in characters (Unicode scalar values).
+    pub const MAX_CHARS: usize = 10_000;
+
     pub fn parse(s: String) -> Result<Self, String> {
-        if s.chars().count() > 10_000 {
-            return Err("must be at most 10000 characters".into());
+        if s.chars().count() > Self::MAX_CHARS {
+            return Err(format!("must be at most {} characters", Self::MAX_CHARS));
         }
         reject_nul(&s)?;
         Ok(Self(s))
@@ -165,6 +174,43 @@ impl FromIterator<UserId> for AssigneeIds {
         Self(iter.into_iter().collect())
     }
 }
+
+// OpenAPI schemas: the limits `parse` enforces, stated in the contract
+// (`src/openapi.rs` collects them).
+
+fn text_schema(description: &str, min: usize, max: usize) -> RefOr<Schema> {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(min))
+        .max_length(Some(max))
+        .description(Some(description))
+        .into()
+}
+
+impl PartialSchema for Title {
+    fn schema() -> RefOr<Schema> {
+        text_schema("1 to 200 characters, not blank, no NUL.", 1, Self::MAX_CHARS)
+    }
+}
+impl ToSchema for Title {}
+
+impl PartialSchema for Description {
+    fn schema() -> RefOr<Schema> {
+        text_schema("At most 10 000 characters, no NUL.", 0, Self::MAX_CHARS)
+    }
+}
+impl ToSchema for Description {}
+
+impl PartialSchema for AssigneeIds {
+    fn schema() -> RefOr<Schema> {
+        ArrayBuilder::new()
+            .items(UserId::schema())
+            .max_items(Some(Self::MAX))
+            .description(Some("User ids (duplicates are ignored); every one must name an existing user."))
+            .into()
+    }
+}
+impl ToSchema for AssigneeIds {}
 
 #[cfg(test)]
 mod tests {

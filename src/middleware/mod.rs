@@ -33,10 +33,7 @@ pub async fn no_store(
     );
     h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     h.insert(header::EXPIRES, HeaderValue::from_static("0"));
-    h.insert(
-        header::VARY,
-        HeaderValue::from_static("Cookie, Authorization"),
-    );
+    h.insert(header::VARY, HeaderValue::from_static("Cookie, Authorization"));
     // Validators would invite conditional requests; the feed has none.
     h.remove(header::ETAG);
     h.remove(header::LAST_MODIFIED);
@@ -46,9 +43,7 @@ pub async fn no_store(
 /// Safety net: an error response whose body is not JSON (actix's own 404s,
 /// 405s, 413s, payload and extractor errors) is replaced by the contract's
 /// error body for its status, so no plain-text or HTML error leaves.
-pub fn json_errors<B: MessageBody + 'static>(
-    res: ServiceResponse<B>,
-) -> Result<ErrorHandlerResponse<B>, Error> {
+pub fn json_errors<B: MessageBody + 'static>(res: ServiceResponse<B>) -> Result<ErrorHandlerResponse<B>, Error> {
     let is_json = res
         .headers()
         .get(header::CONTENT_TYPE)
@@ -67,9 +62,7 @@ pub fn json_errors<B: MessageBody + 'static>(
             new.headers_mut().insert(name.clone(), value.clone());
         }
     }
-    Ok(ErrorHandlerResponse::Response(
-        ServiceResponse::new(req, new).map_into_right_body(),
-    ))
+    Ok(ErrorHandlerResponse::Response(ServiceResponse::new(req, new).map_into_right_body()))
 }
 
 /// Records request latency by method, route pattern and status class.
@@ -83,27 +76,11 @@ pub async fn record_metrics(
     let res = next.call(req).await;
     if let Some(state) = state {
         let (route, status) = match &res {
-            Ok(r) => (
-                r.request()
-                    .match_pattern()
-                    .unwrap_or_else(|| "unmatched".into()),
-                r.status().as_u16(),
-            ),
-            Err(e) => (
-                "unmatched".to_owned(),
-                e.as_response_error().status_code().as_u16(),
-            ),
+            Ok(r) => (r.request().match_pattern().unwrap_or_else(|| "unmatched".into()), r.status().as_u16()),
+            Err(e) => ("unmatched".to_owned(), e.as_response_error().status_code().as_u16()),
         };
-        let labels = RequestLabels {
-            method,
-            route,
-            status: format!("{}xx", status / 100),
-        };
-        state
-            .metrics
-            .http_requests
-            .get_or_create(&labels)
-            .observe(started.elapsed().as_secs_f64());
+        let labels = RequestLabels { method, route, status: format!("{}xx", status / 100) };
+        state.metrics.http_requests.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
     }
     res
 }

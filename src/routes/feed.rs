@@ -6,9 +6,32 @@ use serde::Deserialize;
 use super::extract::{AuthUser, require_session};
 use crate::cache::FeedParams;
 use crate::domain::{Status, TimeRange, Timestamp, ValidationError, WorkType};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::middleware::no_store;
+use crate::service::feed::FeedEvent;
 use crate::service::{self, AppState};
+
+/// This module's part of the OpenAPI document (`crate::openapi` merges it).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(feed))]
+pub struct Docs;
+
+/// A filter: one of `values`, or empty for "all" (what a select showing
+/// "all" submits).
+fn filter_schema(values: impl Iterator<Item = &'static str>) -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(std::iter::once("").chain(values)))
+        .build()
+}
+
+fn work_type_filter() -> utoipa::openapi::schema::Object {
+    filter_schema(WorkType::ALL.iter().map(|t| t.as_str()))
+}
+
+fn status_filter() -> utoipa::openapi::schema::Object {
+    filter_schema(Status::ALL.iter().map(|s| s.as_str()))
+}
 
 pub fn config(cfg: &mut web::ServiceConfig) {
     // The header guard wraps the whole resource (outermost: the last `wrap`),
@@ -26,12 +49,22 @@ pub fn config(cfg: &mut web::ServiceConfig) {
 /// The query string as sent. Unknown parameters (FullCalendar's `_`) are
 /// ignored; `timeZone` is accepted and has no effect, since every time in
 /// the answer carries its offset (UTC).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RawFeedQuery {
+    /// Inclusive start of the range.
+    #[param(required = true, value_type = Timestamp, example = "2026-10-01T00:00:00Z")]
     start: Option<String>,
+    /// Exclusive end of the range: after `start`, at most 400 days later.
+    #[param(required = true, value_type = Timestamp, example = "2026-11-01")]
     end: Option<String>,
+    /// Only items of this type (empty: all).
+    #[param(schema_with = work_type_filter)]
     work_type: Option<String>,
+    /// Only items with this status (empty: all).
+    #[param(schema_with = status_filter)]
     status: Option<String>,
+    /// Accepted for FullCalendar; ignored (every time in the answer is UTC).
     #[serde(rename = "timeZone")]
     #[allow(dead_code, reason = "accepted for FullCalendar; answers are in UTC")]
     time_zone: Option<String>,
@@ -42,9 +75,7 @@ impl TryFrom<RawFeedQuery> for FeedParams {
 
     fn try_from(q: RawFeedQuery) -> Result<Self, ValidationError> {
         let ts = |name: &'static str, v: Option<String>| -> Result<Timestamp, ValidationError> {
-            let v = v
-                .filter(|s| !s.is_empty())
-                .ok_or_else(|| ValidationError::new(name, "is required"))?;
+            let v = v.filter(|s| !s.is_empty()).ok_or_else(|| ValidationError::new(name, "is required"))?;
             Timestamp::parse(&v).map_err(|reason| ValidationError::new(name, reason))
         };
         let range = TimeRange::new(ts("start", q.start)?, ts("end", q.end)?)?;
@@ -61,14 +92,26 @@ impl TryFrom<RawFeedQuery> for FeedParams {
             .map(|s| s.parse::<Status>())
             .transpose()
             .map_err(|reason| ValidationError::new("status", reason))?;
-        Ok(FeedParams {
-            range,
-            work_type,
-            status,
-        })
+        Ok(FeedParams { range, work_type, status })
     }
 }
 
+/// FullCalendar's events JSON feed: the caller's items (owned or assigned)
+/// overlapping `[start, end)`, ordered by start, then id. Every answer of
+/// this route, errors too, carries `Cache-Control: no-store, no-cache,
+/// must-revalidate, max-age=0, private`, `Pragma: no-cache`, `Expires: 0`
+/// and `Vary: Cookie, Authorization`.
+#[utoipa::path(get, path = "/api/calendar/feed", tag = "calendar", params(RawFeedQuery),
+    security(("bearer" = []), ("session_cookie" = [])), responses(
+    (status = 200, description = "The events", body = Vec<FeedEvent>, headers(
+        ("X-Cache" = String, description = "`HIT`, `MISS` or `BYPASS`: whether the shared cache answered"),
+        ("Cache-Control" = String, description = "`no-store, no-cache, must-revalidate, max-age=0, private`"),
+    )),
+    (status = 400, description = "`invalid_input`: a missing or malformed parameter, end not after start, \
+        a range over 400 days", body = ErrorBody),
+    (status = 401, description = "`unauthenticated`: no live session", body = ErrorBody),
+    (status = 503, description = "`unavailable`: PostgreSQL is unavailable and the cache cannot answer", body = ErrorBody),
+))]
 async fn feed(
     state: web::Data<AppState>,
     user: AuthUser,

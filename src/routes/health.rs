@@ -2,8 +2,13 @@ use actix_web::{HttpResponse, web};
 use serde_json::json;
 
 use crate::db;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::service::AppState;
+
+/// This module's part of the OpenAPI document (`crate::openapi` merges it).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(healthz, readyz, metrics))]
+pub struct Docs;
 
 pub fn config(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(healthz))
@@ -12,21 +17,24 @@ pub fn config(cfg: &mut web::ServiceConfig) {
 }
 
 /// The process is up.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses(
+    (status = 200, description = "Up", body = Object, example = json!({"status": "ok"})),
+))]
 async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
 /// Both dependencies answer. A 503 names the ones that do not, so an
 /// operator knows where to look.
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses(
+    (status = 200, description = "PostgreSQL and Redis answer", body = Object,
+        example = json!({"status": "ready", "postgres": "up", "redis": "up"})),
+    (status = 503, description = "`unavailable`, naming the dependencies that do not answer", body = ErrorBody),
+))]
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let (pg, redis) = tokio::join!(db::run(&state.pool, db::ping), state.cache.ping());
-    let down: Vec<&str> = [
-        pg.is_err().then_some("postgres"),
-        redis.is_err().then_some("redis"),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
+    let down: Vec<&str> =
+        [pg.is_err().then_some("postgres"), redis.is_err().then_some("redis")].into_iter().flatten().collect();
     if down.is_empty() {
         HttpResponse::Ok().json(json!({"status": "ready", "postgres": "up", "redis": "up"}))
     } else {
@@ -37,20 +45,18 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
             message,
             None,
         );
-        res.headers_mut().insert(
-            actix_web::http::header::RETRY_AFTER,
-            actix_web::http::header::HeaderValue::from_static("1"),
-        );
+        res.headers_mut()
+            .insert(actix_web::http::header::RETRY_AFTER, actix_web::http::header::HeaderValue::from_static("1"));
         res
     }
 }
 
+/// Prometheus / OpenMetrics text: feed cache outcomes, invalidations,
+/// request latency histograms.
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses(
+    (status = 200, description = "The metrics", body = String, content_type = "application/openmetrics-text"),
+))]
 async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let text = state
-        .metrics
-        .render()
-        .map_err(|e| ApiError::Internal(Box::new(e)))?;
-    Ok(HttpResponse::Ok()
-        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
-        .body(text))
+    let text = state.metrics.render().map_err(|e| ApiError::Internal(Box::new(e)))?;
+    Ok(HttpResponse::Ok().content_type("application/openmetrics-text; version=1.0.0; charset=utf-8").body(text))
 }

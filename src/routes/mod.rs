@@ -5,6 +5,7 @@ pub mod auth;
 pub mod extract;
 pub mod feed;
 pub mod health;
+pub mod openapi;
 pub mod page;
 pub mod work_items;
 
@@ -27,10 +28,7 @@ pub async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
 pub fn query_config() -> web::QueryConfig {
     web::QueryConfig::default().error_handler(|err, _req| {
         let message = err.to_string();
-        let field = message
-            .split('`')
-            .nth(1)
-            .map_or_else(|| "query".to_owned(), str::to_owned);
+        let field = message.split('`').nth(1).map_or_else(|| "query".to_owned(), str::to_owned);
         ApiError::invalid(field, message.replace("Query deserialize error: ", "")).into()
     })
 }

@@ -3,13 +3,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
 mod auth;
+mod bad_input;
 mod consistency;
 mod faults;
 mod feed;
 #[allow(dead_code, reason = "a shared toolbox; not every module uses every helper")]
 mod helpers;
 mod migrations;
+mod openapi;
 mod ops;
+mod process;
 #[allow(dead_code, reason = "a shared toolbox")]
 mod proxy;
 mod work_items;

@@ -1,0 +1,176 @@
+//! `GET /api/openapi.json`: served without a session, parses, lists every
+//! route of the contract with its responses and security, states the
+//! contract's limits, and names no route the server does not have.
+
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+use crate::helpers::spawn_app;
+
+/// Every route of the contract (and the README's additions): method, path,
+/// needs a session, the statuses it must document.
+const CONTRACT: &[(&str, &str, bool, &[u16])] = &[
+    ("post", "/api/signup", false, &[201, 400, 409, 413, 415]),
+    ("post", "/api/login", false, &[200, 400, 401, 413, 415, 429]),
+    ("post", "/api/logout", true, &[204, 401]),
+    ("get", "/api/me", true, &[200, 401]),
+    ("get", "/api/users", true, &[200, 401]),
+    ("post", "/api/work-items", true, &[201, 400, 401, 413, 415, 503]),
+    ("get", "/api/work-items/{id}", true, &[200, 400, 401, 404, 503]),
+    ("patch", "/api/work-items/{id}", true, &[200, 400, 401, 404, 413, 415, 503]),
+    ("delete", "/api/work-items/{id}", true, &[204, 400, 401, 404, 503]),
+    ("get", "/api/calendar/feed", true, &[200, 400, 401, 503]),
+    ("get", "/healthz", false, &[200]),
+    ("get", "/readyz", false, &[200, 503]),
+    ("get", "/metrics", false, &[200]),
+    ("get", "/api/openapi.json", false, &[200]),
+];
+
+async fn document(app: &crate::helpers::TestApp) -> Value {
+    let res = app.get("/api/openapi.json", None).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let ct = res.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    assert!(ct.starts_with("application/json"), "{ct}");
+    res.json().await.expect("the document is JSON")
+}
+
+/// Follows a local `$ref` (`#/components/schemas/X`).
+fn resolve<'a>(doc: &'a Value, schema: &'a Value) -> &'a Value {
+    match schema["$ref"].as_str() {
+        Some(r) => doc.pointer(r.trim_start_matches('#')).unwrap_or_else(|| panic!("dangling $ref {r}")),
+        None => schema,
+    }
+}
+
+fn component<'a>(doc: &'a Value, name: &str) -> &'a Value {
+    doc.pointer(&format!("/components/schemas/{name}")).unwrap_or_else(|| panic!("no schema {name}"))
+}
+
+fn property<'a>(doc: &'a Value, schema: &str, field: &str) -> &'a Value {
+    let prop = &component(doc, schema)["properties"][field];
+    assert!(!prop.is_null(), "{schema}.{field} is missing");
+    // Optional fields are `oneOf: [null, T]` in OpenAPI 3.1.
+    if let Some(branches) = prop["oneOf"].as_array() {
+        let t = branches.iter().find(|b| b["type"] != "null").expect("a non-null branch");
+        return resolve(doc, t);
+    }
+    resolve(doc, prop)
+}
+
+#[tokio::test]
+async fn document_is_served_and_lists_every_route_of_the_contract() {
+    let app = spawn_app().await;
+    let doc = document(&app).await;
+    assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")), "{}", doc["openapi"]);
+
+    let schemes = &doc["components"]["securitySchemes"];
+    assert_eq!(schemes["bearer"]["type"], "http");
+    assert_eq!(schemes["bearer"]["scheme"], "bearer");
+    assert_eq!(schemes["session_cookie"]["in"], "cookie");
+    assert_eq!(schemes["session_cookie"]["name"], "session");
+
+    let mut documented = 0;
+    for (method, path, protected, statuses) in CONTRACT {
+        let op = doc["paths"][path][method].clone();
+        assert!(op.is_object(), "{method} {path} is not documented");
+        let security = op["security"].as_array().cloned().unwrap_or_default();
+        let names: Vec<&str> = security
+            .iter()
+            .flat_map(|r| r.as_object().into_iter().flat_map(|o| o.keys()))
+            .map(String::as_str)
+            .collect();
+        if *protected {
+            assert!(names.contains(&"bearer") && names.contains(&"session_cookie"), "{method} {path}: {security:?}");
+        } else {
+            assert!(names.is_empty(), "{method} {path} should need no session: {security:?}");
+        }
+        for status in *statuses {
+            let response = &op["responses"][status.to_string()];
+            assert!(response.is_object(), "{method} {path} does not document {status}");
+            if *status >= 400 {
+                let schema = &response["content"]["application/json"]["schema"]["$ref"];
+                assert_eq!(schema, "#/components/schemas/ErrorBody", "{method} {path} {status}");
+            }
+        }
+        documented += 1;
+    }
+    let all: usize = doc["paths"].as_object().unwrap().values().map(|item| item.as_object().unwrap().len()).sum();
+    assert_eq!(all, documented, "the document lists routes the contract test does not know");
+
+    // The feed's query: start and end required, filters optional.
+    let params = doc["paths"]["/api/calendar/feed"]["get"]["parameters"].as_array().unwrap();
+    let param = |name: &str| params.iter().find(|p| p["name"] == name).unwrap_or_else(|| panic!("no {name}"));
+    assert_eq!(param("start")["required"], true);
+    assert_eq!(param("end")["required"], true);
+    assert_eq!(param("work_type")["required"], false);
+    assert_eq!(param("status")["required"], false);
+    assert!(param("timeZone").is_object());
+}
+
+#[tokio::test]
+async fn document_states_the_contracts_limits() {
+    let app = spawn_app().await;
+    let doc = document(&app).await;
+
+    let title = property(&doc, "CreateWorkItem", "title");
+    assert_eq!((title["minLength"].as_u64(), title["maxLength"].as_u64()), (Some(1), Some(200)));
+    let description = property(&doc, "CreateWorkItem", "description");
+    assert_eq!(description["maxLength"].as_u64(), Some(10_000));
+    let username = property(&doc, "SignupRequest", "username");
+    assert_eq!((username["minLength"].as_u64(), username["maxLength"].as_u64()), (Some(3), Some(64)));
+    assert_eq!(username["pattern"], "^[A-Za-z0-9_.-]+$");
+    let password = property(&doc, "SignupRequest", "password");
+    assert_eq!((password["minLength"].as_u64(), password["maxLength"].as_u64()), (Some(8), Some(128)));
+
+    let work_type = property(&doc, "CreateWorkItem", "work_type");
+    assert_eq!(work_type["enum"], serde_json::json!(["project", "activity", "task"]));
+    let status = property(&doc, "PatchWorkItem", "status");
+    assert_eq!(status["enum"], serde_json::json!(["not_started", "in_progress", "completed", "cancelled"]));
+
+    // Input timestamps: RFC 3339 or a bare date. Output: RFC 3339.
+    let start = property(&doc, "CreateWorkItem", "start");
+    let formats: Vec<&str> = start["anyOf"].as_array().unwrap().iter().filter_map(|s| s["format"].as_str()).collect();
+    assert_eq!(formats, ["date-time", "date"]);
+    for field in ["start", "end", "created_at", "updated_at"] {
+        assert_eq!(property(&doc, "WorkItem", field)["format"], "date-time", "WorkItem.{field}");
+    }
+    for field in ["start", "end"] {
+        assert_eq!(property(&doc, "FeedEvent", field)["format"], "date-time", "FeedEvent.{field}");
+    }
+
+    // Unknown fields are refused, and the document says so.
+    for schema in ["CreateWorkItem", "PatchWorkItem", "SignupRequest", "LoginRequest"] {
+        assert_eq!(component(&doc, schema)["additionalProperties"], false, "{schema}");
+    }
+    let required = component(&doc, "CreateWorkItem")["required"].as_array().unwrap().clone();
+    let mut required: Vec<&str> = required.iter().filter_map(Value::as_str).collect();
+    required.sort_unstable();
+    assert_eq!(required, ["start", "title", "work_type"]);
+
+    // Error codes are an enum the server sticks to.
+    let code = property(&doc, "ErrorDetail", "code");
+    let codes: Vec<&str> = code["enum"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    for c in ["invalid_input", "unauthenticated", "not_found", "conflict", "payload_too_large", "unavailable"] {
+        assert!(codes.contains(&c), "{c}");
+    }
+}
+
+/// The reverse of drift: every documented route answers as a route (the
+/// default service would say 404 `not_found` or 405).
+#[tokio::test]
+async fn every_documented_route_exists() {
+    let app = spawn_app().await;
+    let doc = document(&app).await;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            let url = app.url(&path.replace("{id}", "00000000-0000-4000-8000-000000000000"));
+            let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let res = app.client.request(method.clone(), url).send().await.unwrap();
+            let status = res.status();
+            assert!(
+                status != StatusCode::NOT_FOUND && status != StatusCode::METHOD_NOT_ALLOWED,
+                "{method} {path} answered {status}"
+            );
+        }
+    }
+}
