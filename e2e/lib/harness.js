@@ -180,8 +180,8 @@ export function assertNoConsoleProblems(problems, allow = []) {
 }
 
 // A new browser context (its own cookies, cache and storage) with one page.
-export async function newPage(browser, { width = 1280, height = 900 } = {}) {
-  const context = await browser.newContext({ viewport: { width, height }, timezoneId: TIMEZONE, locale: 'en-US' });
+export async function newPage(browser, { width = 1280, height = 900, timezoneId = TIMEZONE } = {}) {
+  const context = await browser.newContext({ viewport: { width, height }, timezoneId, locale: 'en-US' });
   context.setDefaultTimeout(TIMEOUT);
   const page = await context.newPage();
   const problems = watchConsole(page);

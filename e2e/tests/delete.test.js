@@ -84,6 +84,65 @@ describe('deleting from the calendar', () => {
     }
   });
 
+  test('1b. the event is found by every id form a client may hold (raw uuid, work-item-, coordination-event-, staff-task-)', async () => {
+    const api = await Api.newUser('ids');
+    const sfx = randomSuffix();
+    const forms = [(id) => id, (id) => `work-item-${id}`, (id) => `coordination-event-${id}`, (id) => `staff-task-${id}`];
+    const items = [];
+    for (const [i] of forms.entries()) items.push(await api.createItem(allDayItem(`Form ${i} ${sfx}`)));
+    const { context, page, problems } = await newPage(browser);
+    try {
+      // The feed as an older server or a cached client would have it: the
+      // real response, with each item under another id form and no
+      // workItemId to fall back on.
+      await page.route('**/api/calendar/feed?*', async (route) => {
+        const res = await route.fetch();
+        const events = (await res.json()).map((e) => {
+          const uuid = e.extendedProps.workItemId;
+          const i = items.findIndex((it) => it.id === uuid);
+          if (i === -1) return e;
+          const { workItemId, ...rest } = e.extendedProps;
+          return { ...e, id: forms[i](uuid), extendedProps: rest };
+        });
+        await route.fulfill({ response: res, json: events });
+      });
+      await signIn(page, api);
+      for (const item of items) await eventEl(page, item.id).waitFor();
+
+      // Each DELETE is held until the event is seen gone, and no feed
+      // request may happen meanwhile: the event was found and removed, not
+      // refreshed away by the fallback refetch.
+      let feedRequests = 0;
+      page.on('request', (req) => {
+        if (new URL(req.url()).pathname === '/api/calendar/feed') feedRequests += 1;
+      });
+      let release = () => {};
+      await page.route('**/api/work-items/**', async (route) => {
+        if (route.request().method() === 'DELETE') await new Promise((resolve) => (release = resolve));
+        await route.continue();
+      });
+      for (const item of items) {
+        await openEvent(page, item.id);
+        const answered = page.waitForResponse(isDeleteOf(item.id));
+        const before = feedRequests;
+        await confirmDelete(page);
+        await eventEl(page, item.id).waitFor({ state: 'detached' });
+        const refetches = feedRequests - before;
+        release();
+        assert.equal(refetches, 0, `${item.title}: no refetch was needed to find the event`);
+        const res = await answered;
+        assert.equal(res.status(), 204);
+        assert.ok(res.url().endsWith(`/api/work-items/${item.id}`), `the DELETE names the bare uuid: ${res.url()}`);
+        await page.locator('#notice', { hasText: `Deleted “${item.title}”` }).waitFor();
+        await calendarIdle(page);
+      }
+      assert.equal(await page.locator('#calendar .fc-event').count(), 0);
+      assertNoConsoleProblems(problems);
+    } finally {
+      await context.close();
+    }
+  });
+
   test('2. deleted stays deleted across month navigation and reload; every feed comes from the server', async () => {
     const api = await Api.newUser('del2');
     const sfx = randomSuffix();

@@ -71,6 +71,24 @@ describe('the calendar page', () => {
     }
   });
 
+  test('a session ended elsewhere sends the page back to the sign-in form', async () => {
+    const api = await Api.newUser('ended');
+    const { context, page, problems } = await newPage(browser);
+    try {
+      await signIn(page, api);
+      const cookie = (await context.cookies()).find((c) => c.name === 'session');
+      assert.ok(cookie && cookie.httpOnly, 'the session cookie is HttpOnly');
+      // The same session signs out from another tab or device.
+      assert.equal((await Api.request('POST', '/api/logout', { token: cookie.value })).status, 204);
+      await fcButton(page, 'next').click();
+      await page.locator('#signin-error', { hasText: 'Your session has ended' }).waitFor();
+      assert.equal(await page.locator('#calendar .fc-view').count(), 0);
+      assertNoConsoleProblems(problems, [/status of 401.*\/api\/calendar\/feed/]);
+    } finally {
+      await context.close();
+    }
+  });
+
   test('create with the button and by selecting a day, edit, filters, colours, today', async () => {
     const other = await Api.newUser('helper');
     const api = await Api.newUser('editor');
@@ -89,11 +107,11 @@ describe('the calendar page', () => {
       await page.getByRole('button', { name: 'New item' }).click();
       await form.waitFor({ state: 'visible' });
       assert.equal(await page.evaluate(() => document.activeElement.id), 'f-title', 'the title field has the focus');
-      await form.getByLabel('Title').fill(`Workshop ${sfx}`);
-      await form.getByLabel('Type').selectOption('activity');
-      await form.getByLabel('All day').uncheck();
-      await form.getByLabel('Start').fill(`${today}T10:00`);
-      await form.getByLabel('End').fill(`${today}T11:30`);
+      await form.getByLabel('Title', { exact: true }).fill(`Workshop ${sfx}`);
+      await form.getByLabel('Type', { exact: true }).selectOption('activity');
+      await form.getByLabel('All day', { exact: true }).uncheck();
+      await form.getByLabel('Start', { exact: true }).fill(`${today}T10:00`);
+      await form.getByLabel('End', { exact: true }).fill(`${today}T11:30`);
       let created = page.waitForResponse((r) => r.request().method() === 'POST' && r.url().endsWith('/api/work-items'));
       await form.getByRole('button', { name: 'Save' }).click();
       const workshop = await (await created).json();
@@ -109,10 +127,10 @@ describe('the calendar page', () => {
       const box = await frame.boundingBox();
       await page.mouse.click(box.x + box.width / 2, box.y + box.height - 6);
       await form.waitFor({ state: 'visible' });
-      assert.equal(await form.getByLabel('All day').isChecked(), true);
-      assert.equal(await form.getByLabel('Start').inputValue(), today);
-      assert.equal(await form.getByLabel('End').inputValue(), today);
-      await form.getByLabel('Title').fill(`Errand ${sfx}`);
+      assert.equal(await form.getByLabel('All day', { exact: true }).isChecked(), true);
+      assert.equal(await form.getByLabel('Start', { exact: true }).inputValue(), today);
+      assert.equal(await form.getByLabel('End', { exact: true }).inputValue(), today);
+      await form.getByLabel('Title', { exact: true }).fill(`Errand ${sfx}`);
       created = page.waitForResponse((r) => r.request().method() === 'POST' && r.url().endsWith('/api/work-items'));
       await form.getByRole('button', { name: 'Save' }).click();
       const errand = await (await created).json();
@@ -133,9 +151,9 @@ describe('the calendar page', () => {
       await openEvent(page, errand.id);
       await page.getByRole('button', { name: 'Edit' }).click();
       await form.waitFor({ state: 'visible' });
-      await form.getByLabel('Title').fill(`Errand renamed ${sfx}`);
-      await form.getByLabel('Status').selectOption('in_progress');
-      await form.getByLabel(other.user.username).check();
+      await form.getByLabel('Title', { exact: true }).fill(`Errand renamed ${sfx}`);
+      await form.getByLabel('Status', { exact: true }).selectOption('in_progress');
+      await form.getByLabel(other.user.username, { exact: true }).check();
       const patched = page.waitForResponse((r) => r.request().method() === 'PATCH');
       await form.getByRole('button', { name: 'Save' }).click();
       assert.equal((await patched).status(), 200);
@@ -149,7 +167,7 @@ describe('the calendar page', () => {
       // A form error is shown in the form, and its field gets the focus.
       await openEvent(page, errand.id);
       await page.getByRole('button', { name: 'Edit' }).click();
-      await form.getByLabel('Title').fill('   ');
+      await form.getByLabel('Title', { exact: true }).fill('   ');
       await form.getByRole('button', { name: 'Save' }).click();
       await page.locator('#edit-error', { hasText: 'Title is required.' }).waitFor();
       assert.equal(await page.evaluate(() => document.activeElement.id), 'f-title');
@@ -237,10 +255,21 @@ describe('the calendar page', () => {
     const api = await Api.newUser('phone');
     const sfx = randomSuffix();
     const item = await api.createItem(allDayItem(`Phone ${sfx} with a rather long title to wrap`, undefined, { work_type: 'project' }));
+    const today = localToday();
+    await api.createItem({ title: `Timed ${sfx} Supercalifragilisticexpialidocious`, work_type: 'activity', start: zonedIso(today, 10), end: zonedIso(today, 11, 30) });
     const { context, page, problems } = await newPage(browser, { width: 360, height: 740 });
+    // Nothing is wider than the screen: not the page, and not the calendar
+    // (whose own overflow would be clipped, not scrollable).
     const noSideScroll = async (where) => {
-      const width = await page.evaluate(() => document.documentElement.scrollWidth);
-      assert.ok(width <= 360, `${where}: the page is ${width} px wide`);
+      const widths = await page.evaluate(() => {
+        const cal = document.getElementById('calendar');
+        return {
+          page: document.documentElement.scrollWidth,
+          calendar: cal.offsetParent ? cal.scrollWidth - cal.clientWidth : 0,
+        };
+      });
+      assert.ok(widths.page <= 360, `${where}: the page is ${widths.page} px wide`);
+      assert.ok(widths.calendar <= 0, `${where}: the calendar overflows by ${widths.calendar} px`);
     };
     try {
       await page.goto(`${BASE_URL}/`);
@@ -250,8 +279,11 @@ describe('the calendar page', () => {
       await page.locator('#calendar .fc-list').waitFor(); // a list on a narrow screen
       await eventEl(page, item.id).waitFor();
       await noSideScroll('list view');
+      for (const view of ['dayGridMonth', 'timeGridWeek', 'timeGridDay']) {
+        await withFeed(page, () => fcButton(page, view).click());
+        await noSideScroll(view);
+      }
       await withFeed(page, () => fcButton(page, 'dayGridMonth').click());
-      await noSideScroll('month view');
       const size = await page.evaluate(() => parseFloat(getComputedStyle(document.body).fontSize));
       assert.ok(size >= 16, `body text is ${size} px`);
 
@@ -270,7 +302,8 @@ describe('the calendar page', () => {
 
   test('screenshot: the month view with demo data', async () => {
     const demo = await Api.login('demo', 'demo-password');
-    const { context, page, problems } = await newPage(browser, { width: 1280, height: 900 });
+    // In UTC, where the demo's working hours are.
+    const { context, page, problems } = await newPage(browser, { width: 1280, height: 900, timezoneId: 'UTC' });
     try {
       await signIn(page, demo);
       await poll(async () => (await page.locator('#calendar .fc-event').count()) > 20, { message: 'demo events' });

@@ -201,15 +201,21 @@
 
   // ---------------------------------------------------------------- calendar
 
-  function toolbars() {
+  // Options that follow the screen width: toolbars, and list-day headings
+  // short enough for a phone.
+  function responsiveOptions() {
     return NARROW.matches
       ? {
           headerToolbar: { left: 'prev,next', center: 'title', right: 'today' },
           footerToolbar: { center: 'dayGridMonth,timeGridWeek,timeGridDay,listWeek' },
+          listDayFormat: { weekday: 'short', month: 'short', day: 'numeric' },
+          listDaySideFormat: false,
         }
       : {
           headerToolbar: { left: 'prev,next today', center: 'title', right: 'dayGridMonth,timeGridWeek,timeGridDay,listWeek' },
           footerToolbar: false,
+          listDayFormat: { weekday: 'long' },
+          listDaySideFormat: { year: 'numeric', month: 'long', day: 'numeric' },
         };
   }
 
@@ -236,7 +242,7 @@
   }
 
   function createCalendar() {
-    const options = Object.assign(toolbars(), {
+    const options = Object.assign(responsiveOptions(), {
       initialView: NARROW.matches ? 'listWeek' : 'dayGridMonth', // a month grid is cramped on a phone
       height: 'auto',
       firstDay: 1,
@@ -656,9 +662,8 @@
 
     NARROW.addEventListener('change', () => {
       if (!state.calendar) return;
-      const t = toolbars();
-      state.calendar.setOption('headerToolbar', t.headerToolbar);
-      state.calendar.setOption('footerToolbar', t.footerToolbar);
+      const options = responsiveOptions();
+      for (const name of Object.keys(options)) state.calendar.setOption(name, options[name]);
     });
 
     // Back/forward cache: the restored page still holds the events it had
