@@ -40,9 +40,11 @@ RUN cargo-stubs \
     && rm -rf src target/release/calcache target/release/deps/calcache-* \
               target/release/deps/libcalcache-* target/release/.fingerprint/calcache-*
 
-# 2. The application. migrations/ is embedded at compile time (embed_migrations!).
+# 2. The application. migrations/ is embedded at compile time
+# (embed_migrations!), and so may be pages of web/ (include_str!).
 COPY src ./src
 COPY migrations ./migrations
+COPY web ./web
 # placeholders for tests/benches/examples named in Cargo.toml; touch so the
 # real sources are newer than anything built from placeholders
 RUN cargo-stubs \
