@@ -89,6 +89,9 @@ pub struct CacheSettings {
     /// another process) that is already filling the same entry, before it
     /// queries PostgreSQL itself.
     pub fill_wait_ms: u64,
+    /// Share of cache hits (0.0..=1.0) the freshness auditor re-checks
+    /// against PostgreSQL; 0 turns the auditor off.
+    pub audit_sample_rate: f64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -88,6 +88,21 @@ pub struct StampedeLabels {
     pub waited_for: StampedeWait,
 }
 
+/// What the freshness auditor concluded about one sampled hit.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum AuditResult {
+    Match,
+    Mismatch,
+    /// The version moved (or a dependency failed): the sample proves nothing.
+    Skipped,
+}
+snake_label!(AuditResult);
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuditLabels {
+    pub result: AuditResult,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub method: String,
@@ -119,6 +134,10 @@ pub struct Metrics {
     pub dependency_errors: Family<DependencyLabels, Counter>,
     pub outbox_depth: Gauge,
     pub stampede_waits: Family<StampedeLabels, Counter>,
+    pub audits: Family<AuditLabels, Counter>,
+    /// PostgreSQL pool: connections open and idle (sampled by the drainer).
+    pub db_pool_connections: Gauge,
+    pub db_pool_idle: Gauge,
     pub http_requests: HistogramFamily<RequestLabels>,
 }
 
@@ -163,6 +182,16 @@ impl Metrics {
             "Misses that waited for another request's fill (process single-flight or cross-process lease)",
             stampede_waits.clone(),
         );
+        let audits = Family::<AuditLabels, Counter>::default();
+        registry.register(
+            "freshness_audits",
+            "Sampled cache hits re-checked against PostgreSQL, by result (a mismatch is a stale hit)",
+            audits.clone(),
+        );
+        let db_pool_connections = Gauge::default();
+        registry.register("db_pool_connections", "PostgreSQL pool connections open", db_pool_connections.clone());
+        let db_pool_idle = Gauge::default();
+        registry.register("db_pool_idle_connections", "PostgreSQL pool connections idle", db_pool_idle.clone());
         let http_requests: HistogramFamily<RequestLabels> = Family::new_with_constructor(latency_histogram);
         registry.register(
             "http_request_duration_seconds",
@@ -177,6 +206,9 @@ impl Metrics {
             dependency_errors,
             outbox_depth,
             stampede_waits,
+            audits,
+            db_pool_connections,
+            db_pool_idle,
             http_requests,
         }
     }
@@ -187,6 +219,10 @@ impl Metrics {
 
     pub fn invalidated(&self, cause: InvalidationCause, result: InvalidationResult, users: usize) {
         self.invalidations.get_or_create(&InvalidationLabels { cause, result }).inc_by(users as u64);
+    }
+
+    pub fn audited(&self, result: AuditResult) {
+        self.audits.get_or_create(&AuditLabels { result }).inc();
     }
 
     pub fn stampede_wait(&self, waited_for: StampedeWait) {

@@ -41,17 +41,25 @@ pub struct Application {
 
 /// Builds the shared state: pools (not yet connected), metrics, cache.
 pub fn build_state(settings: &Settings) -> Result<Arc<AppState>, StartupError> {
+    build_parts(settings).map(|(state, _)| state)
+}
+
+type AuditSamples = tokio::sync::mpsc::Receiver<crate::cache::AuditSample>;
+
+fn build_parts(settings: &Settings) -> Result<(Arc<AppState>, Option<AuditSamples>), StartupError> {
     let metrics = Arc::new(Metrics::new());
     let pool = db::build_pool(&settings.database);
-    let cache = Cache::new(&settings.redis, &settings.cache, metrics.clone())?;
-    Ok(Arc::new(AppState {
+    let mut cache = Cache::new(&settings.redis, &settings.cache, metrics.clone())?;
+    let audit = (settings.cache.audit_sample_rate > 0.0).then(|| cache.enable_audit(settings.cache.audit_sample_rate));
+    let state = Arc::new(AppState {
         pool,
         cache,
         metrics,
         auth: settings.auth.clone(),
         outbox: invalidation::OutboxSignal::default(),
         outbox_interval: Duration::from_millis(settings.cache.outbox_interval_ms.max(10)),
-    }))
+    });
+    Ok((state, audit))
 }
 
 /// Applies pending migrations (blocking pool).
@@ -61,7 +69,7 @@ pub async fn run_migrations(pool: &PgPool) -> Result<usize, DbError> {
 
 impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
-        let state = build_state(&settings)?;
+        let (state, audit) = build_parts(&settings)?;
         let applied = run_migrations(&state.pool).await?;
         if applied > 0 {
             tracing::info!(applied, "migrations applied");
@@ -102,6 +110,9 @@ impl Application {
             state.outbox_interval,
             shutdown.clone(),
         ));
+        if let Some(samples) = audit {
+            tokio::spawn(crate::service::audit::run_auditor(state.clone(), samples));
+        }
         tracing::info!(%addr, port, workers = settings.server.worker_count(), "calcache listening");
         Ok(Self { port, server, state, shutdown, drainer })
     }

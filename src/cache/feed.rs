@@ -165,7 +165,11 @@ impl Cache {
         if let Some(entry) = found.entry {
             span.record("cache.outcome", "HIT");
             tracing::debug!(user_id = %user, version = found.version, "feed cache hit");
-            return Ok((FeedOutcome::Hit, Bytes::from(entry)));
+            let body = Bytes::from(entry);
+            if let Some(version) = found.version {
+                self.maybe_audit(user, params, version, &body);
+            }
+            return Ok((FeedOutcome::Hit, body));
         }
         tracing::debug!(user_id = %user, version = found.version, "feed cache miss");
         let (outcome, body) = self.fill(found.key, load).await?;

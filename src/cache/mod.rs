@@ -90,7 +90,17 @@ pub struct Cache {
     reconnecting: tokio::sync::Mutex<()>,
     /// How long a request waits for another to fill the entry it needs.
     fill_wait: Duration,
+    audit: Option<(f64, tokio::sync::mpsc::Sender<AuditSample>)>,
     metrics: Arc<Metrics>,
+}
+
+/// A served hit, for the freshness auditor to re-check.
+#[derive(Debug, Clone)]
+pub struct AuditSample {
+    pub user: UserId,
+    pub params: FeedParams,
+    pub version: u64,
+    pub body: bytes::Bytes,
 }
 
 impl Cache {
@@ -117,8 +127,32 @@ impl Cache {
             held: Mutex::new(HashMap::new()),
             reconnecting: tokio::sync::Mutex::new(()),
             fill_wait: Duration::from_millis(cache.fill_wait_ms),
+            audit: None,
             metrics,
         })
+    }
+
+    /// Turns the freshness auditor's sampling on; returns the receiving end
+    /// of the samples.
+    pub fn enable_audit(&mut self, rate: f64) -> tokio::sync::mpsc::Receiver<AuditSample> {
+        let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        self.audit = Some((rate.clamp(0.0, 1.0), tx));
+        rx
+    }
+
+    pub(crate) fn maybe_audit(&self, user: UserId, params: &FeedParams, version: u64, body: &bytes::Bytes) {
+        if let Some((rate, tx)) = &self.audit
+            && rand::random_bool(*rate)
+        {
+            // A full queue drops the sample: auditing must never slow a hit.
+            let _ = tx.try_send(AuditSample { user, params: *params, version, body: body.clone() });
+        }
+    }
+
+    /// The user's current feed version, if Redis has one (for the auditor).
+    pub async fn peek_version(&self, user: UserId) -> Result<Option<u64>, CacheError> {
+        let key = self.keys.version(user);
+        self.run(async |c| redis::cmd("GET").arg(&key).query_async(c).await).await
     }
 
     pub fn keys(&self) -> &Keys {

@@ -57,26 +57,27 @@ pub fn serialize_feed(rows: &[FeedRow]) -> Result<Bytes, serde_json::Error> {
 
 #[tracing::instrument(skip_all, fields(user_id = %user))]
 pub async fn feed(state: &AppState, user: UserId, params: FeedParams) -> Result<(FeedOutcome, Bytes), ServiceError> {
-    let (outcome, body) = state
-        .cache
-        .feed_read_through(user, &params, async || {
-            state.metrics.feed_db_queries.inc();
-            let rows = db::run(&state.pool, move |c| {
-                items::feed(
-                    c,
-                    FeedFilter {
-                        user: user.0,
-                        start: params.range.start().as_utc(),
-                        end: params.range.end().as_utc(),
-                        work_type: params.work_type.map(|t| t.as_str()),
-                        status: params.status.map(|s| s.as_str()),
-                    },
-                )
-            })
-            .await?;
-            serialize_feed(&rows).map_err(|_| ServiceError::Internal("feed serialization failed"))
-        })
-        .await?;
+    let (outcome, body) = state.cache.feed_read_through(user, &params, async || load_feed(state, user, &params).await).await?;
     state.metrics.feed_outcome(outcome.metric());
     Ok((outcome, body))
+}
+
+/// The feed body straight from PostgreSQL.
+pub async fn load_feed(state: &AppState, user: UserId, params: &FeedParams) -> Result<Bytes, ServiceError> {
+    state.metrics.feed_db_queries.inc();
+    let params = *params;
+    let rows = db::run(&state.pool, move |c| {
+        items::feed(
+            c,
+            FeedFilter {
+                user: user.0,
+                start: params.range.start().as_utc(),
+                end: params.range.end().as_utc(),
+                work_type: params.work_type.map(|t| t.as_str()),
+                status: params.status.map(|s| s.as_str()),
+            },
+        )
+    })
+    .await?;
+    serialize_feed(&rows).map_err(|_| ServiceError::Internal("feed serialization failed"))
 }

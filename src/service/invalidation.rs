@@ -138,6 +138,9 @@ pub async fn drain_once(state: &AppState, due: Due) -> Result<usize, DbError> {
     }
     let depth = db::run(&state.pool, outbox::depth).await?;
     state.metrics.outbox_depth.set(depth);
+    let pool = state.pool.state();
+    state.metrics.db_pool_connections.set(i64::from(pool.connections));
+    state.metrics.db_pool_idle.set(i64::from(pool.idle_connections));
     Ok(applied)
 }
 

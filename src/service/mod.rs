@@ -2,6 +2,7 @@
 //! then invalidate); they talk to PostgreSQL through `db` and to Redis
 //! through `cache`, and know nothing of HTTP.
 
+pub mod audit;
 pub mod auth;
 pub mod feed;
 pub mod invalidation;

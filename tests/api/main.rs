@@ -13,6 +13,8 @@ mod migrations;
 mod openapi;
 mod ops;
 mod process;
+mod soak;
+mod strategies;
 #[allow(dead_code, reason = "a shared toolbox")]
 mod proxy;
 mod work_items;

@@ -1,0 +1,395 @@
+//! The hit-rate benchmark: starts calcache itself (1 and 3 processes sharing
+//! one PostgreSQL and one Redis), seeds users and items, drives the calendar
+//! workload of `tests/common/loadgen.rs` under every cache strategy, and
+//! writes a Markdown table and an SVG chart to `results/<timestamp>/` (and
+//! `results/latest/`).
+//!
+//!   cargo bench --bench hit_rates                 # full run (~6 minutes)
+//!   cargo bench --bench hit_rates -- --quick      # a short run
+//!   cargo bench --bench hit_rates -- --soak 300   # the long soak only
+//!
+//! Needs PostgreSQL and Redis (DATABASE_URL / REDIS_URL, defaults on
+//! 127.0.0.1); scripts/test.sh or scripts/run.sh start them if needed.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a benchmark fails loudly")]
+
+#[path = "../tests/common/loadgen.rs"]
+mod loadgen;
+
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use diesel::{Connection, PgConnection, RunQueryDsl};
+use indicatif::{ProgressBar, ProgressStyle};
+use loadgen::{Report, Target, Workload, percentile};
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+fn with_db(url: &str, db: &str) -> String {
+    format!("{}/{}", &url[..url.rfind('/').unwrap()], db)
+}
+
+struct Deployment {
+    children: Vec<Child>,
+    pub bases: Vec<String>,
+    pub db_url: String,
+    db_name: String,
+    admin: String,
+}
+
+impl Deployment {
+    fn start(processes: usize, strategy: &str, extra: &[(&str, &str)]) -> Self {
+        let base_url = env_or("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/calcache");
+        let admin = with_db(&base_url, "postgres");
+        let db_name = format!("calcache_bench_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = PgConnection::establish(&admin).unwrap();
+        diesel::sql_query(format!(r#"CREATE DATABASE "{db_name}""#)).execute(&mut conn).unwrap();
+        let db_url = with_db(&base_url, &db_name);
+        let prefix = format!("calcache-bench-{}", uuid::Uuid::new_v4().simple());
+        let mut children = Vec::new();
+        let mut bases = Vec::new();
+        for _ in 0..processes {
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_calcache"));
+            cmd.args(["serve", "--port", "0"])
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .env("CALCACHE_ENV", "local")
+                .env("DATABASE_URL", &db_url)
+                .env("REDIS_URL", env_or("REDIS_URL", "redis://127.0.0.1:6379"))
+                .env("CALCACHE__REDIS__KEY_PREFIX", &prefix)
+                .env("CALCACHE__CACHE__STRATEGY", strategy)
+                .env("CALCACHE__SERVER__WORKERS", "2")
+                .env("CALCACHE__LOG__FORMAT", "json")
+                .env("RUST_LOG", "warn,calcache::startup=info")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null());
+            for (k, v) in extra {
+                cmd.env(k, v);
+            }
+            let mut child = cmd.spawn().unwrap();
+            // The JSON log line "calcache listening" carries the port.
+            let out = child.stdout.take().unwrap();
+            let mut lines = BufReader::new(out).lines();
+            let port = loop {
+                let line = lines.next().expect("calcache exited before listening").unwrap();
+                if line.contains("calcache listening") {
+                    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+                    break v["port"].as_u64().unwrap();
+                }
+            };
+            std::thread::spawn(move || for _ in lines {});
+            bases.push(format!("http://127.0.0.1:{port}"));
+            children.push(child);
+        }
+        Self { children, bases, db_url, db_name, admin }
+    }
+
+    fn pids(&self) -> Vec<u32> {
+        self.children.iter().map(Child::id).collect()
+    }
+}
+
+impl Drop for Deployment {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+        }
+        for c in &mut self.children {
+            let _ = c.wait();
+        }
+        if let Ok(mut conn) = PgConnection::establish(&self.admin) {
+            let _ = diesel::sql_query(format!(r#"DROP DATABASE IF EXISTS "{}" WITH (FORCE)"#, self.db_name)).execute(&mut conn);
+        }
+    }
+}
+
+async fn metric_sum(client: &reqwest::Client, bases: &[String], name: &str) -> f64 {
+    let mut total = 0.0;
+    for b in bases {
+        let text = client.get(format!("{b}/metrics")).send().await.unwrap().text().await.unwrap();
+        total += text
+            .lines()
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>();
+    }
+    total
+}
+
+/// CPU seconds (user + system) a process has used, from /proc.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+struct Row {
+    strategy: &'static str,
+    processes: usize,
+    report: Report,
+    db_queries_per_feed: f64,
+}
+
+async fn strategy_run(strategy: &'static str, processes: usize, w: &Workload, bar: &ProgressBar) -> Row {
+    let dep = Deployment::start(processes, strategy, &[]);
+    let target = Arc::new(Target::new(dep.bases.clone(), dep.db_url.clone()));
+    bar.set_message(format!("{strategy} × {processes}: seeding"));
+    let users = loadgen::seed(&target, w, "bench").await;
+    let q0 = metric_sum(&target.client, &dep.bases, "calcache_feed_db_queries_total").await;
+    bar.set_message(format!("{strategy} × {processes}: running"));
+    let counter = Arc::new(AtomicU64::new(0));
+    let ticker = {
+        let (counter, bar) = (counter.clone(), bar.clone());
+        tokio::spawn(async move {
+            let mut last = 0;
+            let mut tick = tokio::time::interval(Duration::from_millis(200));
+            loop {
+                tick.tick().await;
+                let now = counter.load(Ordering::Relaxed);
+                bar.inc(now - last);
+                last = now;
+            }
+        })
+    };
+    let report = loadgen::run(target.clone(), users, w, Some(counter)).await;
+    ticker.abort();
+    let q1 = metric_sum(&target.client, &dep.bases, "calcache_feed_db_queries_total").await;
+    bar.println(format!("{strategy:>9} × {processes}: {}", report.summary()));
+    let db_queries_per_feed = (q1 - q0) / report.feeds.max(1) as f64;
+    Row { strategy, processes, report, db_queries_per_feed }
+}
+
+/// The hit path against the miss path: 64 connections hammering one cached
+/// feed (versioned) vs. the same with caching off (every request queries
+/// PostgreSQL), one process, measured back to back.
+async fn hit_vs_miss(secs: u64) -> String {
+    let mut out = String::new();
+    let mut results = Vec::new();
+    for strategy in ["versioned", "none"] {
+        let dep = Deployment::start(1, strategy, &[]);
+        let target = Arc::new(Target::new(dep.bases.clone(), dep.db_url.clone()));
+        let w = Workload { users: 1, items_per_user: 40, ..Default::default() };
+        let users = loadgen::seed(&target, &w, "hot").await;
+        let url = format!("{}/api/calendar/feed?start=2026-01-01T00:00:00Z&end=2027-01-01T00:00:00Z", dep.bases[0]);
+        let token = users[0].token.clone();
+        let client = reqwest::Client::builder().pool_max_idle_per_host(128).build().unwrap();
+        client.get(&url).bearer_auth(&token).send().await.unwrap();
+        let pid = dep.pids()[0];
+        let cpu0 = cpu_secs(pid);
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        let mut tasks = Vec::new();
+        for _ in 0..64 {
+            let (client, url, token) = (client.clone(), url.clone(), token.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut lat = Vec::new();
+                let mut hits = 0u64;
+                while Instant::now() < deadline {
+                    let t0 = Instant::now();
+                    let res = client.get(&url).bearer_auth(&token).send().await.unwrap();
+                    let hit = res.headers().get("x-cache").is_some_and(|v| v == "HIT");
+                    let _ = res.bytes().await.unwrap();
+                    lat.push(t0.elapsed().as_micros() as u64);
+                    hits += u64::from(hit);
+                }
+                (lat, hits)
+            }));
+        }
+        let started = Instant::now();
+        let mut lat = Vec::new();
+        let mut hits = 0;
+        for t in tasks {
+            let (l, h) = t.await.unwrap();
+            lat.extend(l);
+            hits += h;
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        let cpu = cpu_secs(pid) - cpu0;
+        lat.sort_unstable();
+        let rps = lat.len() as f64 / elapsed;
+        results.push((strategy, rps, percentile(&lat, 0.5), percentile(&lat, 0.99), cpu / lat.len().max(1) as f64, hits, lat.len()));
+    }
+    let _ = writeln!(out, "| path | req/s | p50 | p99 | server CPU per request | HIT answers |");
+    let _ = writeln!(out, "| --- | ---: | ---: | ---: | ---: | ---: |");
+    for (s, rps, p50, p99, cpu, hits, n) in &results {
+        let name = if *s == "versioned" { "hit (versioned, cached)" } else { "miss (strategy none: PostgreSQL)" };
+        let _ = writeln!(out, "| {name} | {rps:.0} | {:.2} ms | {:.2} ms | {:.0} µs | {hits}/{n} |", *p50 as f64 / 1000.0, *p99 as f64 / 1000.0, cpu * 1e6);
+    }
+    if let [hit, miss] = &results[..] {
+        let _ = writeln!(out, "\nHit-path throughput is **{:.1}×** the miss path; hit p99 {:.2} ms at 64 connections.", hit.1 / miss.1.max(1e-9), hit.3 as f64 / 1000.0);
+    }
+    out
+}
+
+/// Cost of one invalidation (a PATCH, commit + version bump) when the user
+/// has 1, 100 or 10 000 cached feed entries: versioned invalidation is one
+/// INCR whatever the number of entries.
+async fn invalidation_cost(sizes: &[usize]) -> String {
+    let mut out = String::from("| cached entries of the user | mean PATCH latency | p95 | Redis keys of the user |\n| ---: | ---: | ---: | ---: |\n");
+    let dep = Deployment::start(1, "versioned", &[]);
+    let target = Arc::new(Target::new(dep.bases.clone(), dep.db_url.clone()));
+    let w = Workload { users: 1, items_per_user: 5, ..Default::default() };
+    let users = loadgen::seed(&target, &w, "inv").await;
+    let user = &users[0];
+    let base = &dep.bases[0];
+    let item: serde_json::Value = target
+        .client
+        .post(format!("{base}/api/work-items"))
+        .bearer_auth(&user.token)
+        .json(&serde_json::json!({"title": "x", "work_type": "task", "start": "2026-10-06"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = item["id"].as_str().unwrap().to_owned();
+    for &n in sizes {
+        // n distinct ranges, each its own cache entry, all current.
+        let mut fills = futures_util::stream::iter(0..n)
+            .map(|i| {
+                let url = format!(
+                    "{base}/api/calendar/feed?start=2026-01-01T00:00:00Z&end={}",
+                    (chrono::DateTime::parse_from_rfc3339("2026-01-02T00:00:00Z").unwrap() + chrono::Duration::minutes(i as i64))
+                        .format("%Y-%m-%dT%H:%M:%SZ")
+                );
+                let req = target.client.get(url).bearer_auth(&user.token);
+                async move { req.send().await.map(|r| r.status().is_success()).unwrap_or(false) }
+            })
+            .buffer_unordered(32);
+        use futures_util::StreamExt as _;
+        let mut ok = 0;
+        while let Some(s) = fills.next().await {
+            ok += usize::from(s);
+        }
+        drop(fills);
+        let mut lat = Vec::new();
+        for k in 0..30 {
+            let t0 = Instant::now();
+            let res = target
+                .client
+                .patch(format!("{base}/api/work-items/{id}"))
+                .bearer_auth(&user.token)
+                .json(&serde_json::json!({"title": format!("t{k}")}))
+                .send()
+                .await
+                .unwrap();
+            assert!(res.status().is_success());
+            lat.push(t0.elapsed().as_micros() as u64);
+        }
+        lat.sort_unstable();
+        let mean = lat.iter().sum::<u64>() as f64 / lat.len() as f64;
+        let _ = writeln!(out, "| {n} (filled {ok}) | {:.2} ms | {:.2} ms | {} |", mean / 1000.0, percentile(&lat, 0.95) as f64 / 1000.0, n + 2);
+    }
+    out
+}
+
+fn svg_chart(rows: &[Row]) -> String {
+    let (w, h, pad, bar_w) = (760.0, 340.0, 60.0, 34.0);
+    let max_rps = rows.iter().map(|r| r.report.rps()).fold(1.0, f64::max);
+    let mut s = format!(r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">"#);
+    let _ = write!(s, r#"<text x="{pad}" y="20" font-size="14">calcache: hit rate (bars) and requests/s (labels) per strategy × processes</text>"#);
+    let _ = write!(s, r#"<line x1="{pad}" y1="{}" x2="{}" y2="{}" stroke="black"/>"#, h - pad, w - 20.0, h - pad);
+    for (i, r) in rows.iter().enumerate() {
+        let x = pad + 20.0 + i as f64 * (bar_w * 2.6);
+        let bh = (h - pad - 50.0) * r.report.hit_rate();
+        let colour = match r.strategy {
+            "versioned" => "#2b8a3e",
+            "ttl" => "#e67700",
+            _ => "#868e96",
+        };
+        let _ = write!(s, r#"<rect x="{x}" y="{}" width="{bar_w}" height="{bh}" fill="{colour}"/>"#, h - pad - bh);
+        let _ = write!(s, r#"<text x="{x}" y="{}">{:.0}%</text>"#, h - pad - bh - 18.0, 100.0 * r.report.hit_rate());
+        let _ = write!(s, r##"<text x="{x}" y="{}" fill="#555">{:.0}/s</text>"##, h - pad - bh - 4.0, r.report.rps());
+        let _ = write!(s, r#"<text x="{x}" y="{}">{}</text><text x="{x}" y="{}">×{} stale {}</text>"#, h - pad + 15.0, r.strategy, h - pad + 30.0, r.processes, r.report.stale);
+        let _ = max_rps;
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--list") {
+        return; // `cargo bench -- --list` and friends
+    }
+    let quick = args.iter().any(|a| a == "--quick");
+    let soak = args.iter().position(|a| a == "--soak").map(|i| args.get(i + 1).and_then(|s| s.parse().ok()).unwrap_or(300u64));
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async move {
+        if let Some(secs) = soak {
+            let w = Workload { duration: Duration::from_secs(secs), ..Default::default() };
+            let bar = ProgressBar::new(0);
+            let row = strategy_run("versioned", 2, &w, &bar).await;
+            println!("soak (2 processes, 16 clients, 90/10, 50 users, {secs}s): {}", row.report.summary());
+            assert_eq!(row.report.stale, 0, "stale reads in the soak");
+            return;
+        }
+        let secs = if quick { 8 } else { 30 };
+        let w = Workload { duration: Duration::from_secs(secs), read_ratio: 0.95, ..Default::default() };
+        let runs: Vec<(&'static str, usize)> =
+            ["versioned", "ttl", "none"].iter().flat_map(|s| [(*s, 1usize), (*s, 3usize)]).collect();
+        let bar = ProgressBar::new(0);
+        bar.set_style(ProgressStyle::with_template("{spinner} {msg} [{elapsed_precise}] {pos} requests").unwrap());
+        bar.enable_steady_tick(Duration::from_millis(200));
+        let mut rows = Vec::new();
+        for (strategy, processes) in runs {
+            rows.push(strategy_run(strategy, processes, &w, &bar).await);
+        }
+        bar.set_message("hit path vs miss path");
+        let hot = hit_vs_miss(if quick { 5 } else { 15 }).await;
+        bar.set_message("invalidation cost");
+        let inv = invalidation_cost(if quick { &[1, 100, 1000] } else { &[1, 100, 10_000] }).await;
+        bar.finish_and_clear();
+
+        let mut md = String::new();
+        let _ = writeln!(md, "# calcache hit-rate benchmark\n");
+        let _ = writeln!(
+            md,
+            "Workload: {} users (Zipf s={}), {} clients, {:.0} % feed reads (FullCalendar 6-week month grids and week views, navigating ±1 month, 15 % filtered), writes = creates / updates / deletes with a third assigned to another user; {} s per run; every feed answer checked against PostgreSQL at that moment. Machine: {} cores. Command: `cargo bench --bench hit_rates{}`.\n",
+            w.users,
+            w.zipf_s,
+            w.clients,
+            100.0 * w.read_ratio,
+            secs,
+            std::thread::available_parallelism().map_or(0, usize::from),
+            if quick { " -- --quick" } else { "" }
+        );
+        let _ = writeln!(md, "| strategy | processes | req/s | feed p50 | p95 | p99 | hit rate | PG queries per feed | stale reads | 5xx |");
+        let _ = writeln!(md, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+        for r in &rows {
+            let f = &r.report.feed_latencies_us;
+            let _ = writeln!(
+                md,
+                "| {} | {} | {:.0} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} % | {:.2} | {} of {} | {} |",
+                r.strategy,
+                r.processes,
+                r.report.rps(),
+                percentile(f, 0.5) as f64 / 1000.0,
+                percentile(f, 0.95) as f64 / 1000.0,
+                percentile(f, 0.99) as f64 / 1000.0,
+                100.0 * r.report.hit_rate(),
+                r.db_queries_per_feed,
+                r.report.stale,
+                r.report.feeds,
+                r.report.server_errors
+            );
+        }
+        let _ = writeln!(md, "\n## Hit path vs miss path\n\n{hot}");
+        let _ = writeln!(md, "\n## Invalidation cost as a user's cached entries grow (versioned)\n\n{inv}");
+        let _ = writeln!(md, "\n![chart](chart.svg)");
+        let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("results");
+        for dir in [root.join(&stamp), root.join("latest")] {
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("report.md"), &md).unwrap();
+            std::fs::write(dir.join("chart.svg"), svg_chart(&rows)).unwrap();
+        }
+        println!("{md}");
+        println!("written to results/{stamp}/ and results/latest/");
+    });
+}
