@@ -15,6 +15,8 @@ if (!BASE_URL) {
 // the wrong day if the page converted them naively.
 export const TIMEZONE = process.env.E2E_TIMEZONE || 'America/New_York';
 export const TIMEOUT = Number(process.env.E2E_TIMEOUT_MS || 15000);
+// One test's budget; a file's tests run one after another.
+export const TEST_TIMEOUT = Number(process.env.E2E_TEST_TIMEOUT_MS || 60000);
 export const FEED_PATH = '/api/calendar/feed';
 
 const CHROMIUM_ARGS = [

@@ -21,6 +21,7 @@ import {
   recordFeedTraffic,
   signIn,
   withFeed,
+  TEST_TIMEOUT,
 } from '../lib/harness.js';
 
 const isDeleteOf = (id) => (res) => res.request().method() === 'DELETE' && res.url().includes(id);
@@ -34,7 +35,7 @@ describe('deleting from the calendar', () => {
     await browser?.close();
   });
 
-  test('1. delete from the modal: the event is gone at once, no console error', async () => {
+  test('1. delete from the modal: the event is gone at once, no console error', { timeout: TEST_TIMEOUT }, async () => {
     const api = await Api.newUser('del1');
     const sfx = randomSuffix();
     const keep = await api.createItem(allDayItem(`Keep ${sfx}`));
@@ -84,7 +85,7 @@ describe('deleting from the calendar', () => {
     }
   });
 
-  test('1b. the event is found by every id form a client may hold (raw uuid, work-item-, coordination-event-, staff-task-)', async () => {
+  test('1b. the event is found by every id form a client may hold (raw uuid, work-item-, coordination-event-, staff-task-)', { timeout: TEST_TIMEOUT }, async () => {
     const api = await Api.newUser('ids');
     const sfx = randomSuffix();
     const forms = [(id) => id, (id) => `work-item-${id}`, (id) => `coordination-event-${id}`, (id) => `staff-task-${id}`];
@@ -143,7 +144,7 @@ describe('deleting from the calendar', () => {
     }
   });
 
-  test('2. deleted stays deleted across month navigation and reload; every feed comes from the server', async () => {
+  test('2. deleted stays deleted across month navigation and reload; every feed comes from the server', { timeout: TEST_TIMEOUT }, async () => {
     const api = await Api.newUser('del2');
     const sfx = randomSuffix();
     const keep = await api.createItem(allDayItem(`Keep ${sfx}`));
@@ -189,7 +190,7 @@ describe('deleting from the calendar', () => {
   // memory and must refetch on `pageshow`) and once with it off (the page
   // is loaded again and must not get a stale feed from the HTTP cache).
   for (const backForwardCache of [true, false]) {
-    test(`5. Back does not bring a deleted item back (back/forward cache ${backForwardCache ? 'on' : 'off'})`, async () => {
+    test(`5. Back does not bring a deleted item back (back/forward cache ${backForwardCache ? 'on' : 'off'})`, { timeout: TEST_TIMEOUT }, async () => {
       const ownBrowser = backForwardCache ? browser : await launchBrowser({ backForwardCache: false });
       const api = await Api.newUser('del5');
       const sfx = randomSuffix();
@@ -234,7 +235,7 @@ describe('deleting from the calendar', () => {
     });
   }
 
-  test('6. a delete the server refuses puts the event back and says why', async () => {
+  test('6. a delete the server refuses puts the event back and says why', { timeout: TEST_TIMEOUT }, async () => {
     const api = await Api.newUser('del6');
     const sfx = randomSuffix();
     const item = await api.createItem(allDayItem(`Contested ${sfx}`));
@@ -267,7 +268,7 @@ describe('deleting from the calendar', () => {
     }
   });
 
-  test('6b. a delete that fails with a 503 puts the event back, and it survives the next refetch', async () => {
+  test('6b. a delete that fails with a 503 puts the event back, and it survives the next refetch', { timeout: TEST_TIMEOUT }, async () => {
     const api = await Api.newUser('del6b');
     const sfx = randomSuffix();
     const item = await api.createItem(allDayItem(`Sticky ${sfx}`, undefined, { work_type: 'project' }));

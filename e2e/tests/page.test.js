@@ -24,6 +24,7 @@ import {
   signIn,
   withFeed,
   zonedIso,
+  TEST_TIMEOUT,
 } from '../lib/harness.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -41,7 +42,7 @@ describe('the calendar page', () => {
     await browser?.close();
   });
 
-  test('signed out: the sign-in form, a wrong password, sign-in, sign-out', async () => {
+  test('signed out: the sign-in form, a wrong password, sign-in, sign-out', { timeout: TEST_TIMEOUT }, async () => {
     const api = await Api.newUser('signin');
     const { context, page, problems } = await newPage(browser);
     try {
@@ -71,7 +72,7 @@ describe('the calendar page', () => {
     }
   });
 
-  test('a session ended elsewhere sends the page back to the sign-in form', async () => {
+  test('a session ended elsewhere sends the page back to the sign-in form', { timeout: TEST_TIMEOUT }, async () => {
     const api = await Api.newUser('ended');
     const { context, page, problems } = await newPage(browser);
     try {
@@ -89,7 +90,7 @@ describe('the calendar page', () => {
     }
   });
 
-  test('create with the button and by selecting a day, edit, filters, colours, today', async () => {
+  test('create with the button and by selecting a day, edit, filters, colours, today', { timeout: TEST_TIMEOUT }, async () => {
     const other = await Api.newUser('helper');
     const api = await Api.newUser('editor');
     const sfx = randomSuffix();
@@ -192,7 +193,7 @@ describe('the calendar page', () => {
     }
   });
 
-  test('usable by keyboard: open with Enter, focus stays in the dialog, Escape closes, delete without a mouse', async () => {
+  test('usable by keyboard: open with Enter, focus stays in the dialog, Escape closes, delete without a mouse', { timeout: TEST_TIMEOUT }, async () => {
     const api = await Api.newUser('keys');
     const sfx = randomSuffix();
     const item = await api.createItem(allDayItem(`Keyboard ${sfx}`));
@@ -251,7 +252,7 @@ describe('the calendar page', () => {
     }
   });
 
-  test('readable at 360 px wide', async () => {
+  test('readable at 360 px wide', { timeout: TEST_TIMEOUT }, async () => {
     const api = await Api.newUser('phone');
     const sfx = randomSuffix();
     const item = await api.createItem(allDayItem(`Phone ${sfx} with a rather long title to wrap`, undefined, { work_type: 'project' }));
@@ -300,7 +301,7 @@ describe('the calendar page', () => {
     }
   });
 
-  test('screenshot: the month view with demo data', async () => {
+  test('screenshot: the month view with demo data', { timeout: TEST_TIMEOUT }, async () => {
     const demo = await Api.login('demo', 'demo-password');
     // In UTC, where the demo's working hours are.
     const { context, page, problems } = await newPage(browser, { width: 1280, height: 900, timezoneId: 'UTC' });

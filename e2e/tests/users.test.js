@@ -21,6 +21,7 @@ import {
   signIn,
   withFeed,
   zonedIso,
+  TEST_TIMEOUT,
 } from '../lib/harness.js';
 
 describe('two users', () => {
@@ -32,7 +33,7 @@ describe('two users', () => {
     await browser?.close();
   });
 
-  test("3. user B in another browser context never sees user A's items", async () => {
+  test("3. user B in another browser context never sees user A's items", { timeout: TEST_TIMEOUT }, async () => {
     const [alice, bob] = await Promise.all([Api.newUser('alice'), Api.newUser('bob')]);
     const sfx = randomSuffix();
     const today = localToday();
@@ -95,7 +96,7 @@ describe('two users', () => {
     }
   });
 
-  test("4. an item assigned to B and deleted by A is gone from B's calendar at B's next navigation", async () => {
+  test("4. an item assigned to B and deleted by A is gone from B's calendar at B's next navigation", { timeout: TEST_TIMEOUT }, async () => {
     const [alice, bob] = await Promise.all([Api.newUser('alice'), Api.newUser('bob')]);
     const sfx = randomSuffix();
     const shared = await alice.createItem(allDayItem(`Shared ${sfx}`, undefined, { assignee_ids: [bob.user.id], work_type: 'activity' }));

@@ -236,7 +236,7 @@
         return res.json();
       })
       .then(
-        (events) => success(events.filter((e) => !state.deleted.has(rawId(e.extendedProps ? e.extendedProps.workItemId : e.id)))),
+        (events) => success(events.filter((e) => !state.deleted.has(rawId((e.extendedProps && e.extendedProps.workItemId) || e.id)))),
         (err) => failure(err instanceof ApiError ? err : new ApiError(0, 'network', 'the server cannot be reached')),
       );
   }
@@ -329,6 +329,9 @@
     $('view-description').textContent = item.description === undefined ? '…' : item.description || '—';
   }
 
+  // An event's date in the API's form (all-day dates are UTC midnights).
+  const isoOf = (event, date, str) => (event.allDay ? `${str.slice(0, 10)}T00:00:00Z` : date.toISOString());
+
   // Details of a clicked event: shown at once from the event, completed
   // from GET /api/work-items/{id}; only the owner gets Edit and Delete.
   async function openDetails(event) {
@@ -340,14 +343,8 @@
       work_type: props.workType,
       status: props.status,
       all_day: event.allDay,
-      start: event.allDay ? `${event.startStr.slice(0, 10)}T00:00:00Z` : event.start.toISOString(),
-      end: event.end
-        ? event.allDay
-          ? `${event.endStr.slice(0, 10)}T00:00:00Z`
-          : event.end.toISOString()
-        : event.allDay
-          ? `${event.startStr.slice(0, 10)}T00:00:00Z`
-          : event.start.toISOString(),
+      start: isoOf(event, event.start, event.startStr),
+      end: event.end ? isoOf(event, event.end, event.endStr) : isoOf(event, event.start, event.startStr),
     };
     state.current = preview;
     fillDetails(preview);
