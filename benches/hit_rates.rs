@@ -102,7 +102,8 @@ impl Drop for Deployment {
             let _ = c.wait();
         }
         if let Ok(mut conn) = PgConnection::establish(&self.admin) {
-            let _ = diesel::sql_query(format!(r#"DROP DATABASE IF EXISTS "{}" WITH (FORCE)"#, self.db_name)).execute(&mut conn);
+            let _ = diesel::sql_query(format!(r#"DROP DATABASE IF EXISTS "{}" WITH (FORCE)"#, self.db_name))
+                .execute(&mut conn);
         }
     }
 }
@@ -211,16 +212,35 @@ async fn hit_vs_miss(secs: u64) -> String {
         let cpu = cpu_secs(pid) - cpu0;
         lat.sort_unstable();
         let rps = lat.len() as f64 / elapsed;
-        results.push((strategy, rps, percentile(&lat, 0.5), percentile(&lat, 0.99), cpu / lat.len().max(1) as f64, hits, lat.len()));
+        results.push((
+            strategy,
+            rps,
+            percentile(&lat, 0.5),
+            percentile(&lat, 0.99),
+            cpu / lat.len().max(1) as f64,
+            hits,
+            lat.len(),
+        ));
     }
     let _ = writeln!(out, "| path | req/s | p50 | p99 | server CPU per request | HIT answers |");
     let _ = writeln!(out, "| --- | ---: | ---: | ---: | ---: | ---: |");
     for (s, rps, p50, p99, cpu, hits, n) in &results {
         let name = if *s == "versioned" { "hit (versioned, cached)" } else { "miss (strategy none: PostgreSQL)" };
-        let _ = writeln!(out, "| {name} | {rps:.0} | {:.2} ms | {:.2} ms | {:.0} µs | {hits}/{n} |", *p50 as f64 / 1000.0, *p99 as f64 / 1000.0, cpu * 1e6);
+        let _ = writeln!(
+            out,
+            "| {name} | {rps:.0} | {:.2} ms | {:.2} ms | {:.0} µs | {hits}/{n} |",
+            *p50 as f64 / 1000.0,
+            *p99 as f64 / 1000.0,
+            cpu * 1e6
+        );
     }
     if let [hit, miss] = &results[..] {
-        let _ = writeln!(out, "\nHit-path throughput is **{:.1}×** the miss path; hit p99 {:.2} ms at 64 connections.", hit.1 / miss.1.max(1e-9), hit.3 as f64 / 1000.0);
+        let _ = writeln!(
+            out,
+            "\nHit-path throughput is **{:.1}×** the miss path; hit p99 {:.2} ms at 64 connections.",
+            hit.1 / miss.1.max(1e-9),
+            hit.3 as f64 / 1000.0
+        );
     }
     out
 }
@@ -229,7 +249,9 @@ async fn hit_vs_miss(secs: u64) -> String {
 /// has 1, 100 or 10 000 cached feed entries: versioned invalidation is one
 /// INCR whatever the number of entries.
 async fn invalidation_cost(sizes: &[usize]) -> String {
-    let mut out = String::from("| cached entries of the user | mean PATCH latency | p95 | Redis keys of the user |\n| ---: | ---: | ---: | ---: |\n");
+    let mut out = String::from(
+        "| cached entries of the user | mean PATCH latency | p95 | Redis keys of the user |\n| ---: | ---: | ---: | ---: |\n",
+    );
     let dep = Deployment::start(1, "versioned", &[]);
     let target = Arc::new(Target::new(dep.bases.clone(), dep.db_url.clone()));
     let w = Workload { users: 1, items_per_user: 5, ..Default::default() };
@@ -254,8 +276,9 @@ async fn invalidation_cost(sizes: &[usize]) -> String {
             .map(|i| {
                 let url = format!(
                     "{base}/api/calendar/feed?start=2026-01-01T00:00:00Z&end={}",
-                    (chrono::DateTime::parse_from_rfc3339("2026-01-02T00:00:00Z").unwrap() + chrono::Duration::minutes(i as i64))
-                        .format("%Y-%m-%dT%H:%M:%SZ")
+                    (chrono::DateTime::parse_from_rfc3339("2026-01-02T00:00:00Z").unwrap()
+                        + chrono::Duration::minutes(i as i64))
+                    .format("%Y-%m-%dT%H:%M:%SZ")
                 );
                 let req = target.client.get(url).bearer_auth(&user.token);
                 async move { req.send().await.map(|r| r.status().is_success()).unwrap_or(false) }
@@ -283,7 +306,13 @@ async fn invalidation_cost(sizes: &[usize]) -> String {
         }
         lat.sort_unstable();
         let mean = lat.iter().sum::<u64>() as f64 / lat.len() as f64;
-        let _ = writeln!(out, "| {n} (filled {ok}) | {:.2} ms | {:.2} ms | {} |", mean / 1000.0, percentile(&lat, 0.95) as f64 / 1000.0, n + 2);
+        let _ = writeln!(
+            out,
+            "| {n} (filled {ok}) | {:.2} ms | {:.2} ms | {} |",
+            mean / 1000.0,
+            percentile(&lat, 0.95) as f64 / 1000.0,
+            n + 2
+        );
     }
     out
 }
@@ -291,8 +320,13 @@ async fn invalidation_cost(sizes: &[usize]) -> String {
 fn svg_chart(rows: &[Row]) -> String {
     let (w, h, pad, bar_w) = (760.0, 340.0, 60.0, 34.0);
     let max_rps = rows.iter().map(|r| r.report.rps()).fold(1.0, f64::max);
-    let mut s = format!(r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">"#);
-    let _ = write!(s, r#"<text x="{pad}" y="20" font-size="14">calcache: hit rate (bars) and requests/s (labels) per strategy × processes</text>"#);
+    let mut s = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = write!(
+        s,
+        r#"<text x="{pad}" y="20" font-size="14">calcache: hit rate (bars) and requests/s (labels) per strategy × processes</text>"#
+    );
     let _ = write!(s, r#"<line x1="{pad}" y1="{}" x2="{}" y2="{}" stroke="black"/>"#, h - pad, w - 20.0, h - pad);
     for (i, r) in rows.iter().enumerate() {
         let x = pad + 20.0 + i as f64 * (bar_w * 2.6);
@@ -305,7 +339,15 @@ fn svg_chart(rows: &[Row]) -> String {
         let _ = write!(s, r#"<rect x="{x}" y="{}" width="{bar_w}" height="{bh}" fill="{colour}"/>"#, h - pad - bh);
         let _ = write!(s, r#"<text x="{x}" y="{}">{:.0}%</text>"#, h - pad - bh - 18.0, 100.0 * r.report.hit_rate());
         let _ = write!(s, r##"<text x="{x}" y="{}" fill="#555">{:.0}/s</text>"##, h - pad - bh - 4.0, r.report.rps());
-        let _ = write!(s, r#"<text x="{x}" y="{}">{}</text><text x="{x}" y="{}">×{} stale {}</text>"#, h - pad + 15.0, r.strategy, h - pad + 30.0, r.processes, r.report.stale);
+        let _ = write!(
+            s,
+            r#"<text x="{x}" y="{}">{}</text><text x="{x}" y="{}">×{} stale {}</text>"#,
+            h - pad + 15.0,
+            r.strategy,
+            h - pad + 30.0,
+            r.processes,
+            r.report.stale
+        );
         let _ = max_rps;
     }
     s.push_str("</svg>\n");
@@ -318,7 +360,8 @@ fn main() {
         return; // `cargo bench -- --list` and friends
     }
     let quick = args.iter().any(|a| a == "--quick");
-    let soak = args.iter().position(|a| a == "--soak").map(|i| args.get(i + 1).and_then(|s| s.parse().ok()).unwrap_or(300u64));
+    let soak =
+        args.iter().position(|a| a == "--soak").map(|i| args.get(i + 1).and_then(|s| s.parse().ok()).unwrap_or(300u64));
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async move {
         if let Some(secs) = soak {

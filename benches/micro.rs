@@ -12,14 +12,17 @@ use chrono::{Duration, TimeZone, Utc};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
 fn params() -> FeedParams {
-    let range = TimeRange::new(Timestamp::parse("2026-09-28").unwrap(), Timestamp::parse("2026-11-09").unwrap()).unwrap();
+    let range =
+        TimeRange::new(Timestamp::parse("2026-09-28").unwrap(), Timestamp::parse("2026-11-09").unwrap()).unwrap();
     FeedParams { range, work_type: Some(WorkType::Task), status: Some(Status::InProgress) }
 }
 
 fn keys(c: &mut Criterion) {
     let keys = Keys::new("calcache");
     let p = params();
-    c.bench_function("keys/feed", |b| b.iter(|| keys.feed(black_box(UserId(42)), black_box(Some(1_764_000_000_000_000_123)), &p)));
+    c.bench_function("keys/feed", |b| {
+        b.iter(|| keys.feed(black_box(UserId(42)), black_box(Some(1_764_000_000_000_000_123)), &p))
+    });
     c.bench_function("keys/version", |b| b.iter(|| keys.version(black_box(UserId(42)))));
 }
 
@@ -54,7 +57,9 @@ fn serialization(c: &mut Criterion) {
     for n in [1usize, 100, 10_000] {
         let data = rows(n);
         group.throughput(Throughput::Elements(n as u64));
-        group.bench_with_input(BenchmarkId::from_parameter(n), &data, |b, data| b.iter(|| serialize_feed(black_box(data)).unwrap()));
+        group.bench_with_input(BenchmarkId::from_parameter(n), &data, |b, data| {
+            b.iter(|| serialize_feed(black_box(data)).unwrap())
+        });
     }
     group.finish();
 }

@@ -105,11 +105,7 @@ impl Application {
         .run();
 
         let shutdown = Arc::new(Notify::new());
-        let drainer = tokio::spawn(invalidation::run_drainer(
-            state.clone(),
-            state.outbox_interval,
-            shutdown.clone(),
-        ));
+        let drainer = tokio::spawn(invalidation::run_drainer(state.clone(), state.outbox_interval, shutdown.clone()));
         if let Some(samples) = audit {
             tokio::spawn(crate::service::audit::run_auditor(state.clone(), samples));
         }

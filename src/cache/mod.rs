@@ -11,8 +11,8 @@ mod sessions;
 mod version;
 
 use std::collections::{HashMap, HashSet};
-use std::thread::ThreadId;
 use std::sync::{Arc, Mutex};
+use std::thread::ThreadId;
 use std::time::Duration;
 
 use deadpool_redis::{Pool, Runtime};

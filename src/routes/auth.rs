@@ -15,30 +15,26 @@ use crate::service::{AppState, auth};
 pub struct Docs;
 
 pub fn config(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/api/signup").route(web::post().to(signup)).default_service(web::to(super::method_not_allowed)),
-    )
-    .service(
-        web::resource("/api/login").route(web::post().to(login)).default_service(web::to(super::method_not_allowed)),
-    )
-    .service(
-        web::resource("/api/logout")
-            .wrap(from_fn(require_session))
-            .route(web::post().to(logout))
-            .default_service(web::to(super::method_not_allowed)),
-    )
-    .service(
-        web::resource("/api/me")
-            .wrap(from_fn(require_session))
-            .route(web::get().to(me))
-            .default_service(web::to(super::method_not_allowed)),
-    )
-    .service(
-        web::resource("/api/users")
-            .wrap(from_fn(require_session))
-            .route(web::get().to(users))
-            .default_service(web::to(super::method_not_allowed)),
-    );
+    cfg.service(web::resource("/api/signup").route(web::post().to(signup)).default_service(super::allow("POST")))
+        .service(web::resource("/api/login").route(web::post().to(login)).default_service(super::allow("POST")))
+        .service(
+            web::resource("/api/logout")
+                .wrap(from_fn(require_session))
+                .route(web::post().to(logout))
+                .default_service(super::allow("POST")),
+        )
+        .service(
+            web::resource("/api/me")
+                .wrap(from_fn(require_session))
+                .route(web::get().to(me))
+                .default_service(super::allow("GET")),
+        )
+        .service(
+            web::resource("/api/users")
+                .wrap(from_fn(require_session))
+                .route(web::get().to(users))
+                .default_service(super::allow("GET")),
+        );
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

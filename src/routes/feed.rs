@@ -42,7 +42,7 @@ pub fn config(cfg: &mut web::ServiceConfig) {
             .wrap(from_fn(require_session))
             .wrap(from_fn(no_store))
             .route(web::get().to(feed))
-            .default_service(web::to(super::method_not_allowed)),
+            .default_service(super::allow("GET")),
     );
 }
 

@@ -11,9 +11,9 @@ use crate::service::AppState;
 pub struct Docs;
 
 pub fn config(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(healthz))
-        .route("/readyz", web::get().to(readyz))
-        .route("/metrics", web::get().to(metrics));
+    cfg.service(web::resource("/healthz").route(web::get().to(healthz)).default_service(super::allow("GET")))
+        .service(web::resource("/readyz").route(web::get().to(readyz)).default_service(super::allow("GET")))
+        .service(web::resource("/metrics").route(web::get().to(metrics)).default_service(super::allow("GET")));
 }
 
 /// The process is up.

@@ -9,7 +9,8 @@ pub mod openapi;
 pub mod page;
 pub mod work_items;
 
-use actix_web::{HttpResponse, web};
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpResponse, ResponseError as _, web};
 
 use crate::error::ApiError;
 
@@ -21,6 +22,16 @@ pub async fn not_found() -> Result<HttpResponse, ApiError> {
 /// The JSON 405 for a known path with the wrong method.
 pub async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
     Err(ApiError::MethodNotAllowed)
+}
+
+/// A resource's default service: the JSON 405 with `Allow` naming the
+/// methods the resource has (`"GET, PATCH"`), which RFC 9110 requires.
+pub fn allow(methods: &'static str) -> actix_web::Route {
+    web::to(move || async move {
+        let mut res = ApiError::MethodNotAllowed.error_response();
+        res.headers_mut().insert(header::ALLOW, HeaderValue::from_static(methods));
+        res
+    })
 }
 
 /// Maps query-string errors (a parameter given twice, a value of the wrong

@@ -9,9 +9,7 @@ use crate::error::ApiError;
 
 pub fn config(cfg: &mut web::ServiceConfig) {
     cfg.service(
-        web::resource("/api/openapi.json")
-            .route(web::get().to(openapi_json))
-            .default_service(web::to(super::method_not_allowed)),
+        web::resource("/api/openapi.json").route(web::get().to(openapi_json)).default_service(super::allow("GET")),
     );
 }
 

@@ -28,7 +28,7 @@ pub fn config(cfg: &mut web::ServiceConfig) {
         web::resource("/api/work-items")
             .wrap(from_fn(require_session))
             .route(web::post().to(create))
-            .default_service(web::to(super::method_not_allowed)),
+            .default_service(super::allow("POST")),
     )
     .service(
         web::resource("/api/work-items/{id}")
@@ -36,7 +36,7 @@ pub fn config(cfg: &mut web::ServiceConfig) {
             .route(web::get().to(get))
             .route(web::patch().to(update))
             .route(web::delete().to(delete))
-            .default_service(web::to(super::method_not_allowed)),
+            .default_service(super::allow("GET, PATCH, DELETE")),
     );
 }
 

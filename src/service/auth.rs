@@ -156,7 +156,6 @@ async fn check_credentials(state: &AppState, username: &str, password: &str) -> 
 }
 
 async fn open_session(state: &AppState, user: User) -> Result<(IssuedToken, User), ServiceError> {
-
     let mut secret = [0u8; 32];
     getrandom::fill(&mut secret).map_err(|_| ServiceError::Internal("no randomness"))?;
     let token = format!("{}.{}", user.id, URL_SAFE_NO_PAD.encode(secret));

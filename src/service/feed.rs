@@ -57,7 +57,8 @@ pub fn serialize_feed(rows: &[FeedRow]) -> Result<Bytes, serde_json::Error> {
 
 #[tracing::instrument(skip_all, fields(user_id = %user))]
 pub async fn feed(state: &AppState, user: UserId, params: FeedParams) -> Result<(FeedOutcome, Bytes), ServiceError> {
-    let (outcome, body) = state.cache.feed_read_through(user, &params, async || load_feed(state, user, &params).await).await?;
+    let (outcome, body) =
+        state.cache.feed_read_through(user, &params, async || load_feed(state, user, &params).await).await?;
     state.metrics.feed_outcome(outcome.metric());
     Ok((outcome, body))
 }

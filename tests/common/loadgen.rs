@@ -88,7 +88,12 @@ pub fn percentile(sorted: &[u64], p: f64) -> u64 {
 
 impl Report {
     pub fn finish(&mut self) {
-        for v in [&mut self.feed_latencies_us, &mut self.hit_latencies_us, &mut self.miss_latencies_us, &mut self.write_latencies_us] {
+        for v in [
+            &mut self.feed_latencies_us,
+            &mut self.hit_latencies_us,
+            &mut self.miss_latencies_us,
+            &mut self.write_latencies_us,
+        ] {
             v.sort_unstable();
         }
     }
@@ -130,7 +135,15 @@ impl Zipf {
         let weights: Vec<f64> = (1..=n).map(|k| 1.0 / (k as f64).powf(s)).collect();
         let total: f64 = weights.iter().sum();
         let mut acc = 0.0;
-        Self { cdf: weights.iter().map(|w| { acc += w / total; acc }).collect() }
+        Self {
+            cdf: weights
+                .iter()
+                .map(|w| {
+                    acc += w / total;
+                    acc
+                })
+                .collect(),
+        }
     }
 
     pub fn sample(&self, rng: &mut StdRng) -> usize {
@@ -192,7 +205,14 @@ pub async fn seed(target: &Target, w: &Workload, prefix: &str) -> Vec<User> {
     for u in 0..users.len() {
         for _ in 0..w.items_per_user {
             let body = random_item(&mut rng, &users, u, today);
-            let res = target.client.post(format!("{base}/api/work-items")).bearer_auth(&users[u].token).json(&body).send().await.unwrap();
+            let res = target
+                .client
+                .post(format!("{base}/api/work-items"))
+                .bearer_auth(&users[u].token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
             assert!(res.status().is_success(), "seed item: {}", res.status());
         }
     }
@@ -200,7 +220,8 @@ pub async fn seed(target: &Target, w: &Workload, prefix: &str) -> Vec<User> {
 }
 
 fn random_item(rng: &mut StdRng, users: &[User], owner: usize, today: NaiveDate) -> Value {
-    let day = today.checked_sub_days(Days::new(90)).unwrap().checked_add_days(Days::new(rng.random_range(0..180))).unwrap();
+    let day =
+        today.checked_sub_days(Days::new(90)).unwrap().checked_add_days(Days::new(rng.random_range(0..180))).unwrap();
     let start = utc(day) + chrono::Duration::hours(rng.random_range(7..18));
     let end = start + chrono::Duration::minutes(30 * rng.random_range(1..8));
     let work_type = ["project", "activity", "task"][rng.random_range(0..3)];
@@ -236,7 +257,13 @@ impl Shared {
 }
 
 /// The ids PostgreSQL says the feed must hold, in order.
-async fn truth(shared: &Arc<Shared>, user: i64, start: DateTime<Utc>, end: DateTime<Utc>, work_type: Option<&'static str>) -> Vec<String> {
+async fn truth(
+    shared: &Arc<Shared>,
+    user: i64,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    work_type: Option<&'static str>,
+) -> Vec<String> {
     let s = shared.clone();
     tokio::task::spawn_blocking(move || {
         let mut conn = s.conn();
@@ -252,12 +279,15 @@ async fn truth(shared: &Arc<Shared>, user: i64, start: DateTime<Utc>, end: DateT
 async fn owned(shared: &Arc<Shared>, user: i64) -> Vec<(uuid::Uuid, Vec<i64>)> {
     let s = shared.clone();
     tokio::task::spawn_blocking(move || {
-        use diesel::prelude::*;
         use calcache::db::schema::{work_item_assignees as a, work_items as w};
+        use diesel::prelude::*;
         let mut conn = s.conn();
         let ids: Vec<uuid::Uuid> = w::table.filter(w::owner_id.eq(user)).select(w::id).load(&mut conn).unwrap();
-        let pairs: Vec<(uuid::Uuid, i64)> =
-            a::table.filter(a::work_item_id.eq_any(&ids)).select((a::work_item_id, a::user_id)).load(&mut conn).unwrap();
+        let pairs: Vec<(uuid::Uuid, i64)> = a::table
+            .filter(a::work_item_id.eq_any(&ids))
+            .select((a::work_item_id, a::user_id))
+            .load(&mut conn)
+            .unwrap();
         s.give_back(conn);
         ids.into_iter().map(|id| (id, pairs.iter().filter(|p| p.0 == id).map(|p| p.1).collect())).collect()
     })
@@ -280,9 +310,10 @@ pub async fn run(target: Arc<Target>, users: Vec<User>, w: &Workload, progress: 
     let deadline = started + w.duration;
     let mut tasks = Vec::new();
     for c in 0..w.clients {
-        let (shared, zipf, target, w, progress) = (shared.clone(), zipf.clone(), target.clone(), w.clone(), progress.clone());
+        let (shared, zipf, target, w, progress) =
+            (shared.clone(), zipf.clone(), target.clone(), w.clone(), progress.clone());
         tasks.push(tokio::spawn(async move {
-            let mut rng = StdRng::seed_from_u64(w.seed ^ (c as u64 + 1) * 0x9E37_79B9);
+            let mut rng = StdRng::seed_from_u64(w.seed ^ ((c as u64 + 1) * 0x9E37_79B9));
             let mut report = Report::default();
             let today = Utc::now().date_naive();
             while Instant::now() < deadline {
@@ -323,7 +354,14 @@ pub async fn run(target: Arc<Target>, users: Vec<User>, w: &Workload, progress: 
     total
 }
 
-async fn read(shared: &Arc<Shared>, target: &Target, rng: &mut StdRng, u: usize, today: NaiveDate, report: &mut Report) {
+async fn read(
+    shared: &Arc<Shared>,
+    target: &Target,
+    rng: &mut StdRng,
+    u: usize,
+    today: NaiveDate,
+    report: &mut Report,
+) {
     // Navigate: mostly stay, sometimes previous/next month, sometimes back to today.
     let offset = {
         let mut views = shared.views.lock().unwrap();
@@ -345,7 +383,8 @@ async fn read(shared: &Arc<Shared>, target: &Target, rng: &mut StdRng, u: usize,
         let week = s + chrono::Duration::weeks(rng.random_range(0..6));
         (week, week + chrono::Duration::weeks(1))
     };
-    let work_type = if rng.random_bool(0.15) { Some(["project", "activity", "task"][rng.random_range(0..3)]) } else { None };
+    let work_type =
+        if rng.random_bool(0.15) { Some(["project", "activity", "task"][rng.random_range(0..3)]) } else { None };
     let mut url = format!(
         "{}/api/calendar/feed?start={}&end={}&_={}",
         target.base(rng),
@@ -400,26 +439,36 @@ async fn read(shared: &Arc<Shared>, target: &Target, rng: &mut StdRng, u: usize,
     if got != want {
         report.stale += 1;
         if report.first_stale.is_none() {
-            report.first_stale = Some(format!("user {} {url} ({x_cache}): got {} items, truth {}", user.name, got.len(), want.len()));
+            report.first_stale =
+                Some(format!("user {} {url} ({x_cache}): got {} items, truth {}", user.name, got.len(), want.len()));
         }
     }
 }
 
-async fn write(shared: &Arc<Shared>, target: &Target, rng: &mut StdRng, u: usize, today: NaiveDate, report: &mut Report) {
+async fn write(
+    shared: &Arc<Shared>,
+    target: &Target,
+    rng: &mut StdRng,
+    u: usize,
+    today: NaiveDate,
+    report: &mut Report,
+) {
     let _writers = shared.writers.lock().await;
     let owner = &shared.users[u];
     let mine = owned(shared, owner.id).await;
     let choice = rng.random_range(0..3);
     let (method, url, body, touched): (&str, String, Option<Value>, Vec<i64>) = if choice == 0 || mine.is_empty() {
         let body = random_item(rng, &shared.users, u, today);
-        let assignees: Vec<i64> = body["assignee_ids"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
+        let assignees: Vec<i64> =
+            body["assignee_ids"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
         ("POST", format!("{}/api/work-items", target.base(rng)), Some(body), assignees)
     } else {
         let (id, assignees) = &mine[rng.random_range(0..mine.len())];
         if choice == 1 {
             let shift = rng.random_range(-3i64..=3);
             let fresh = random_item(rng, &shared.users, u, today);
-            let new_assignees: Vec<i64> = fresh["assignee_ids"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
+            let new_assignees: Vec<i64> =
+                fresh["assignee_ids"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
             let mut touched = assignees.clone();
             touched.extend(&new_assignees);
             let body = json!({"title": format!("moved {shift}"), "start": fresh["start"], "end": fresh["end"], "assignee_ids": new_assignees});
