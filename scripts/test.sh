@@ -18,6 +18,7 @@ cargo build --quiet
 suites=()
 [[ -f e2e/run.sh ]] && suites+=(e2e/run.sh)
 [[ -f deploy/test.sh ]] && suites+=(deploy/test.sh)
+[[ -f fuzz/run.sh ]] && suites+=(fuzz/run.sh)
 for suite in "${suites[@]}"; do
   log "bash $suite"
   bash "$suite"
