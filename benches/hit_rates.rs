@@ -245,6 +245,58 @@ async fn hit_vs_miss(secs: u64) -> String {
     out
 }
 
+/// What a Redis outage costs a request: feeds with Redis unreachable (every
+/// answer a BYPASS, sessions checked in PostgreSQL, the circuit open)
+/// against caching switched off with Redis up, 16 connections each.
+async fn outage_overhead(secs: u64) -> String {
+    let mut out = String::from("| setting | req/s | p50 | p99 | X-Cache |\n| --- | ---: | ---: | ---: | --- |\n");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let down_url = format!("redis://127.0.0.1:{closed}");
+    for (name, strategy, extra) in [
+        ("Redis up, strategy none", "none", vec![]),
+        ("Redis unreachable, strategy versioned", "versioned", vec![("REDIS_URL", down_url.as_str())]),
+    ] {
+        let dep = Deployment::start(1, strategy, &extra);
+        let target = Arc::new(Target::new(dep.bases.clone(), dep.db_url.clone()));
+        let w = Workload { users: 1, items_per_user: 20, ..Default::default() };
+        let users = loadgen::seed(&target, &w, "outage").await;
+        let url = format!("{}/api/calendar/feed?start=2026-09-27T00:00:00Z&end=2026-11-08T00:00:00Z", dep.bases[0]);
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        let mut tasks = Vec::new();
+        for _ in 0..16 {
+            let (client, url, token) = (target.client.clone(), url.clone(), users[0].token.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut lat = Vec::new();
+                let mut last = String::new();
+                while Instant::now() < deadline {
+                    let t0 = Instant::now();
+                    let res = client.get(&url).bearer_auth(&token).send().await.unwrap();
+                    last = res.headers().get("x-cache").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+                    let _ = res.bytes().await;
+                    lat.push(t0.elapsed().as_micros() as u64);
+                }
+                (lat, last)
+            }));
+        }
+        let mut lat = Vec::new();
+        let mut x_cache = String::new();
+        for t in tasks {
+            let (l, x) = t.await.unwrap();
+            lat.extend(l);
+            x_cache = x;
+        }
+        lat.sort_unstable();
+        let _ = writeln!(
+            out,
+            "| {name} | {:.0} | {:.2} ms | {:.2} ms | {x_cache} |",
+            lat.len() as f64 / secs as f64,
+            percentile(&lat, 0.5) as f64 / 1000.0,
+            percentile(&lat, 0.99) as f64 / 1000.0
+        );
+    }
+    out
+}
+
 /// Cost of one invalidation (a PATCH, commit + version bump) when the user
 /// has 1, 100 or 10 000 cached feed entries: versioned invalidation is one
 /// INCR whatever the number of entries.
@@ -385,6 +437,8 @@ fn main() {
         }
         bar.set_message("hit path vs miss path");
         let hot = hit_vs_miss(if quick { 5 } else { 15 }).await;
+        bar.set_message("redis outage overhead");
+        let outage = outage_overhead(if quick { 4 } else { 10 }).await;
         bar.set_message("invalidation cost");
         let inv = invalidation_cost(if quick { &[1, 100, 1000] } else { &[1, 100, 10_000] }).await;
         bar.finish_and_clear();
@@ -423,6 +477,7 @@ fn main() {
             );
         }
         let _ = writeln!(md, "\n## Hit path vs miss path\n\n{hot}");
+        let _ = writeln!(md, "\n## A Redis outage\n\n{outage}");
         let _ = writeln!(md, "\n## Invalidation cost as a user's cached entries grow (versioned)\n\n{inv}");
         let _ = writeln!(md, "\n![chart](chart.svg)");
         let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
