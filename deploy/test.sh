@@ -184,7 +184,7 @@ if bash deploy/topology.sh start >"$TMP/topology.out" 2>&1; then
 
     if bash deploy/topology.sh stop >"$TMP/stop.out" 2>&1; then
         TOPOLOGY_STARTED=no
-        leftover=$(psql "postgres://postgres@127.0.0.1:5432/postgres" -qAt \
+        leftover=$(psql "$PG_SERVER/postgres" -qAt \
             -c "SELECT count(*) FROM pg_database WHERE datname = '$DB_NAME'" 2>&1)
         if [[ $leftover == 0 ]]; then pass "topology: stopped by pid, database $DB_NAME dropped"
         else fail "topology: database $DB_NAME still exists ($leftover)"; fi

@@ -20,9 +20,9 @@
 # State (pid files, logs, the generated nginx files, topology.env) lives in
 # $CALCACHE_TOPOLOGY_DIR (default deploy/.run). Other settings:
 #   CALCACHE_BIN              the binary (default target/debug/calcache)
-#   CALCACHE_TOPOLOGY_PG      PostgreSQL server URL without a database
-#                             (default postgres://postgres@127.0.0.1:5432)
-#   CALCACHE_TOPOLOGY_REDIS   Redis URL (default redis://127.0.0.1:6379)
+#   CALCACHE_TOPOLOGY_PG      PostgreSQL server URL without a database (default: the
+#                             server of DATABASE_URL, else postgres://postgres@127.0.0.1:5432)
+#   CALCACHE_TOPOLOGY_REDIS   Redis URL (default: REDIS_URL, else redis://127.0.0.1:6379)
 #   CALCACHE_TOPOLOGY_ENV     CALCACHE_ENV of the replicas (default production,
 #                             as in docker-compose.yml)
 #   CALCACHE_TOPOLOGY_WORKERS actix workers per replica (default 2)
@@ -33,8 +33,12 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DIR=${CALCACHE_TOPOLOGY_DIR:-$ROOT/deploy/.run}
 BIN=${CALCACHE_BIN:-$ROOT/target/debug/calcache}
-PG=${CALCACHE_TOPOLOGY_PG:-postgres://postgres@127.0.0.1:5432}
-REDIS=${CALCACHE_TOPOLOGY_REDIS:-redis://127.0.0.1:6379}
+# The servers: as DATABASE_URL and REDIS_URL name them (like the rest of the
+# project's test commands), else the local defaults.
+url_server() { python3 -c 'import sys, urllib.parse as u; p = u.urlsplit(sys.argv[1]); print(f"{p.scheme}://{p.netloc}")' "$1"; }
+if [[ -n ${DATABASE_URL:-} ]]; then PG_DEFAULT=$(url_server "$DATABASE_URL"); else PG_DEFAULT=postgres://postgres@127.0.0.1:5432; fi
+PG=${CALCACHE_TOPOLOGY_PG:-$PG_DEFAULT}
+REDIS=${CALCACHE_TOPOLOGY_REDIS:-${REDIS_URL:-redis://127.0.0.1:6379}}
 APP_ENV=${CALCACHE_TOPOLOGY_ENV:-production}
 WORKERS=${CALCACHE_TOPOLOGY_WORKERS:-2}
 REPLICAS=3
@@ -103,6 +107,7 @@ load_env() {
     [[ -r $DIR/topology.env ]] || die "no topology at $DIR (run: $0 start)"
     # shellcheck disable=SC1091
     source "$DIR/topology.env"
+    PG=${PG_SERVER:-$PG} # the server the topology's database was created on
 }
 
 # Prints N distinct free loopback ports (all held open at once while picking).
@@ -214,6 +219,7 @@ cmd_start() {
     LB_PORT=${ports[0]}
     {
         echo "# written by deploy/topology.sh start"
+        echo "PG_SERVER=$PG"
         echo "DB_NAME=$DB_NAME"
         echo "DATABASE_URL=$DATABASE_URL"
         echo "REDIS_URL=$REDIS_URL"
