@@ -96,11 +96,12 @@ impl TryFrom<RawFeedQuery> for FeedParams {
     }
 }
 
-/// FullCalendar's events JSON feed: the caller's items (owned or assigned)
-/// overlapping `[start, end)`, ordered by start, then id. Every answer of
-/// this route, errors too, carries `Cache-Control: no-store, no-cache,
-/// must-revalidate, max-age=0, private`, `Pragma: no-cache`, `Expires: 0`
-/// and `Vary: Cookie, Authorization`.
+/// FullCalendar's events JSON feed.
+///
+/// The caller's items (owned or assigned) overlapping `[start, end)`,
+/// ordered by start, then id. Every answer of this route, errors too,
+/// carries `Cache-Control: no-store, no-cache, must-revalidate, max-age=0,
+/// private`, `Pragma: no-cache`, `Expires: 0` and `Vary: Cookie, Authorization`.
 #[utoipa::path(get, path = "/api/calendar/feed", tag = "calendar", params(RawFeedQuery),
     security(("bearer" = []), ("session_cookie" = [])), responses(
     (status = 200, description = "The events", body = Vec<FeedEvent>, headers(

@@ -23,10 +23,14 @@ pub struct Docs;
     (status = 200, description = "The OpenAPI document", body = Object),
 ))]
 async fn openapi_json() -> Result<HttpResponse, ApiError> {
-    static JSON: OnceLock<Result<String, String>> = OnceLock::new();
-    let json = JSON.get_or_init(|| crate::openapi::document().to_json().map_err(|e| e.to_string()));
-    match json {
-        Ok(json) => Ok(HttpResponse::Ok().content_type("application/json").body(json.clone())),
-        Err(e) => Err(ApiError::Internal(format!("OpenAPI document: {e}").into())),
-    }
+    // Rendered once per process; the document is fixed at compile time.
+    static JSON: OnceLock<String> = OnceLock::new();
+    let json = match JSON.get() {
+        Some(json) => json,
+        None => {
+            let rendered = crate::openapi::document().to_json().map_err(|e| ApiError::Internal(Box::new(e)))?;
+            JSON.get_or_init(|| rendered)
+        }
+    };
+    Ok(HttpResponse::Ok().content_type("application/json").body(json.clone()))
 }
