@@ -53,11 +53,16 @@ now_ms() { date +%s%3N; }
 # --- processes --------------------------------------------------------------
 
 # A pid counts as running unless it is gone or a zombie waiting to be reaped.
+# A killed multi-threaded process shows its main thread as a zombie while its
+# other threads are still exiting, and its sockets close only with the last
+# one: it is gone when the zombie main thread is the only task left.
 alive() {
-    local pid=$1 state
+    local pid=$1 state tasks
     [[ -r /proc/$pid/stat ]] || return 1
     state=$(sed -E 's/^[0-9]+ \(.*\) ([A-Za-z]).*/\1/' "/proc/$pid/stat" 2>/dev/null) || return 1
-    [[ $state != Z && $state != X ]]
+    [[ $state != Z && $state != X ]] && return 0
+    tasks=$(ls "/proc/$pid/task" 2>/dev/null | wc -l)
+    (( tasks > 1 ))
 }
 
 # The pid in file $1 if that process is alive and is the program named $2
