@@ -299,11 +299,13 @@ async fn slow_clients_are_cut_off() {
     let took = took.expect("the server kept the slow connection open");
     assert!(took >= Duration::from_millis(400), "cut off too early: {took:?}");
 
-    // The head: half a request line's headers, then nothing. actix's
-    // client_request_timeout answers 408 and closes.
+    // The head: half of it, then nothing. actix's client_request_timeout
+    // answers 408 and closes. (That 408 is written by actix-http itself,
+    // before there is a request for any middleware to see: its body is
+    // empty, not the contract's JSON.)
     let (answer, took) = raw_exchange(app.port, b"POST /api/login HTTP/1.1\r\nHost: 127".to_vec(), deadline).await;
     assert!(took.is_some(), "the server kept a half-sent head open: {answer:?}");
-    assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
 
     assert_still_serving(&app).await;
 }
