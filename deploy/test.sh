@@ -21,8 +21,12 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 VENV=$ROOT/deploy/.venv
 CHECK_JSONSCHEMA_VERSION=0.39.0
-# Its own topology directory, apart from deploy/.run (a developer's manual one).
-export CALCACHE_TOPOLOGY_DIR=${CALCACHE_TOPOLOGY_DIR:-$ROOT/deploy/.run-test}
+# Its own topology directory, one per run (deploy/.run-test/<pid of this
+# script>), apart from deploy/.run (a developer's manual one): two runs in
+# one checkout, say a developer's and the full test command's, never touch
+# each other's processes.
+RUNS=$ROOT/deploy/.run-test
+export CALCACHE_TOPOLOGY_DIR=${CALCACHE_TOPOLOGY_DIR:-$RUNS/$$}
 
 PASSED=0
 FAILED=0
@@ -80,12 +84,15 @@ run_suite() {
 # --- tools ----------------------------------------------------------------------
 
 setup_venv() {
-    if [[ ! -x $VENV/bin/check-jsonschema ]] || \
-        [[ $("$VENV/bin/check-jsonschema" --version 2>/dev/null) != *"$CHECK_JSONSCHEMA_VERSION"* ]]; then
-        rm -rf "$VENV"
-        python3 -m venv "$VENV" &&
-            "$VENV/bin/pip" install -q --disable-pip-version-check "check-jsonschema==$CHECK_JSONSCHEMA_VERSION"
-    fi
+    (
+        flock 9 # concurrent runs share the venv: one builds it, the others wait
+        if [[ ! -x $VENV/bin/check-jsonschema ]] ||
+            [[ $("$VENV/bin/check-jsonschema" --version 2>/dev/null) != *"$CHECK_JSONSCHEMA_VERSION"* ]]; then
+            rm -rf "$VENV"
+            python3 -m venv "$VENV" &&
+                "$VENV/bin/pip" install -q --disable-pip-version-check "check-jsonschema==$CHECK_JSONSCHEMA_VERSION"
+        fi
+    ) 9>"$ROOT/deploy/.venv.lock"
 }
 
 setup_nginx() {
@@ -160,10 +167,15 @@ check "nginx: nginx -t accepts deploy/nginx.conf with the compose upstreams" ngi
 
 # --- c) the topology on loopback --------------------------------------------------
 
-# Leftovers of an interrupted earlier run in this directory (by their pid files).
-if [[ -e $CALCACHE_TOPOLOGY_DIR/topology.env ]]; then
-    bash deploy/topology.sh stop >/dev/null 2>&1 || true
-fi
+# Leftovers of interrupted earlier runs: directories whose test.sh is gone.
+# Their processes are stopped by their pid files, their databases dropped.
+for dir in "$RUNS"/*/; do
+    owner=$(basename "$dir")
+    [[ $owner =~ ^[0-9]+$ && $owner != "$$" ]] || continue
+    if tr '\0' ' ' <"/proc/$owner/cmdline" 2>/dev/null | grep -q 'deploy/test.sh'; then continue; fi
+    CALCACHE_TOPOLOGY_DIR=${dir%/} bash deploy/topology.sh stop >/dev/null 2>&1 || true
+    rm -rf "$dir"
+done
 
 if bash deploy/topology.sh start >"$TMP/topology.out" 2>&1; then
     TOPOLOGY_STARTED=yes
@@ -188,6 +200,8 @@ if bash deploy/topology.sh start >"$TMP/topology.out" 2>&1; then
             -c "SELECT count(*) FROM pg_database WHERE datname = '$DB_NAME'" 2>&1)
         if [[ $leftover == 0 ]]; then pass "topology: stopped by pid, database $DB_NAME dropped"
         else fail "topology: database $DB_NAME still exists ($leftover)"; fi
+        # keep the logs of a failed run for a look (the next run clears them)
+        if [[ $FAILED -eq 0 ]]; then rm -rf "$CALCACHE_TOPOLOGY_DIR"; else echo "    logs: $CALCACHE_TOPOLOGY_DIR/logs"; fi
     else
         fail "topology: stop"
         sed 's/^/    /' "$TMP/stop.out"
