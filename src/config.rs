@@ -49,7 +49,21 @@ pub struct DatabaseSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisSettings {
+    /// `single`: one Redis at `url`. `cluster`: Redis Cluster, discovered
+    /// from `cluster_nodes` (`url` is then unused).
+    pub mode: RedisMode,
     pub url: SecretString,
+    /// Seed nodes (`redis://host:port`) for `mode = "cluster"`; any reachable
+    /// one is enough to discover the rest. From the environment as a comma
+    /// separated list: `CALCACHE__REDIS__CLUSTER_NODES=redis://a:7000,redis://b:7001`.
+    pub cluster_nodes: Vec<SecretString>,
+    /// Cluster mode: replicas that must acknowledge a version bump (Redis
+    /// `WAIT`) before the invalidation counts as applied. Replication is
+    /// asynchronous: a bump acknowledged only by a master that then fails
+    /// would be lost with it, and the promoted replica would serve the old
+    /// version's entries again. Unacknowledged bumps stay in the outbox and
+    /// are applied again. 0 turns this off (for clusters without replicas).
+    pub cluster_wait_replicas: u32,
     /// Namespaces one deployment's keys. Must not contain `{` or `}`: braces
     /// are the Redis Cluster hash tag, and only the user id may be tagged.
     pub key_prefix: String,
@@ -63,6 +77,13 @@ pub struct RedisSettings {
     /// Consecutive failed Redis calls that open the circuit. One slow call
     /// under load must not send every request to PostgreSQL.
     pub breaker_failures: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RedisMode {
+    Single,
+    Cluster,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -148,7 +169,12 @@ impl Settings {
             .add_source(config::File::from(dir.join("default.toml")))
             .add_source(config::File::from(dir.join(format!("{env}.toml"))))
             .add_source(
-                config::Environment::with_prefix("CALCACHE").prefix_separator("__").separator("__").try_parsing(true),
+                config::Environment::with_prefix("CALCACHE")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .try_parsing(true)
+                    .list_separator(",")
+                    .with_list_parse_key("redis.cluster_nodes"),
             );
         // The conventional variables always win over the files.
         if let Ok(url) = std::env::var("DATABASE_URL") {
@@ -168,6 +194,12 @@ impl Settings {
             return Err(ConfigError::Invalid {
                 key: "redis.key_prefix",
                 reason: "must be non-empty and contain no braces (they are the cluster hash tag)".into(),
+            });
+        }
+        if self.redis.mode == RedisMode::Cluster && self.redis.cluster_nodes.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "redis.cluster_nodes",
+                reason: "cluster mode needs at least one seed node".into(),
             });
         }
         if self.database.pool_max_size == 0 || self.redis.pool_max_size == 0 {
@@ -204,6 +236,25 @@ mod tests {
                 panic!("config/{env}.toml: {e:?}");
             }
         }
+    }
+
+    #[test]
+    fn cluster_mode_needs_seed_nodes() {
+        let tmp = std::env::temp_dir().join(format!("calcache-config-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&tmp).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::copy(dir().join("default.toml"), tmp.join("default.toml")).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(tmp.join("bare.toml"), "[redis]\nmode = \"cluster\"\n").unwrap_or_else(|e| panic!("{e}"));
+        let err = Settings::load_from(&tmp, "bare").map(|_| ()).unwrap_err();
+        assert!(format!("{err}").contains("redis.cluster_nodes"), "{err}");
+        std::fs::write(
+            tmp.join("seeded.toml"),
+            "[redis]\nmode = \"cluster\"\ncluster_nodes = [\"redis://127.0.0.1:7000\"]\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let settings = Settings::load_from(&tmp, "seeded").unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(settings.redis.mode, RedisMode::Cluster);
+        assert_eq!(settings.redis.cluster_nodes.len(), 1);
+        std::fs::remove_dir_all(&tmp).ok();
     }
 
     #[test]

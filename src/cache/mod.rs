@@ -16,10 +16,11 @@ use std::thread::ThreadId;
 use std::time::Duration;
 
 use deadpool_redis::{Pool, Runtime};
-use redis::RedisError;
+use redis::aio::ConnectionLike;
+use redis::{Cmd, Pipeline, RedisError, RedisFuture, Value};
 use secrecy::ExposeSecret;
 
-use crate::config::{CacheSettings, CacheStrategy, RedisSettings};
+use crate::config::{CacheSettings, CacheStrategy, RedisMode, RedisSettings};
 use crate::domain::UserId;
 use crate::metrics::Metrics;
 pub use breaker::Breaker;
@@ -29,8 +30,74 @@ pub use keys::{FeedParams, Keys};
 pub use ratelimit::LoginLimits;
 pub use sessions::SessionState;
 
-/// A multiplexed Redis connection (cheap to clone, shared by requests).
-pub(crate) type Conn = redis::aio::MultiplexedConnection;
+/// A multiplexed Redis connection (cheap to clone, shared by requests): to
+/// one Redis, or to a Redis Cluster. The cluster connection routes each
+/// command (and each pipeline, by its first key) to the master owning the
+/// slot, follows MOVED/ASK, and refreshes the slot map after a failover.
+/// A cluster pipeline must stay within one slot: redis-rs rejects a
+/// cross-slot pipeline with `CrossSlot` instead of splitting it, so ops
+/// that touch several users send one pipeline per user.
+#[derive(Clone)]
+pub(crate) enum Conn {
+    Single(redis::aio::MultiplexedConnection),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Single(_) => "Conn::Single(..)",
+            Self::Cluster(_) => "Conn::Cluster(..)",
+        })
+    }
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// Where connections come from. Single Redis: a deadpool pool (health-
+/// checked, fresh connections after a failure). Cluster: the cluster client
+/// itself, without deadpool — a `ClusterConnection` already multiplexes,
+/// keeps one connection per node, reconnects and follows failovers, so a
+/// pool of them would add nothing but another layer of retries.
+enum Backend {
+    Single(Pool),
+    Cluster(Box<redis::cluster::ClusterClient>),
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Single(_) => "Backend::Single(..)",
+            Self::Cluster(_) => "Backend::Cluster(..)",
+        })
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
@@ -44,6 +111,8 @@ pub enum CacheError {
     Redis(#[from] RedisError),
     #[error("cannot create the redis pool")]
     Create(#[from] deadpool_redis::CreatePoolError),
+    #[error("version bump acknowledged by {acked} of {wanted} replicas")]
+    NotReplicated { acked: u32, wanted: u32 },
 }
 
 /// One invalidation to apply: bump a user's feed version, or tombstone a
@@ -73,7 +142,10 @@ impl std::fmt::Debug for Held {
 
 #[derive(Debug)]
 pub struct Cache {
-    pool: Pool,
+    backend: Backend,
+    /// Cluster mode: replicas that must acknowledge a bump (`WAIT`), and
+    /// how long to wait for them.
+    wait_replicas: u32,
     keys: Keys,
     timeout: Duration,
     strategy: CacheStrategy,
@@ -106,15 +178,33 @@ pub struct AuditSample {
 impl Cache {
     /// Builds the pool without connecting: Redis may be down at start.
     pub fn new(redis: &RedisSettings, cache: &CacheSettings, metrics: Arc<Metrics>) -> Result<Self, CacheError> {
-        let mut cfg = deadpool_redis::Config::from_url(redis.url.expose_secret());
-        let mut pool_cfg = deadpool_redis::PoolConfig::new(redis.pool_max_size);
-        pool_cfg.timeouts.wait = Some(redis.timeout());
-        pool_cfg.timeouts.create = Some(redis.timeout());
-        pool_cfg.timeouts.recycle = Some(redis.timeout());
-        cfg.pool = Some(pool_cfg);
-        let pool = cfg.create_pool(Some(Runtime::Tokio1))?;
+        let backend = match redis.mode {
+            RedisMode::Single => {
+                let mut cfg = deadpool_redis::Config::from_url(redis.url.expose_secret());
+                let mut pool_cfg = deadpool_redis::PoolConfig::new(redis.pool_max_size);
+                pool_cfg.timeouts.wait = Some(redis.timeout());
+                pool_cfg.timeouts.create = Some(redis.timeout());
+                pool_cfg.timeouts.recycle = Some(redis.timeout());
+                cfg.pool = Some(pool_cfg);
+                Backend::Single(cfg.create_pool(Some(Runtime::Tokio1))?)
+            }
+            RedisMode::Cluster => {
+                let nodes: Vec<&str> = redis.cluster_nodes.iter().map(|n| n.expose_secret()).collect();
+                // `build` only parses the seed list; connecting happens on
+                // first use, so the cluster may be down at start.
+                let client = redis::cluster::ClusterClientBuilder::new(nodes)
+                    .connection_timeout(redis.timeout())
+                    .response_timeout(redis.timeout())
+                    .build()?;
+                Backend::Cluster(Box::new(client))
+            }
+        };
         Ok(Self {
-            pool,
+            backend,
+            wait_replicas: match redis.mode {
+                RedisMode::Single => 0,
+                RedisMode::Cluster => redis.cluster_wait_replicas,
+            },
             keys: Keys::new(redis.key_prefix.clone()),
             timeout: redis.timeout(),
             strategy: cache.strategy,
@@ -230,15 +320,21 @@ impl Cache {
         if let Some(conn) = self.shared.lock().ok().and_then(|m| m.get(&thread).cloned()) {
             return Ok(conn);
         }
-        let pooled = self.pool.get().await?;
-        let conn: Conn = (*pooled).clone();
-        // Keep the pooled object out of the pool for as long as we use its
-        // connection, so the pool does not hand it to another thread.
+        let conn = match &self.backend {
+            Backend::Single(pool) => {
+                let pooled = pool.get().await?;
+                let conn = Conn::Single((*pooled).clone());
+                // Keep the pooled object out of the pool for as long as we use
+                // its connection, so the pool does not hand it to another thread.
+                if let Ok(mut held) = self.held.lock() {
+                    held.insert(thread, Held(pooled));
+                }
+                conn
+            }
+            Backend::Cluster(client) => Conn::Cluster(client.get_async_connection().await?),
+        };
         if let Ok(mut shared) = self.shared.lock() {
             shared.insert(thread, conn.clone());
-        }
-        if let Ok(mut held) = self.held.lock() {
-            held.insert(thread, Held(pooled));
         }
         Ok(conn)
     }
@@ -261,35 +357,89 @@ impl Cache {
     /// report what Redis does now.
     pub async fn ping(&self) -> Result<(), CacheError> {
         let attempt = async {
-            let mut conn = self.pool.get().await?;
-            redis::cmd("PING").query_async::<String>(&mut conn).await?;
+            match &self.backend {
+                Backend::Single(pool) => {
+                    let mut conn = pool.get().await?;
+                    redis::cmd("PING").query_async::<String>(&mut conn).await?;
+                }
+                // This thread's cluster connection: it already holds a
+                // connection per node, and PING goes to one of them.
+                Backend::Cluster(_) => {
+                    let mut conn = self.shared_connection().await?;
+                    redis::cmd("PING").query_async::<String>(&mut conn).await?;
+                }
+            }
             Ok::<(), CacheError>(())
         };
         tokio::time::timeout(self.timeout, attempt).await.map_err(|_| CacheError::Timeout)?
     }
 
-    /// Applies invalidations in one pipeline (one round trip however many
-    /// users a mutation touched).
+    /// Applies invalidations: one pipeline per user, all sent at once on the
+    /// multiplexed connection (one round trip however many users a mutation
+    /// touched). Per user because a user's keys share one cluster slot and
+    /// different users' keys do not. In cluster mode each pipeline ends with
+    /// `WAIT`, and fewer acknowledging replicas than configured is an error:
+    /// the invalidation stays in the outbox and is applied again.
     #[tracing::instrument(name = "cache.invalidate", skip_all, fields(count = items.len()))]
     pub async fn invalidate(&self, items: &[Invalidation]) -> Result<(), CacheError> {
         if items.is_empty() {
             return Ok(());
         }
         let tombstone_secs = self.session_ttl_secs.max(60);
-        let result = self
+        let mut by_user: Vec<(UserId, Pipeline)> = Vec::new();
+        for item in items {
+            let user = item.user();
+            let at = match by_user.iter().position(|(u, _)| *u == user) {
+                Some(at) => at,
+                None => {
+                    by_user.push((user, redis::pipe()));
+                    by_user.len() - 1
+                }
+            };
+            let pipe = &mut by_user[at].1;
+            match item {
+                Invalidation::FeedVersion(user) => version::push_bump(pipe, &self.keys.version(*user)),
+                Invalidation::Session { user, token_hash } => {
+                    sessions::push_revoke(pipe, &self.keys.session(*user, token_hash), tombstone_secs)
+                }
+            }
+        }
+        let wanted = self.wait_replicas;
+        // Half the operation timeout, so a missing replica is reported as
+        // such instead of as a timeout.
+        let wait_ms = u64::try_from(self.timeout.as_millis() / 2).unwrap_or(u64::MAX).max(1);
+        if wanted > 0 {
+            for (_, pipe) in &mut by_user {
+                pipe.cmd("WAIT").arg(wanted).arg(wait_ms);
+            }
+        }
+        let acked = self
             .run(async |conn| {
-                let mut pipe = redis::pipe();
-                for item in items {
-                    match item {
-                        Invalidation::FeedVersion(user) => version::push_bump(&mut pipe, &self.keys.version(*user)),
-                        Invalidation::Session { user, token_hash } => {
-                            sessions::push_revoke(&mut pipe, &self.keys.session(*user, token_hash), tombstone_secs)
+                let sends = by_user.iter().map(|(_, pipe)| {
+                    let mut conn = conn.clone();
+                    async move {
+                        if wanted > 0 {
+                            let (acked,): (u32,) = pipe.query_async(&mut conn).await?;
+                            Ok::<u32, RedisError>(acked)
+                        } else {
+                            pipe.query_async::<()>(&mut conn).await?;
+                            Ok(0)
                         }
                     }
-                }
-                pipe.query_async::<()>(conn).await
+                });
+                let acks = futures_util::future::try_join_all(sends).await?;
+                Ok(acks.into_iter().min().unwrap_or(0))
             })
             .await;
+        let result = match acked {
+            Ok(acked) if acked < wanted => {
+                self.metrics.dependency_error("redis");
+                tracing::warn!(acked, wanted, "version bump not yet replicated; left in the outbox");
+                Err(CacheError::NotReplicated { acked, wanted })
+            }
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        };
         if result.is_ok() {
             for item in items {
                 if let Invalidation::FeedVersion(user) = item {

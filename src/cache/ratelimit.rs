@@ -35,21 +35,34 @@ impl Cache {
     #[tracing::instrument(name = "cache.login_allowed", skip_all)]
     pub async fn login_allowed(&self, username: &str, client: &str, limits: LoginLimits) -> Result<bool, CacheError> {
         let (u, c) = (user_key(self, username), client_key(self, client));
-        let (by_user, by_client): (Option<u64>, Option<u64>) =
-            self.run(async |conn| redis::pipe().cmd("GET").arg(&u).cmd("GET").arg(&c).query_async(conn).await).await?;
+        // Two commands sent together, not one pipeline: the keys live in
+        // different cluster slots.
+        let (by_user, by_client): (Option<u64>, Option<u64>) = self
+            .run(async |conn| {
+                let mut other = conn.clone();
+                futures_util::future::try_join(
+                    redis::cmd("GET").arg(&u).query_async(conn),
+                    redis::cmd("GET").arg(&c).query_async(&mut other),
+                )
+                .await
+            })
+            .await?;
         Ok(by_user.unwrap_or(0) < limits.per_user && by_client.unwrap_or(0) < limits.per_client)
     }
 
     /// Counts a failed login; the window starts at the first failure.
     pub async fn login_failed(&self, username: &str, client: &str, limits: LoginLimits) -> Result<(), CacheError> {
         let (u, c) = (user_key(self, username), client_key(self, client));
+        // One pipeline per key (different cluster slots), sent together.
         self.run(async |conn| {
-            let mut pipe = redis::pipe();
-            for key in [&u, &c] {
+            let count = |key: &String| {
+                let mut conn = conn.clone();
+                let mut pipe = redis::pipe();
                 pipe.cmd("INCR").arg(key).ignore();
                 pipe.cmd("EXPIRE").arg(key).arg(limits.window_secs).arg("NX").ignore();
-            }
-            pipe.query_async::<()>(conn).await
+                async move { pipe.query_async::<()>(&mut conn).await }
+            };
+            futures_util::future::try_join(count(&u), count(&c)).await.map(|_| ())
         })
         .await
     }

@@ -273,6 +273,7 @@ async fn a_lost_version_key_never_brings_back_an_old_entry() {
 #[tokio::test]
 async fn redis_unreachable_means_bypass_with_correct_data() {
     let app = spawn_app_with(|s| {
+        s.redis.mode = calcache::config::RedisMode::Single;
         s.redis.url = format!("redis://127.0.0.1:{}", closed_port()).into();
     })
     .await;

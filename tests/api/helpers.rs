@@ -52,6 +52,9 @@ pub struct TestApp {
     pub db_url: String,
     pub prefix: String,
     pub redis_url: String,
+    /// Seed nodes when the suite runs against Redis Cluster
+    /// (`CALCACHE__REDIS__MODE=cluster`, see scripts/cluster-test.sh).
+    pub cluster_nodes: Option<Vec<String>>,
     pub state: Arc<AppState>,
     pub client: Client,
     handle: actix_web::dev::ServerHandle,
@@ -110,6 +113,8 @@ pub async fn spawn_sibling_with(other: &TestApp, customize: impl FnOnce(&mut Set
 async fn start(settings: Settings, db_name: String, db_url: String, owns_db: bool) -> TestApp {
     let prefix = settings.redis.key_prefix.clone();
     let redis_url = settings.redis.url.expose_secret().to_owned();
+    let cluster_nodes = (settings.redis.mode == calcache::config::RedisMode::Cluster)
+        .then(|| settings.redis.cluster_nodes.iter().map(|n| n.expose_secret().to_owned()).collect());
     let app = Application::build(settings).await.expect("application builds");
     let port = app.port();
     let state = app.state();
@@ -122,6 +127,7 @@ async fn start(settings: Settings, db_name: String, db_url: String, owns_db: boo
         db_url,
         prefix,
         redis_url,
+        cluster_nodes,
         state,
         client: Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap(),
         handle,
@@ -220,10 +226,19 @@ impl TestApp {
         Feed::read(res).await
     }
 
-    /// A Redis connection for inspecting or sabotaging this app's keys.
-    pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
-        let client = redis::Client::open(self.redis_url.as_str()).unwrap();
-        client.get_multiplexed_async_connection().await.unwrap()
+    /// A Redis connection for inspecting or sabotaging this app's keys
+    /// (a cluster connection when the app runs on Redis Cluster).
+    pub async fn redis(&self) -> TestRedis {
+        match &self.cluster_nodes {
+            Some(nodes) => {
+                let client = redis::cluster::ClusterClient::new(nodes.clone()).unwrap();
+                TestRedis::Cluster(client.get_async_connection().await.unwrap())
+            }
+            None => {
+                let client = redis::Client::open(self.redis_url.as_str()).unwrap();
+                TestRedis::Single(client.get_multiplexed_async_connection().await.unwrap())
+            }
+        }
     }
 
     pub fn keys(&self) -> calcache::cache::Keys {
@@ -368,4 +383,46 @@ pub async fn raw_exchange(port: u16, raw: Vec<u8>, within: Duration) -> (String,
     })
     .await
     .unwrap()
+}
+
+/// The Redis Cluster seed nodes when the suite runs against a cluster.
+pub fn cluster_nodes() -> Option<Vec<String>> {
+    let settings = base_settings();
+    (settings.redis.mode == calcache::config::RedisMode::Cluster)
+        .then(|| settings.redis.cluster_nodes.iter().map(|n| n.expose_secret().to_owned()).collect())
+}
+
+/// A test's own Redis connection: to the single Redis or to the cluster.
+#[derive(Clone)]
+pub enum TestRedis {
+    Single(redis::aio::MultiplexedConnection),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for TestRedis {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Self::Single(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Self::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
+        }
+    }
 }

@@ -17,6 +17,7 @@ async fn health_and_readiness() {
 #[tokio::test]
 async fn readiness_names_the_dependency_that_is_down() {
     let app = spawn_app_with(|s| {
+        s.redis.mode = calcache::config::RedisMode::Single;
         s.redis.url = format!("redis://127.0.0.1:{}", closed_port()).into();
     })
     .await;
@@ -61,6 +62,7 @@ async fn metrics_count_hits_misses_bypasses_and_invalidations() {
 #[tokio::test]
 async fn metrics_count_bypasses_and_redis_errors() {
     let app = spawn_app_with(|s| {
+        s.redis.mode = calcache::config::RedisMode::Single;
         s.redis.url = format!("redis://127.0.0.1:{}", closed_port()).into();
     })
     .await;
