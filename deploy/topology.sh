@@ -240,6 +240,8 @@ cmd_start() {
         echo "TOPOLOGY_DIR=$DIR"
     } >"$DIR/topology.env"
     load_env
+    # From here on a failed start undoes itself (processes, database, keys).
+    trap 'rc=$?; if (( rc != 0 )); then log "start failed; stopping what it started"; cmd_stop; fi' EXIT
 
     psql_admin "CREATE DATABASE \"$DB_NAME\"" || die "cannot create database $DB_NAME"
     log "database $DB_NAME, Redis key prefix $KEY_PREFIX"
@@ -275,6 +277,7 @@ cmd_start() {
         die "nginx did not come up on $LB_URL"
     fi
     log "nginx: pid $(<"$DIR/pids/nginx.pid"), $LB_URL -> $(for n in $(seq 1 $REPLICAS); do v="APP${n}_PORT"; printf '%s ' "${!v}"; done)"
+    trap - EXIT
     echo "$LB_URL"
 }
 
