@@ -1,6 +1,32 @@
 //! Domain types. Everything that comes from a client is parsed into one of
 //! these at the edge, so the layers below never see an unchecked value.
 
+/// The shared plumbing of a string newtype whose only constructor is
+/// `parse(String) -> Result<Self, String>`: serde goes through `parse`
+/// (`#[serde(try_from = "String")]`), and the text can be borrowed or taken.
+macro_rules! string_newtype {
+    ($t:ident) => {
+        impl $t {
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl TryFrom<String> for $t {
+            type Error = String;
+            fn try_from(s: String) -> Result<Self, String> {
+                Self::parse(s)
+            }
+        }
+
+        impl From<$t> for String {
+            fn from(v: $t) -> String {
+                v.0
+            }
+        }
+    };
+}
+
 mod error;
 mod ids;
 mod time;

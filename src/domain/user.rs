@@ -29,18 +29,9 @@ impl Username {
         }
         Ok(Self(s))
     }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
 }
 
-impl TryFrom<String> for Username {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        Self::parse(s)
-    }
-}
+string_newtype!(Username);
 
 impl fmt::Display for Username {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

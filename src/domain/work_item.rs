@@ -80,24 +80,9 @@ impl Title {
         reject_nul(&s)?;
         Ok(Self(s))
     }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
 }
 
-impl TryFrom<String> for Title {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        Self::parse(s)
-    }
-}
-
-impl From<Title> for String {
-    fn from(t: Title) -> String {
-        t.0
-    }
-}
+string_newtype!(Title);
 
 /// 0..10 000 characters, no NUL.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -115,24 +100,9 @@ impl Description {
         reject_nul(&s)?;
         Ok(Self(s))
     }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
 }
 
-impl TryFrom<String> for Description {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        Self::parse(s)
-    }
-}
-
-impl From<Description> for String {
-    fn from(d: Description) -> String {
-        d.0
-    }
-}
+string_newtype!(Description);
 
 /// At most [`AssigneeIds::MAX`] distinct, positive user ids, sorted.
 /// Whether they exist is checked by the database (foreign key).
