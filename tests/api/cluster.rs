@@ -213,3 +213,22 @@ async fn a_master_failing_over_mid_run_loses_no_invalidation_and_serves_nothing_
     }
     assert!(stale.is_empty(), "stale reads during the failover: {stale:#?}");
 }
+
+#[tokio::test]
+async fn a_bump_no_replica_acknowledged_stays_in_the_outbox() {
+    if cluster_nodes().is_none() {
+        eprintln!("skipped: needs Redis Cluster (run scripts/cluster-test.sh)");
+        return;
+    }
+    // Each master has one replica: WAIT for two can never be satisfied, as
+    // when a replica lags or is down and the bump may exist on the master only.
+    let app = crate::helpers::spawn_app_with(|s| s.redis.cluster_wait_replicas = 2).await;
+    let user = app.new_user().await;
+    let created = app.create_item(&user, item("unreplicated", "2026-10-05", "2026-10-06")).await;
+    assert!(outbox_depth(&app).await >= 1, "the unacknowledged bump was dropped from the outbox");
+    assert!(app.state.cache.pending_users().contains(&UserId(user.id)));
+    // This process does not trust the cache for that user meanwhile.
+    let feed = app.feed(&user, OCT).await;
+    assert_eq!(feed.x_cache, "BYPASS");
+    assert_eq!(feed.ids(), vec![created["id"].as_str().unwrap().to_owned()]);
+}
