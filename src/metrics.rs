@@ -138,6 +138,7 @@ pub struct Metrics {
     /// PostgreSQL pool: connections open and idle (sampled by the drainer).
     pub db_pool_connections: Gauge,
     pub db_pool_idle: Gauge,
+    pub db_pool_wait: Histogram,
     pub http_requests: HistogramFamily<RequestLabels>,
 }
 
@@ -192,6 +193,12 @@ impl Metrics {
         registry.register("db_pool_connections", "PostgreSQL pool connections open", db_pool_connections.clone());
         let db_pool_idle = Gauge::default();
         registry.register("db_pool_idle_connections", "PostgreSQL pool connections idle", db_pool_idle.clone());
+        let db_pool_wait = Histogram::new(exponential_buckets(0.00001, 4.0, 10));
+        registry.register(
+            "db_pool_wait_seconds",
+            "Time requests waited to check a PostgreSQL connection out of the pool",
+            db_pool_wait.clone(),
+        );
         let http_requests: HistogramFamily<RequestLabels> = Family::new_with_constructor(latency_histogram);
         registry.register(
             "http_request_duration_seconds",
@@ -209,6 +216,7 @@ impl Metrics {
             audits,
             db_pool_connections,
             db_pool_idle,
+            db_pool_wait,
             http_requests,
         }
     }
@@ -227,6 +235,14 @@ impl Metrics {
 
     pub fn stampede_wait(&self, waited_for: StampedeWait) {
         self.stampede_waits.get_or_create(&StampedeLabels { waited_for }).inc();
+    }
+
+    /// What the PostgreSQL pool reports to.
+    pub fn pool_observer(&self) -> crate::db::PoolObserver {
+        crate::db::PoolObserver {
+            wait_seconds: self.db_pool_wait.clone(),
+            errors: self.dependency_errors.get_or_create(&DependencyLabels { dependency: "postgres" }).clone(),
+        }
     }
 
     pub fn dependency_error(&self, dependency: &'static str) {

@@ -82,11 +82,39 @@ impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for StatementTimeout
     }
 }
 
+/// Reports the pool's life to metrics: how long checkouts wait, checkouts
+/// that time out, and connections that cannot be opened (PostgreSQL down).
+#[derive(Debug, Clone)]
+pub struct PoolObserver {
+    pub wait_seconds: prometheus_client::metrics::histogram::Histogram,
+    pub errors: prometheus_client::metrics::counter::Counter,
+}
+
+impl diesel::r2d2::HandleEvent for PoolObserver {
+    fn handle_checkout(&self, event: diesel::r2d2::event::CheckoutEvent) {
+        self.wait_seconds.observe(event.duration().as_secs_f64());
+    }
+
+    fn handle_timeout(&self, event: diesel::r2d2::event::TimeoutEvent) {
+        self.wait_seconds.observe(event.timeout().as_secs_f64());
+        self.errors.inc();
+    }
+}
+
+impl diesel::r2d2::HandleError<diesel::r2d2::Error> for PoolObserver {
+    fn handle_error(&self, error: diesel::r2d2::Error) {
+        self.errors.inc();
+        tracing::warn!(error = %error, "cannot open a PostgreSQL connection");
+    }
+}
+
 /// Builds the pool without connecting: the first checkout connects, so a
 /// process can start (and answer /healthz, /readyz) while PostgreSQL is down.
-pub fn build_pool(settings: &DatabaseSettings) -> PgPool {
+pub fn build_pool(settings: &DatabaseSettings, observer: PoolObserver) -> PgPool {
     let manager = ConnectionManager::<PgConnection>::new(settings.url.expose_secret());
     Pool::builder()
+        .error_handler(Box::new(observer.clone()))
+        .event_handler(Box::new(observer))
         .max_size(settings.pool_max_size)
         .min_idle(Some(settings.pool_min_idle.min(settings.pool_max_size)))
         .connection_timeout(Duration::from_millis(settings.connect_timeout_ms))

@@ -74,3 +74,28 @@ async fn metrics_count_bypasses_and_redis_errors() {
     assert!(metric(&text, "calcache_dependency_errors_total{dependency=\"redis\"}") >= 1.0);
     assert_eq!(metric(&text, "calcache_feed_cache_invalidations_total{cause=\"create\",result=\"deferred\"}"), 1.0);
 }
+
+#[tokio::test]
+async fn metrics_count_postgres_errors_and_pool_waits() {
+    use secrecy::ExposeSecret;
+    let upstream = crate::helpers::authority(crate::helpers::base_settings().database.url.expose_secret());
+    let proxy = crate::proxy::Proxy::start(upstream).await;
+    let app = spawn_app_with(|s| {
+        s.database.url =
+            crate::helpers::with_authority(s.database.url.expose_secret(), &format!("127.0.0.1:{}", proxy.port)).into();
+        s.database.connect_timeout_ms = 300;
+    })
+    .await;
+    let user = app.new_user().await;
+    app.feed(&user, OCT).await;
+    let text = app.metrics_text().await;
+    assert!(metric(&text, "calcache_db_pool_wait_seconds_count") >= 1.0, "{text}");
+    assert_eq!(metric(&text, "calcache_dependency_errors_total{dependency=\"postgres\"}"), 0.0);
+
+    proxy.cut().await;
+    let res = app.get("/api/me", Some(&user.token)).await;
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let text = app.metrics_text().await;
+    assert!(metric(&text, "calcache_dependency_errors_total{dependency=\"postgres\"}") >= 1.0, "{text}");
+    assert!(metric(&text, "calcache_db_pool_connections") >= 0.0);
+}
