@@ -19,6 +19,7 @@ suites=()
 [[ -f e2e/run.sh ]] && suites+=(e2e/run.sh)
 [[ -f deploy/test.sh ]] && suites+=(deploy/test.sh)
 [[ -f fuzz/run.sh ]] && suites+=(fuzz/run.sh)
+[[ -f scripts/cluster-test.sh ]] && suites+=(scripts/cluster-test.sh)
 for suite in "${suites[@]}"; do
   log "bash $suite"
   bash "$suite"

@@ -10,7 +10,9 @@ use reqwest::StatusCode;
 use secrecy::ExposeSecret;
 use serde_json::Value;
 
-use crate::helpers::{OCT, authority, eventually, item, metric, spawn_app_with, spawn_sibling, spawn_sibling_with, with_authority};
+use crate::helpers::{
+    OCT, authority, eventually, item, metric, spawn_app_with, spawn_sibling, spawn_sibling_with, with_authority,
+};
 use crate::proxy::{Proxy, RedisServer};
 
 fn redis_upstream() -> String {

@@ -14,8 +14,8 @@ mod migrations;
 mod openapi;
 mod ops;
 mod process;
-mod soak;
-mod strategies;
 #[allow(dead_code, reason = "a shared toolbox")]
 mod proxy;
+mod soak;
+mod strategies;
 mod work_items;

@@ -157,11 +157,26 @@ async fn no_password_or_token_ever_reaches_the_logs() {
     let client = reqwest::Client::new();
     let username = crate::helpers::unique_name("logged");
     let password = "very-secret-password-123";
-    let res = client.post(served.url("/api/signup")).json(&json!({"username": username, "password": password})).send().await.unwrap();
+    let res = client
+        .post(served.url("/api/signup"))
+        .json(&json!({"username": username, "password": password}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), StatusCode::CREATED);
-    let wrong = client.post(served.url("/api/login")).json(&json!({"username": username, "password": "wrong-secret-456"})).send().await.unwrap();
+    let wrong = client
+        .post(served.url("/api/login"))
+        .json(&json!({"username": username, "password": "wrong-secret-456"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
-    let res = client.post(served.url("/api/login")).json(&json!({"username": username, "password": password})).send().await.unwrap();
+    let res = client
+        .post(served.url("/api/login"))
+        .json(&json!({"username": username, "password": password}))
+        .send()
+        .await
+        .unwrap();
     let token = res.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_owned();
     for path in ["/api/me", "/api/calendar/feed?start=2026-10-01&end=2026-10-02", "/api/calendar/feed?start=bad"] {
         client.get(served.url(path)).bearer_auth(&token).send().await.unwrap();

@@ -12,8 +12,12 @@ async fn ttl_strategy_serves_stale_until_expiry_and_none_never_caches() {
     let user = ttl.new_user().await;
     let created = ttl.create_item(&user, item("before", "2026-10-05", "2026-10-06")).await;
     assert_eq!(ttl.feed(&user, OCT).await.x_cache, "MISS");
-    ttl.patch_json(&format!("/api/work-items/{}", created["id"].as_str().unwrap()), &user.token, &json!({"title": "after"}))
-        .await;
+    ttl.patch_json(
+        &format!("/api/work-items/{}", created["id"].as_str().unwrap()),
+        &user.token,
+        &json!({"title": "after"}),
+    )
+    .await;
     // The origin's "before": no version in the key, so the old entry is served.
     let stale = ttl.feed(&user, OCT).await;
     assert_eq!((stale.x_cache.as_str(), stale.titles()), ("HIT", vec!["before".to_owned()]));
