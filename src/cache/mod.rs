@@ -38,7 +38,7 @@ pub use sessions::SessionState;
 /// cross-slot pipeline with `CrossSlot` instead of splitting it, so ops
 /// that touch several users send one pipeline per user.
 #[derive(Clone)]
-pub(crate) enum Conn {
+pub enum Conn {
     Single(redis::aio::MultiplexedConnection),
     Cluster(redis::cluster_async::ClusterConnection),
 }

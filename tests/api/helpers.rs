@@ -392,37 +392,6 @@ pub fn cluster_nodes() -> Option<Vec<String>> {
         .then(|| settings.redis.cluster_nodes.iter().map(|n| n.expose_secret().to_owned()).collect())
 }
 
-/// A test's own Redis connection: to the single Redis or to the cluster.
-#[derive(Clone)]
-pub enum TestRedis {
-    Single(redis::aio::MultiplexedConnection),
-    Cluster(redis::cluster_async::ClusterConnection),
-}
-
-impl redis::aio::ConnectionLike for TestRedis {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, redis::Value> {
-        match self {
-            Self::Single(c) => c.req_packed_command(cmd),
-            Self::Cluster(c) => c.req_packed_command(cmd),
-        }
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a redis::Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
-        match self {
-            Self::Single(c) => c.req_packed_commands(pipeline, offset, count),
-            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
-        }
-    }
-
-    fn get_db(&self) -> i64 {
-        match self {
-            Self::Single(c) => c.get_db(),
-            Self::Cluster(c) => c.get_db(),
-        }
-    }
-}
+/// A test's own Redis connection: to the single Redis or to the cluster
+/// (the application's own connection type).
+pub type TestRedis = calcache::cache::Conn;
