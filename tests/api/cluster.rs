@@ -53,17 +53,6 @@ fn signal(pid: u32, sig: &str) {
     assert!(status.success(), "kill {sig} {pid}");
 }
 
-async fn outbox_depth(app: &TestApp) -> i64 {
-    let url = app.db_url.clone();
-    tokio::task::spawn_blocking(move || {
-        use diesel::Connection;
-        let mut conn = diesel::PgConnection::establish(&url).unwrap();
-        calcache::db::outbox::depth(&mut conn).unwrap()
-    })
-    .await
-    .unwrap()
-}
-
 /// The feed's item ids, sorted.
 async fn feed_ids(app: &TestApp, user: &crate::helpers::TestUser) -> Vec<String> {
     let feed = app.feed(user, OCT).await;
@@ -181,7 +170,7 @@ async fn a_master_failing_over_mid_run_loses_no_invalidation_and_serves_nothing_
     // No invalidation lost: every one deferred during the outage was applied.
     // (The drainer empties the table, then forgets the users it bypassed for.)
     eventually(Duration::from_secs(30), "outbox drained and no user pending", || async {
-        outbox_depth(&writer).await == 0 && writer.state.cache.pending_users().is_empty()
+        writer.outbox_depth().await == 0 && writer.state.cache.pending_users().is_empty()
     })
     .await;
 
@@ -225,7 +214,7 @@ async fn a_bump_no_replica_acknowledged_stays_in_the_outbox() {
     let app = crate::helpers::spawn_app_with(|s| s.redis.cluster_wait_replicas = 2).await;
     let user = app.new_user().await;
     let created = app.create_item(&user, item("unreplicated", "2026-10-05", "2026-10-06")).await;
-    assert!(outbox_depth(&app).await >= 1, "the unacknowledged bump was dropped from the outbox");
+    assert!(app.outbox_depth().await >= 1, "the unacknowledged bump was dropped from the outbox");
     assert!(app.state.cache.pending_users().contains(&UserId(user.id)));
     // This process does not trust the cache for that user meanwhile.
     let feed = app.feed(&user, OCT).await;

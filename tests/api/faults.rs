@@ -23,17 +23,6 @@ fn pg_upstream() -> String {
     authority(crate::helpers::base_settings().database.url.expose_secret())
 }
 
-async fn outbox_depth(app: &crate::helpers::TestApp) -> i64 {
-    let url = app.db_url.clone();
-    tokio::task::spawn_blocking(move || {
-        use diesel::Connection;
-        let mut conn = diesel::PgConnection::establish(&url).unwrap();
-        calcache::db::outbox::depth(&mut conn).unwrap()
-    })
-    .await
-    .unwrap()
-}
-
 #[tokio::test]
 async fn an_invalidation_lost_after_commit_is_applied_when_redis_returns() {
     let proxy = Proxy::start(redis_upstream()).await;
@@ -53,7 +42,7 @@ async fn an_invalidation_lost_after_commit_is_applied_when_redis_returns() {
     proxy.cut().await;
     let path = format!("/api/work-items/{}", created["id"].as_str().unwrap());
     assert_eq!(writer.delete(&path, &user.token).await.status(), StatusCode::NO_CONTENT, "the write is not lost");
-    assert_eq!(outbox_depth(&writer).await, 1, "the invalidation waits in the outbox");
+    assert_eq!(writer.outbox_depth().await, 1, "the invalidation waits in the outbox");
     // The writing process reads its own write.
     let own = writer.feed(&user, OCT).await;
     assert_eq!(own.x_cache, "BYPASS");
@@ -71,7 +60,7 @@ async fn an_invalidation_lost_after_commit_is_applied_when_redis_returns() {
         assert!(feed.ids().is_empty(), "stale read after recovery");
         assert!(writer.feed(&user, OCT).await.ids().is_empty(), "stale read after recovery");
     }
-    eventually(Duration::from_secs(2), "outbox drained", || async { outbox_depth(&writer).await == 0 }).await;
+    eventually(Duration::from_secs(2), "outbox drained", || async { writer.outbox_depth().await == 0 }).await;
     let text = writer.metrics_text().await;
     assert_eq!(metric(&text, "calcache_feed_cache_invalidations_total{cause=\"delete\",result=\"deferred\"}"), 1.0);
     // Either process's drainer may have applied it.

@@ -257,6 +257,17 @@ impl TestApp {
         .unwrap();
     }
 
+    /// Invalidations waiting in this app's outbox.
+    pub async fn outbox_depth(&self) -> i64 {
+        let url = self.db_url.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = PgConnection::establish(&url).unwrap();
+            calcache::db::outbox::depth(&mut conn).unwrap()
+        })
+        .await
+        .unwrap()
+    }
+
     pub async fn metrics_text(&self) -> String {
         self.get("/metrics", None).await.text().await.unwrap()
     }

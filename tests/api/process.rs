@@ -138,15 +138,7 @@ async fn sigterm_finishes_in_flight_requests_drains_the_outbox_and_exits_zero() 
 
     let (status, served) = tokio::task::spawn_blocking(move || (served.child.wait().unwrap(), served)).await.unwrap();
     assert!(status.success(), "exit status {status:?}");
-    let url = app.db_url.clone();
-    let left = tokio::task::spawn_blocking(move || {
-        use diesel::Connection;
-        let mut conn = diesel::PgConnection::establish(&url).unwrap();
-        calcache::db::outbox::depth(&mut conn).unwrap()
-    })
-    .await
-    .unwrap();
-    assert_eq!(left, 0, "the outbox was drained before exit");
+    assert_eq!(app.outbox_depth().await, 0, "the outbox was drained before exit");
     drop(served);
 }
 
