@@ -131,6 +131,8 @@ pub struct Metrics {
     pub invalidations: Family<InvalidationLabels, Counter>,
     /// Feed queries sent to PostgreSQL (cache misses and bypasses).
     pub feed_db_queries: Counter,
+    /// Commands and pipelines sent to Redis (each one round trip).
+    pub redis_round_trips: Counter,
     pub dependency_errors: Family<DependencyLabels, Counter>,
     pub outbox_depth: Gauge,
     pub stampede_waits: Family<StampedeLabels, Counter>,
@@ -165,6 +167,12 @@ impl Metrics {
         );
         let feed_db_queries = Counter::default();
         registry.register("feed_db_queries", "Feed queries sent to PostgreSQL", feed_db_queries.clone());
+        let redis_round_trips = Counter::default();
+        registry.register(
+            "redis_round_trips",
+            "Commands and pipelines sent to Redis, each one round trip (a cached feed costs one)",
+            redis_round_trips.clone(),
+        );
         let dependency_errors = Family::<DependencyLabels, Counter>::default();
         registry.register(
             "dependency_errors",
@@ -210,6 +218,7 @@ impl Metrics {
             feed_requests,
             invalidations,
             feed_db_queries,
+            redis_round_trips,
             dependency_errors,
             outbox_depth,
             stampede_waits,

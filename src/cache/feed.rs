@@ -12,9 +12,13 @@
 //! outdated and nobody will read that entry as current.
 //!
 //! The hit path costs one Redis round trip in the common case: the process
-//! remembers the last version it saw per user and pipelines "GET version" with
-//! "GET entry under that version" (both keys share the user's hash slot). Only
-//! when the version moved does a second trip fetch the right entry.
+//! remembers the last version it saw per user and pipelines "GET session",
+//! "GET version" and "GET entry under that version" (all three keys share the
+//! user's hash slot, so this is one pipeline on Redis Cluster too). Only when
+//! the version moved does a second trip fetch the right entry. The session's
+//! cached validity rides along so that a feed request does not pay a separate
+//! trip to authenticate; the caller decides what that validity means
+//! (`authorize`), and nothing is served before it has said yes.
 //!
 //! A miss is filled once: requests of this process for the same entry wait
 //! for the one that queries PostgreSQL (single-flight), and across processes
@@ -29,7 +33,7 @@ use bytes::Bytes;
 use redis::RedisError;
 use tokio::sync::watch;
 
-use super::{Cache, FeedParams};
+use super::{Cache, FeedParams, SessionState};
 use crate::config::CacheStrategy;
 use crate::domain::UserId;
 use crate::metrics::{CacheOutcome, StampedeWait};
@@ -95,6 +99,7 @@ impl ReadPath {
 
 /// What the first look into Redis found.
 struct Lookup {
+    session: SessionState,
     version: Option<u64>,
     key: String,
     entry: Option<Vec<u8>>,
@@ -122,6 +127,10 @@ enum Role {
 impl Cache {
     /// Answers a feed from the cache, or from `load` (PostgreSQL) when the
     /// cache cannot vouch for it. A Redis failure never fails the request.
+    ///
+    /// `authorize` is told what Redis knows of the caller's session
+    /// (`token_hash`) and must succeed before anything is served; with Redis
+    /// unavailable it is told `Unknown`.
     #[tracing::instrument(
         name = "cache.feed",
         skip_all,
@@ -130,34 +139,40 @@ impl Cache {
     pub async fn feed_read_through<E>(
         &self,
         user: UserId,
+        token_hash: &[u8],
         params: &FeedParams,
+        authorize: impl AsyncFnOnce(SessionState) -> Result<(), E>,
         load: impl AsyncFnOnce() -> Result<Bytes, E>,
     ) -> Result<(FeedOutcome, Bytes), E> {
         let span = tracing::Span::current();
         let versioned = match self.strategy {
-            CacheStrategy::None => {
-                span.record("cache.outcome", "BYPASS");
-                return load().await.map(|b| (FeedOutcome::Bypass, b));
-            }
-            CacheStrategy::Versioned => true,
-            CacheStrategy::Ttl => false,
+            CacheStrategy::None => None,
+            CacheStrategy::Versioned => Some(true),
+            CacheStrategy::Ttl => Some(false),
         };
-        if versioned && self.is_pending(user) {
+        let pending = versioned == Some(true) && self.is_pending(user);
+        let Some(versioned) = versioned.filter(|_| !pending) else {
+            if pending {
+                tracing::debug!(user_id = %user, "invalidation pending; bypassing the cache");
+            }
+            authorize(self.session_state(user, token_hash).await.unwrap_or(SessionState::Unknown)).await?;
             span.record("cache.outcome", "BYPASS");
-            tracing::debug!(user_id = %user, "invalidation pending; bypassing the cache");
             return load().await.map(|b| (FeedOutcome::Bypass, b));
-        }
+        };
 
         let guess = if versioned { self.read_path.guess(user) } else { None };
-        let looked_up = self.run(async |conn| self.lookup(conn, user, params, versioned, guess).await).await;
+        let looked_up =
+            self.run(async |conn| self.lookup(conn, user, token_hash, params, versioned, guess).await).await;
         let found = match looked_up {
             Ok(found) => found,
             Err(e) => {
-                span.record("cache.outcome", "BYPASS");
                 tracing::warn!(user_id = %user, error = %e, "feed cache unavailable; answering from PostgreSQL");
+                authorize(SessionState::Unknown).await?;
+                span.record("cache.outcome", "BYPASS");
                 return load().await.map(|b| (FeedOutcome::Bypass, b));
             }
         };
+        authorize(found.session).await?;
         if let Some(v) = found.version {
             span.record("cache.version", v);
             self.read_path.remember(user, v);
@@ -182,29 +197,33 @@ impl Cache {
         &self,
         conn: &mut super::Conn,
         user: UserId,
+        token_hash: &[u8],
         params: &FeedParams,
         versioned: bool,
         guess: Option<u64>,
     ) -> Result<Lookup, RedisError> {
+        let session_key = self.keys.session(user, token_hash);
         if !versioned {
             let key = self.keys.feed(user, None, params);
-            let entry: Option<Vec<u8>> = redis::cmd("GET").arg(&key).query_async(conn).await?;
-            return Ok(Lookup { version: None, key, entry });
+            let (session, entry): (Option<String>, Option<Vec<u8>>) =
+                redis::pipe().cmd("GET").arg(&session_key).cmd("GET").arg(&key).query_async(conn).await?;
+            return Ok(Lookup { session: SessionState::from_cached(session.as_deref()), version: None, key, entry });
         }
         let version_key = self.keys.version(user);
-        let (version, guessed_entry) = match guess {
+        let mut pipe = redis::pipe();
+        pipe.cmd("GET").arg(&session_key).cmd("GET").arg(&version_key);
+        let (session, version, guessed_entry) = match guess {
             Some(g) => {
-                let (v, e): (Option<u64>, Option<Vec<u8>>) = redis::pipe()
-                    .cmd("GET")
-                    .arg(&version_key)
-                    .cmd("GET")
-                    .arg(self.keys.feed(user, Some(g), params))
-                    .query_async(conn)
-                    .await?;
-                (v, e.filter(|_| v == Some(g)))
+                let (s, v, e): (Option<String>, Option<u64>, Option<Vec<u8>>) =
+                    pipe.cmd("GET").arg(self.keys.feed(user, Some(g), params)).query_async(conn).await?;
+                (s, v, e.filter(|_| v == Some(g)))
             }
-            None => (redis::cmd("GET").arg(&version_key).query_async(conn).await?, None),
+            None => {
+                let (s, v): (Option<String>, Option<u64>) = pipe.query_async(conn).await?;
+                (s, v, None)
+            }
         };
+        let session = SessionState::from_cached(session.as_deref());
         let version = match version {
             Some(v) => v,
             None => super::version::init(conn, &version_key).await?,
@@ -215,7 +234,7 @@ impl Cache {
             (_, true) => None,
             _ => redis::cmd("GET").arg(&key).query_async(conn).await?,
         };
-        Ok(Lookup { version: Some(version), key, entry })
+        Ok(Lookup { session, version: Some(version), key, entry })
     }
 
     /// Fills a missing entry, at most once per process at a time and, through

@@ -37,26 +37,60 @@ pub use sessions::SessionState;
 /// A cluster pipeline must stay within one slot: redis-rs rejects a
 /// cross-slot pipeline with `CrossSlot` instead of splitting it, so ops
 /// that touch several users send one pipeline per user.
+///
+/// The application's connections count what they send (one command or one
+/// pipeline = one round trip) into `calcache_redis_round_trips_total`: the
+/// cost of the hit path, watched in production and asserted in tests.
 #[derive(Clone)]
-pub enum Conn {
+pub struct Conn {
+    link: Link,
+    trips: Option<prometheus_client::metrics::counter::Counter>,
+}
+
+#[derive(Clone)]
+enum Link {
     Single(redis::aio::MultiplexedConnection),
     Cluster(redis::cluster_async::ClusterConnection),
 }
 
+impl Conn {
+    /// An uncounted connection to one Redis (tests, tools).
+    pub fn single(c: redis::aio::MultiplexedConnection) -> Self {
+        Self { link: Link::Single(c), trips: None }
+    }
+
+    /// An uncounted connection to a Redis Cluster (tests, tools).
+    pub fn cluster(c: redis::cluster_async::ClusterConnection) -> Self {
+        Self { link: Link::Cluster(c), trips: None }
+    }
+
+    fn counted(mut self, trips: prometheus_client::metrics::counter::Counter) -> Self {
+        self.trips = Some(trips);
+        self
+    }
+
+    fn count_trip(&self) {
+        if let Some(t) = &self.trips {
+            t.inc();
+        }
+    }
+}
+
 impl std::fmt::Debug for Conn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Single(_) => "Conn::Single(..)",
-            Self::Cluster(_) => "Conn::Cluster(..)",
+        f.write_str(match self.link {
+            Link::Single(_) => "Conn::Single(..)",
+            Link::Cluster(_) => "Conn::Cluster(..)",
         })
     }
 }
 
 impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match self {
-            Self::Single(c) => c.req_packed_command(cmd),
-            Self::Cluster(c) => c.req_packed_command(cmd),
+        self.count_trip();
+        match &mut self.link {
+            Link::Single(c) => c.req_packed_command(cmd),
+            Link::Cluster(c) => c.req_packed_command(cmd),
         }
     }
 
@@ -66,16 +100,17 @@ impl ConnectionLike for Conn {
         offset: usize,
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
-            Self::Single(c) => c.req_packed_commands(pipeline, offset, count),
-            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        self.count_trip();
+        match &mut self.link {
+            Link::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Link::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
         }
     }
 
     fn get_db(&self) -> i64 {
-        match self {
-            Self::Single(c) => c.get_db(),
-            Self::Cluster(c) => c.get_db(),
+        match &self.link {
+            Link::Single(c) => c.get_db(),
+            Link::Cluster(c) => c.get_db(),
         }
     }
 }
@@ -323,7 +358,7 @@ impl Cache {
         let conn = match &self.backend {
             Backend::Single(pool) => {
                 let pooled = pool.get().await?;
-                let conn = Conn::Single((*pooled).clone());
+                let conn = Conn::single((*pooled).clone()).counted(self.metrics.redis_round_trips.clone());
                 // Keep the pooled object out of the pool for as long as we use
                 // its connection, so the pool does not hand it to another thread.
                 if let Ok(mut held) = self.held.lock() {
@@ -331,7 +366,9 @@ impl Cache {
                 }
                 conn
             }
-            Backend::Cluster(client) => Conn::Cluster(client.get_async_connection().await?),
+            Backend::Cluster(client) => {
+                Conn::cluster(client.get_async_connection().await?).counted(self.metrics.redis_round_trips.clone())
+            }
         };
         if let Ok(mut shared) = self.shared.lock() {
             shared.insert(thread, conn.clone());

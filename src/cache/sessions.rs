@@ -14,11 +14,25 @@ use crate::domain::UserId;
 const VALID: &str = "1";
 const REVOKED: &str = "revoked";
 
+/// What Redis remembers of a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SessionState {
+    /// PostgreSQL vouched for it within `cache.session_ttl_secs`.
     Valid,
+    /// Logged out: a tombstone that no racing re-validation can overwrite.
     Revoked,
+    /// Nothing cached (or Redis unavailable): ask PostgreSQL.
     Unknown,
+}
+
+impl SessionState {
+    pub(super) fn from_cached(value: Option<&str>) -> Self {
+        match value {
+            Some(VALID) => Self::Valid,
+            Some(_) => Self::Revoked,
+            None => Self::Unknown,
+        }
+    }
 }
 
 pub(super) fn push_revoke(pipe: &mut Pipeline, key: &str, ttl_secs: u64) {
@@ -30,11 +44,7 @@ impl Cache {
     pub async fn session_state(&self, user: UserId, token_hash: &[u8]) -> Result<SessionState, CacheError> {
         let key = self.keys.session(user, token_hash);
         let value: Option<String> = self.run(async |c| redis::cmd("GET").arg(&key).query_async(c).await).await?;
-        Ok(match value.as_deref() {
-            Some(VALID) => SessionState::Valid,
-            Some(_) => SessionState::Revoked,
-            None => SessionState::Unknown,
-        })
+        Ok(SessionState::from_cached(value.as_deref()))
     }
 
     /// Remembers a session PostgreSQL vouched for, for at most `max_secs`.

@@ -68,6 +68,22 @@ impl FromRequest for AuthUser {
     }
 }
 
+/// What the request's token claims, not yet confirmed: for a handler that
+/// confirms it itself (the feed folds the session check into its own Redis
+/// round trip). No token, or one that is not ours, is a 401 at once.
+#[derive(Debug, Clone)]
+pub struct Claimed(pub auth::Claim);
+
+impl FromRequest for Claimed {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let claim = session_token(req).as_deref().and_then(auth::Claim::parse);
+        std::future::ready(claim.map(Claimed).ok_or(ApiError::Unauthenticated))
+    }
+}
+
 /// Authenticates the request (bearer token or `session` cookie) and puts the
 /// session in the request's extensions; answers 401 (or 503 when neither
 /// Redis nor PostgreSQL can vouch for the session) otherwise.

@@ -1,9 +1,9 @@
 use actix_web::http::header::{CONTENT_TYPE, HeaderValue};
 use actix_web::middleware::from_fn;
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
-use super::extract::{AuthUser, require_session};
+use super::extract::Claimed;
 use crate::cache::FeedParams;
 use crate::domain::{Status, TimeRange, Timestamp, ValidationError, WorkType};
 use crate::error::{ApiError, ErrorBody};
@@ -37,9 +37,12 @@ pub fn config(cfg: &mut web::ServiceConfig) {
     // The header guard wraps the whole resource (outermost: the last `wrap`),
     // so every answer — the handler's, the session check's 401, extractor
     // errors, a 405 — carries it.
+    //
+    // No `require_session` here: the handler confirms the session itself,
+    // with the session's cached validity read in the same Redis round trip
+    // as the feed (see `cache::feed`).
     cfg.service(
         web::resource("/api/calendar/feed")
-            .wrap(from_fn(require_session))
             .wrap(from_fn(no_store))
             .route(web::get().to(feed))
             .default_service(super::allow("GET")),
@@ -113,13 +116,20 @@ impl TryFrom<RawFeedQuery> for FeedParams {
     (status = 401, description = "`unauthenticated`: no live session", body = ErrorBody),
     (status = 503, description = "`unavailable`: PostgreSQL is unavailable and the cache cannot answer", body = ErrorBody),
 ))]
-async fn feed(
-    state: web::Data<AppState>,
-    user: AuthUser,
-    query: web::Query<RawFeedQuery>,
-) -> Result<HttpResponse, ApiError> {
-    let params = FeedParams::try_from(query.into_inner())?;
-    let (outcome, body) = service::feed::feed(&state, user.0.user_id, params).await?;
+async fn feed(state: web::Data<AppState>, claimed: Claimed, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let parsed = web::Query::<RawFeedQuery>::from_query(req.query_string())
+        .map_err(|e| super::query_error(&e))
+        .and_then(|q| FeedParams::try_from(q.into_inner()).map_err(ApiError::from));
+    let params = match parsed {
+        Ok(params) => params,
+        Err(e) => {
+            // 401 before 400, as on every other route: a stranger learns
+            // nothing about what a well-formed request looks like.
+            service::auth::confirm_uncached(&state, claimed.0).await?;
+            return Err(e);
+        }
+    };
+    let (outcome, body) = service::feed::feed(&state, claimed.0, params).await?;
     Ok(HttpResponse::Ok()
         .insert_header((CONTENT_TYPE, HeaderValue::from_static("application/json")))
         .insert_header(("X-Cache", outcome.as_str()))

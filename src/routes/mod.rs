@@ -37,9 +37,13 @@ pub fn allow(methods: &'static str) -> actix_web::Route {
 /// Maps query-string errors (a parameter given twice, a value of the wrong
 /// type) into the contract's 400.
 pub fn query_config() -> web::QueryConfig {
-    web::QueryConfig::default().error_handler(|err, _req| {
-        let message = err.to_string();
-        let field = message.split('`').nth(1).map_or_else(|| "query".to_owned(), str::to_owned);
-        ApiError::invalid(field, message.replace("Query deserialize error: ", "")).into()
-    })
+    web::QueryConfig::default().error_handler(|err, _req| query_error(&err).into())
+}
+
+/// The contract's 400 for a query string that does not deserialize, naming
+/// the parameter.
+pub fn query_error(err: &actix_web::error::QueryPayloadError) -> ApiError {
+    let message = err.to_string();
+    let field = message.split('`').nth(1).map_or_else(|| "query".to_owned(), str::to_owned);
+    ApiError::invalid(field, message.replace("Query deserialize error: ", ""))
 }

@@ -23,11 +23,30 @@ pub struct User {
     pub username: String,
 }
 
+/// SHA-256 of a session token: what PostgreSQL stores and Redis keys name.
+pub type TokenHash = [u8; 32];
+
 /// A caller whose session checked out.
 #[derive(Debug, Clone)]
 pub struct Session {
     pub user_id: UserId,
-    pub token_hash: Vec<u8>,
+    pub token_hash: TokenHash,
+}
+
+/// What a well-formed token claims: a user, and the hash to look the
+/// session up by. It proves nothing until [`confirm`] says so.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub user_id: UserId,
+    pub token_hash: TokenHash,
+}
+
+impl Claim {
+    /// `None` for anything that is not a token of ours.
+    pub fn parse(token: &str) -> Option<Self> {
+        let user_id = parse_token(token)?;
+        Some(Self { user_id, token_hash: hash_token(token) })
+    }
 }
 
 /// A freshly issued token. Shown to the client once, never logged.
@@ -39,8 +58,8 @@ impl std::fmt::Debug for IssuedToken {
     }
 }
 
-fn hash_token(token: &str) -> Vec<u8> {
-    Sha256::digest(token.as_bytes()).to_vec()
+fn hash_token(token: &str) -> TokenHash {
+    Sha256::digest(token.as_bytes()).into()
 }
 
 /// Splits `<id>.<secret>`; anything else is not a token of ours.
@@ -172,25 +191,36 @@ async fn open_session(state: &AppState, user: User) -> Result<(IssuedToken, User
 /// PostgreSQL otherwise (and then Redis is told, for next time).
 #[tracing::instrument(name = "authenticate", skip_all, fields(user_id = tracing::field::Empty))]
 pub async fn authenticate(state: &AppState, token: &str) -> Result<Session, ServiceError> {
-    let claimed = parse_token(token).ok_or(ServiceError::Unauthenticated)?;
-    tracing::Span::current().record("user_id", claimed.0);
-    let token_hash = hash_token(token);
-    match state.cache.session_state(claimed, &token_hash).await {
-        Ok(SessionState::Valid) => {
-            return Ok(Session { user_id: claimed, token_hash });
-        }
-        Ok(SessionState::Revoked) => return Err(ServiceError::Unauthenticated),
-        Ok(SessionState::Unknown) | Err(_) => {}
+    let claim = Claim::parse(token).ok_or(ServiceError::Unauthenticated)?;
+    tracing::Span::current().record("user_id", claim.user_id.0);
+    confirm_uncached(state, claim).await
+}
+
+/// [`confirm`] with whatever Redis says of the session now.
+pub async fn confirm_uncached(state: &AppState, claim: Claim) -> Result<Session, ServiceError> {
+    let cached = state.cache.session_state(claim.user_id, &claim.token_hash).await.unwrap_or(SessionState::Unknown);
+    confirm(state, claim, cached).await
+}
+
+/// Turns a claim into a session, given what Redis said about it (`cached`):
+/// valid and revoked are believed, unknown is settled by PostgreSQL (and
+/// Redis is told, for next time). The feed passes what its own pipeline
+/// read, so a cached feed costs no separate trip to authenticate.
+pub async fn confirm(state: &AppState, claim: Claim, cached: SessionState) -> Result<Session, ServiceError> {
+    let Claim { user_id, token_hash } = claim;
+    match cached {
+        SessionState::Valid => return Ok(Session { user_id, token_hash }),
+        SessionState::Revoked => return Err(ServiceError::Unauthenticated),
+        SessionState::Unknown => {}
     }
-    let h = token_hash.clone();
-    let live = db::run(&state.pool, move |c| sessions::find_live(c, &h)).await?;
+    let live = db::run(&state.pool, move |c| sessions::find_live(c, &token_hash)).await?;
     match live {
-        Some((user, expires_at)) if user == claimed.0 => {
+        Some((user, expires_at)) if user == user_id.0 => {
             let remaining = (expires_at - Utc::now()).num_seconds().max(1);
-            if let Err(e) = state.cache.remember_session(claimed, &token_hash, remaining.unsigned_abs()).await {
+            if let Err(e) = state.cache.remember_session(user_id, &token_hash, remaining.unsigned_abs()).await {
                 tracing::debug!(error = %e, "session not cached");
             }
-            Ok(Session { user_id: claimed, token_hash })
+            Ok(Session { user_id, token_hash })
         }
         _ => Err(ServiceError::Unauthenticated),
     }
@@ -200,7 +230,7 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<Session, Serv
 /// Redis (through the outbox, so a Redis outage cannot lose the revocation).
 #[tracing::instrument(skip_all, fields(user_id = %session.user_id))]
 pub async fn logout(state: &AppState, session: &Session) -> Result<(), ServiceError> {
-    let hash = session.token_hash.clone();
+    let hash = session.token_hash;
     let uid = session.user_id.0;
     let head_start = invalidation::head_start(state);
     let row = db::run(&state.pool, move |c| {

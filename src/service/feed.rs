@@ -3,6 +3,7 @@
 use bytes::Bytes;
 use serde::Serialize;
 
+use super::auth::{self, Claim};
 use super::{AppState, ServiceError};
 use crate::cache::{FeedOutcome, FeedParams};
 use crate::db::work_items::{self as items, FeedFilter};
@@ -55,10 +56,23 @@ pub fn serialize_feed(rows: &[FeedRow]) -> Result<Bytes, serde_json::Error> {
     serde_json::to_vec(&events).map(Bytes::from)
 }
 
-#[tracing::instrument(skip_all, fields(user_id = %user))]
-pub async fn feed(state: &AppState, user: UserId, params: FeedParams) -> Result<(FeedOutcome, Bytes), ServiceError> {
-    let (outcome, body) =
-        state.cache.feed_read_through(user, &params, async || load_feed(state, user, &params).await).await?;
+/// The feed of the caller behind `claim`. The claim is confirmed with what
+/// the cache read alongside the feed (one Redis trip for both), and by
+/// PostgreSQL when Redis does not know the session; nothing is served to an
+/// unconfirmed claim.
+#[tracing::instrument(skip_all, fields(user_id = %claim.user_id))]
+pub async fn feed(state: &AppState, claim: Claim, params: FeedParams) -> Result<(FeedOutcome, Bytes), ServiceError> {
+    let (user, token_hash) = (claim.user_id, claim.token_hash);
+    let (outcome, body) = state
+        .cache
+        .feed_read_through(
+            user,
+            &token_hash,
+            &params,
+            async |cached| auth::confirm(state, claim, cached).await.map(drop),
+            async || load_feed(state, user, &params).await,
+        )
+        .await?;
     state.metrics.feed_outcome(outcome.metric());
     Ok((outcome, body))
 }

@@ -1,8 +1,9 @@
 use calcache::domain::UserId;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 
-use crate::helpers::{OCT, closed_port, item, spawn_app, spawn_app_with};
+use crate::helpers::{Feed, OCT, closed_port, item, metric, spawn_app, spawn_app_with};
 
 const GUARD: [(&str, &str); 4] = [
     ("cache-control", "no-store, no-cache, must-revalidate, max-age=0, private"),
@@ -292,4 +293,84 @@ async fn redis_unreachable_means_bypass_with_correct_data() {
     assert!(feed.ids().is_empty());
     let body: Value = app.get("/readyz", None).await.json().await.unwrap();
     assert!(body["error"]["message"].as_str().unwrap().contains("redis"), "{body}");
+}
+
+/// The hit path's floor: once this process has seen the user's version, a
+/// cached feed costs one Redis round trip (session, version and entry in one
+/// pipeline) and no PostgreSQL query.
+#[tokio::test]
+async fn a_cached_feed_costs_one_redis_round_trip_and_no_query() {
+    let app = spawn_app().await;
+    let user = app.new_user().await;
+    app.create_item(&user, item("hot", "2026-10-05", "2026-10-06")).await;
+    assert_eq!(app.feed(&user, OCT).await.x_cache, "MISS");
+    assert_eq!(app.feed(&user, OCT).await.x_cache, "HIT");
+
+    let before = app.metrics_text().await;
+    for _ in 0..20 {
+        let feed = app.feed(&user, OCT).await;
+        assert_eq!(feed.x_cache, "HIT");
+        assert_eq!(feed.titles(), ["hot"]);
+    }
+    let after = app.metrics_text().await;
+    let delta = |name: &str| metric(&after, name) - metric(&before, name);
+    assert_eq!(delta("calcache_redis_round_trips_total"), 20.0, "one round trip per hit");
+    assert_eq!(delta("calcache_feed_db_queries_total"), 0.0);
+}
+
+/// The session check rides in the feed's pipeline, yet a cached feed is only
+/// ever served to a live session: a tombstone is believed, and a session
+/// Redis does not know is settled by PostgreSQL before anything is served.
+#[tokio::test]
+async fn a_cached_feed_is_served_only_to_a_live_session() {
+    let app = spawn_app().await;
+    let user = app.new_user().await;
+    let other_token = app.token_for(&user.username, &user.password).await;
+    app.create_item(&user, item("private", "2026-10-05", "2026-10-06")).await;
+    let get = |token: &str| {
+        let token = token.to_owned();
+        let app = &app;
+        async move { Feed::read(app.get(&format!("/api/calendar/feed?{OCT}"), Some(&token)).await).await }
+    };
+    assert_eq!(get(&user.token).await.x_cache, "MISS");
+    assert_eq!(get(&user.token).await.x_cache, "HIT");
+    assert_eq!(get(&other_token).await.x_cache, "HIT");
+
+    let hash: [u8; 32] = Sha256::digest(user.token.as_bytes()).into();
+    let session_key = app.keys().session(UserId(user.id), &hash);
+    let mut redis = app.redis().await;
+
+    // Redis forgot the session: PostgreSQL vouches, the cached entry is
+    // served, and Redis remembers the session again.
+    let _: () = redis::cmd("DEL").arg(&session_key).query_async(&mut redis).await.unwrap();
+    let vouched = get(&user.token).await;
+    assert_eq!((vouched.status, vouched.x_cache.as_str()), (StatusCode::OK, "HIT"));
+    let cached: Option<String> = redis::cmd("GET").arg(&session_key).query_async(&mut redis).await.unwrap();
+    assert!(cached.is_some());
+
+    // The session is gone from PostgreSQL and Redis no longer vouches for
+    // it: refused, although the feed it asks for is cached.
+    let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+    app.sql(&format!("DELETE FROM sessions WHERE token_hash = decode('{hex}', 'hex')")).await;
+    let _: () = redis::cmd("DEL").arg(&session_key).query_async(&mut redis).await.unwrap();
+    let refused = get(&user.token).await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(refused.body["error"]["code"], "unauthenticated");
+    assert_guarded(&refused.headers, "401 of a cached feed");
+
+    // Logged out: the tombstone in the pipeline refuses it at once.
+    let res = app.client.post(app.url("/api/logout")).bearer_auth(&other_token).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(get(&other_token).await.status, StatusCode::UNAUTHORIZED);
+
+    // 401 before 400: a dead or made-up token with a bad query learns nothing.
+    for token in [other_token.as_str(), "1.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"] {
+        let res = app.get("/api/calendar/feed?start=nonsense", Some(token)).await;
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "{token}");
+    }
+    // A live one gets the 400 naming the field.
+    let fresh = app.token_for(&user.username, &user.password).await;
+    let res = app.get("/api/calendar/feed?start=nonsense&end=2026-11-01", Some(&fresh)).await;
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(res.json::<Value>().await.unwrap()["error"]["field"], "start");
 }

@@ -232,11 +232,11 @@ impl TestApp {
         match &self.cluster_nodes {
             Some(nodes) => {
                 let client = redis::cluster::ClusterClient::new(nodes.clone()).unwrap();
-                TestRedis::Cluster(client.get_async_connection().await.unwrap())
+                TestRedis::cluster(client.get_async_connection().await.unwrap())
             }
             None => {
                 let client = redis::Client::open(self.redis_url.as_str()).unwrap();
-                TestRedis::Single(client.get_multiplexed_async_connection().await.unwrap())
+                TestRedis::single(client.get_multiplexed_async_connection().await.unwrap())
             }
         }
     }
