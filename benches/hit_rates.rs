@@ -7,6 +7,7 @@
 //!   cargo bench --bench hit_rates                 # full run (~6 minutes)
 //!   cargo bench --bench hit_rates -- --quick      # a short run
 //!   cargo bench --bench hit_rates -- --soak 300   # the long soak only
+//!   cargo bench --bench hit_rates -- --hit-path   # hit path vs miss path only (needs wrk)
 //!
 //! Needs PostgreSQL and Redis (DATABASE_URL / REDIS_URL, defaults on
 //! 127.0.0.1); scripts/test.sh or scripts/run.sh start them if needed.
@@ -165,81 +166,192 @@ async fn strategy_run(strategy: &'static str, processes: usize, w: &Workload, ba
     Row { strategy, processes, report, db_queries_per_feed }
 }
 
-/// The hit path against the miss path: 64 connections hammering one cached
-/// feed (versioned) vs. the same with caching off (every request queries
-/// PostgreSQL), one process, measured back to back.
+/// One wrk run's summary (its Lua `done` hook prints it as JSON).
+#[derive(Debug, Default, serde::Deserialize)]
+struct WrkSummary {
+    requests: u64,
+    duration_us: u64,
+    non2xx: u64,
+    socket_errors: u64,
+    p50: u64,
+    p90: u64,
+    p99: u64,
+    p999: u64,
+}
+
+/// Drives `url` with wrk: 64 connections, one wrk thread, `secs` seconds.
+/// `unique_end` makes every request ask for another range (the range's end
+/// moves by a minute per request), so that every one is a cache miss.
+fn wrk(url: &str, token: &str, gzip: bool, unique_end: Option<i64>, secs: u64) -> WrkSummary {
+    let script = format!(
+        r#"
+wrk.headers["Authorization"] = "Bearer {token}"
+{accept}
+local i = 0
+local unique_end = {unique}
+request = function()
+  if unique_end == nil then return wrk.format("GET") end
+  i = i + 1
+  local path = wrk.path:gsub("end=[^&]*", "end=" .. os.date("!%Y-%m-%dT%H:%M:%SZ", unique_end + i * 60))
+  return wrk.format("GET", path)
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('\n{{"requests":%d,"duration_us":%d,"non2xx":%d,"socket_errors":%d,"p50":%d,"p90":%d,"p99":%d,"p999":%d}}\n',
+    summary.requests, summary.duration, e.status, e.connect + e.read + e.write + e.timeout,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency:percentile(99.9)))
+end
+"#,
+        accept = if gzip { r#"wrk.headers["Accept-Encoding"] = "gzip, deflate, br, zstd""# } else { "" },
+        unique = unique_end.map_or_else(|| "nil".to_owned(), |e| e.to_string()),
+    );
+    let path = std::env::temp_dir().join(format!("calcache-bench-{}.lua", uuid::Uuid::new_v4().simple()));
+    std::fs::write(&path, script).unwrap();
+    let out = Command::new("wrk")
+        .args(["-t1", "-c64", &format!("-d{secs}s"), "--timeout", "5s", "-s"])
+        .arg(&path)
+        .arg(url)
+        .output()
+        .expect("wrk runs");
+    let _ = std::fs::remove_file(&path);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().rev().find(|l| l.starts_with('{')).unwrap_or_else(|| panic!("no wrk summary in:\n{text}"));
+    serde_json::from_str(line).unwrap()
+}
+
+fn wrk_installed() -> bool {
+    Command::new("wrk").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok()
+}
+
+/// The process id of the Redis at REDIS_URL, if it runs on this machine
+/// (to read its CPU time).
+async fn local_redis_pid() -> Option<u32> {
+    let client = redis::Client::open(env_or("REDIS_URL", "redis://127.0.0.1:6379")).ok()?;
+    let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+    let info: String = redis::cmd("INFO").arg("server").query_async(&mut conn).await.ok()?;
+    let pid = info.lines().find_map(|l| l.strip_prefix("process_id:"))?.trim().parse().ok()?;
+    std::path::Path::new(&format!("/proc/{pid}/stat")).exists().then_some(pid)
+}
+
+struct PathRun {
+    name: &'static str,
+    run: WrkSummary,
+    server_cpu_us: f64,
+    redis_cpu_us: Option<f64>,
+    hits: f64,
+    redis_trips: f64,
+    db_queries: f64,
+}
+
+/// The hit path against the miss path, measured back to back in one run:
+/// wrk (a separate process, 64 connections) against one calcache process
+/// with 2 workers and production logging (`info`, JSON), on the month grid
+/// FullCalendar asks for, over the realistic 6 weeks of one busy user.
 async fn hit_vs_miss(secs: u64) -> String {
     let mut out = String::new();
-    let mut results = Vec::new();
-    for strategy in ["versioned", "none"] {
-        let dep = Deployment::start(1, strategy, &[]);
-        let target = Arc::new(Target::new(dep.bases.clone(), dep.db_url.clone()));
-        let w = Workload { users: 1, items_per_user: 40, ..Default::default() };
-        let users = loadgen::seed(&target, &w, "hot").await;
-        let url = format!("{}/api/calendar/feed?start=2026-01-01T00:00:00Z&end=2027-01-01T00:00:00Z", dep.bases[0]);
-        let token = users[0].token.clone();
-        let client = reqwest::Client::builder().pool_max_idle_per_host(128).build().unwrap();
-        client.get(&url).bearer_auth(&token).send().await.unwrap();
-        let pid = dep.pids()[0];
-        let cpu0 = cpu_secs(pid);
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        let mut tasks = Vec::new();
-        for _ in 0..64 {
-            let (client, url, token) = (client.clone(), url.clone(), token.clone());
-            tasks.push(tokio::spawn(async move {
-                let mut lat = Vec::new();
-                let mut hits = 0u64;
-                while Instant::now() < deadline {
-                    let t0 = Instant::now();
-                    let res = client.get(&url).bearer_auth(&token).send().await.unwrap();
-                    let hit = res.headers().get("x-cache").is_some_and(|v| v == "HIT");
-                    let _ = res.bytes().await.unwrap();
-                    lat.push(t0.elapsed().as_micros() as u64);
-                    hits += u64::from(hit);
-                }
-                (lat, hits)
-            }));
-        }
-        let started = Instant::now();
-        let mut lat = Vec::new();
-        let mut hits = 0;
-        for t in tasks {
-            let (l, h) = t.await.unwrap();
-            lat.extend(l);
-            hits += h;
-        }
-        let elapsed = started.elapsed().as_secs_f64();
-        let cpu = cpu_secs(pid) - cpu0;
-        lat.sort_unstable();
-        let rps = lat.len() as f64 / elapsed;
-        results.push((
-            strategy,
-            rps,
-            percentile(&lat, 0.5),
-            percentile(&lat, 0.99),
-            cpu / lat.len().max(1) as f64,
-            hits,
-            lat.len(),
-        ));
+    if !wrk_installed() {
+        let _ = writeln!(out, "Skipped: this section needs `wrk` (`apt-get install wrk`).");
+        return out;
     }
-    let _ = writeln!(out, "| path | req/s | p50 | p99 | server CPU per request | HIT answers |");
-    let _ = writeln!(out, "| --- | ---: | ---: | ---: | ---: | ---: |");
-    for (s, rps, p50, p99, cpu, hits, n) in &results {
-        let name = if *s == "versioned" { "hit (versioned, cached)" } else { "miss (strategy none: PostgreSQL)" };
+    let redis_pid = local_redis_pid().await;
+    let today = chrono::Utc::now().date_naive();
+    let (start, end) = loadgen::month_grid(loadgen::month_start(today, 0));
+    let fmt = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let runs: [(&'static str, &str, bool, bool); 4] = [
+        ("hit, gzip accepted (browsers)", "versioned", true, false),
+        ("hit, gzip not accepted (decompressed per request)", "versioned", false, false),
+        (
+            "miss (versioned, a new range every request: lookup, lease, PostgreSQL, compress, store)",
+            "versioned",
+            true,
+            true,
+        ),
+        ("no cache (strategy none: PostgreSQL every request)", "none", true, false),
+    ];
+    let mut results = Vec::new();
+    let mut sizes = (0, 0);
+    for (name, strategy, gzip, unique) in runs {
+        let dep = Deployment::start(1, strategy, &[("RUST_LOG", "info")]);
+        let target = Arc::new(Target::new(dep.bases.clone(), dep.db_url.clone()));
+        // 300 items over ±90 days: about 70 in the month grid (≈ 15 KB of JSON).
+        let w = Workload { users: 1, items_per_user: 300, ..Default::default() };
+        let users = loadgen::seed(&target, &w, "hot").await;
+        let url = format!("{}/api/calendar/feed?start={}&end={}", dep.bases[0], fmt(start), fmt(end));
+        let token = users[0].token.clone();
+        // Warm: fill the entry and let the process learn the version.
+        for _ in 0..2 {
+            let res = target.client.get(&url).bearer_auth(&token).send().await.unwrap();
+            sizes.0 = res.bytes().await.unwrap().len();
+        }
+        let raw = target.client.get(&url).bearer_auth(&token).header("accept-encoding", "gzip").send().await.unwrap();
+        if raw.headers().get("content-encoding").is_some() {
+            sizes.1 = raw.bytes().await.unwrap().len();
+        }
+        let pid = dep.pids()[0];
+        let metric = async |name: &str| metric_sum(&target.client, &dep.bases, name).await;
+        let (h0, t0, q0) = (
+            metric("calcache_feed_cache_requests_total{outcome=\"hit\"}").await,
+            metric("calcache_redis_round_trips_total").await,
+            metric("calcache_feed_db_queries_total").await,
+        );
+        let (cpu0, rcpu0) = (cpu_secs(pid), redis_pid.map(cpu_secs));
+        let run = wrk(&url, &token, gzip, unique.then(|| end.timestamp()), secs);
+        let (cpu1, rcpu1) = (cpu_secs(pid), redis_pid.map(cpu_secs));
+        let n = run.requests.max(1) as f64;
+        results.push(PathRun {
+            name,
+            server_cpu_us: (cpu1 - cpu0) * 1e6 / n,
+            redis_cpu_us: rcpu0.zip(rcpu1).map(|(a, b)| (b - a) * 1e6 / n),
+            hits: (metric("calcache_feed_cache_requests_total{outcome=\"hit\"}").await - h0) / n,
+            redis_trips: (metric("calcache_redis_round_trips_total").await - t0) / n,
+            db_queries: (metric("calcache_feed_db_queries_total").await - q0) / n,
+            run,
+        });
+    }
+    let _ = writeln!(
+        out,
+        "wrk, 64 connections, {secs} s per row; one calcache process (2 workers, `RUST_LOG=info`, JSON logs); the month grid {} – {} of a user with 300 items: {} bytes of JSON, {} bytes gzipped. Per-request figures are per answered request of that row.\n",
+        fmt(start),
+        fmt(end),
+        sizes.0,
+        sizes.1
+    );
+    let _ = writeln!(
+        out,
+        "| path | req/s | p50 | p90 | p99 | p99.9 | calcache CPU per request | Redis CPU per request | HIT share | Redis round trips per request | PostgreSQL queries per request | errors |"
+    );
+    let _ = writeln!(out, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let ms = |us: u64| us as f64 / 1000.0;
+    for r in &results {
+        let rps = r.run.requests as f64 / (r.run.duration_us.max(1) as f64 / 1e6);
         let _ = writeln!(
             out,
-            "| {name} | {rps:.0} | {:.2} ms | {:.2} ms | {:.0} µs | {hits}/{n} |",
-            *p50 as f64 / 1000.0,
-            *p99 as f64 / 1000.0,
-            cpu * 1e6
+            "| {} | {rps:.0} | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms | {:.1} µs | {} | {:.0} % | {:.2} | {:.2} | {} |",
+            r.name,
+            ms(r.run.p50),
+            ms(r.run.p90),
+            ms(r.run.p99),
+            ms(r.run.p999),
+            r.server_cpu_us,
+            r.redis_cpu_us.map_or_else(|| "—".to_owned(), |c| format!("{c:.1} µs")),
+            100.0 * r.hits,
+            r.redis_trips,
+            r.db_queries,
+            r.run.non2xx + r.run.socket_errors
         );
     }
-    if let [hit, miss] = &results[..] {
+    let rps = |r: &PathRun| r.run.requests as f64 / (r.run.duration_us.max(1) as f64 / 1e6);
+    if let [hit, identity, miss, none] = &results[..] {
         let _ = writeln!(
             out,
-            "\nHit-path throughput is **{:.1}×** the miss path; hit p99 {:.2} ms at 64 connections.",
-            hit.1 / miss.1.max(1e-9),
-            hit.3 as f64 / 1000.0
+            "\nHit-path throughput is **{:.1}×** the miss path ({:.1}× with gzip not accepted, {:.1}× strategy none); hit p99 **{:.2} ms** at 64 connections; calcache CPU per hit {:.1} µs vs {:.1} µs per miss ({:.1}×).",
+            rps(hit) / rps(miss).max(1e-9),
+            rps(identity) / rps(miss).max(1e-9),
+            rps(hit) / rps(none).max(1e-9),
+            ms(hit.run.p99),
+            hit.server_cpu_us,
+            miss.server_cpu_us,
+            miss.server_cpu_us / hit.server_cpu_us.max(1e-9)
         );
     }
     out
@@ -412,6 +524,7 @@ fn main() {
         return; // `cargo bench -- --list` and friends
     }
     let quick = args.iter().any(|a| a == "--quick");
+    let hit_path_only = args.iter().any(|a| a == "--hit-path");
     let soak =
         args.iter().position(|a| a == "--soak").map(|i| args.get(i + 1).and_then(|s| s.parse().ok()).unwrap_or(300u64));
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
@@ -422,6 +535,10 @@ fn main() {
             let row = strategy_run("versioned", 2, &w, &bar).await;
             println!("soak (2 processes, 16 clients, 90/10, 50 users, {secs}s): {}", row.report.summary());
             assert_eq!(row.report.stale, 0, "stale reads in the soak");
+            return;
+        }
+        if hit_path_only {
+            println!("{}", hit_vs_miss(if quick { 5 } else { 15 }).await);
             return;
         }
         let secs = if quick { 8 } else { 30 };

@@ -4,7 +4,7 @@
 
 use std::hint::black_box;
 
-use calcache::cache::{FeedParams, Keys};
+use calcache::cache::{FeedBody, FeedParams, Keys};
 use calcache::db::FeedRow;
 use calcache::domain::{Status, TimeRange, Timestamp, UserId, WorkType};
 use calcache::service::feed::serialize_feed;
@@ -64,5 +64,23 @@ fn serialization(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, keys, ranges, serialization);
+/// What a fill adds (compress) and what a hit costs a client that does not
+/// accept gzip (decompress).
+fn compression(c: &mut Criterion) {
+    let mut group = c.benchmark_group("feed/gzip");
+    for n in [1usize, 100, 10_000] {
+        let json = serialize_feed(&rows(n)).unwrap();
+        let gz = FeedBody::compress(&json).unwrap();
+        println!("feed/gzip {n} events: {} bytes of JSON -> {} bytes", json.len(), gz.gzip().unwrap().len());
+        group.throughput(Throughput::Bytes(json.len() as u64));
+        group.bench_with_input(BenchmarkId::new("compress", n), &json, |b, json| {
+            b.iter(|| FeedBody::compress(black_box(json)).unwrap())
+        });
+        group
+            .bench_with_input(BenchmarkId::new("decompress", n), &gz, |b, gz| b.iter(|| black_box(gz).json().unwrap()));
+    }
+    group.finish();
+}
+
+criterion_group!(benches, keys, ranges, serialization, compression);
 criterion_main!(benches);

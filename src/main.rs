@@ -11,6 +11,12 @@ use calcache::startup::{self, Application};
 use calcache::{demo, telemetry};
 use clap::Parser as _;
 
+// The feed's hit path allocates a 20 KB body and a handful of small buffers
+// per request, from two worker threads at once; mimalloc's per-thread heaps
+// serve that with less CPU than glibc's malloc (BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[actix_web::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -89,7 +89,7 @@ impl Application {
                 .app_data(web::PayloadConfig::new(BODY_LIMIT))
                 .wrap(ErrorHandlers::new().default_handler(json_errors))
                 .wrap(from_fn(record_metrics))
-                .wrap(TracingLogger::default())
+                .wrap(TracingLogger::<crate::telemetry::RootSpan>::new())
                 .configure(routes::health::config)
                 .configure(routes::auth::config)
                 .configure(routes::work_items::config)

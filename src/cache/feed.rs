@@ -3,8 +3,8 @@
 //! Versioned strategy, in this order:
 //! 1. read the user's version (initializing it if missing);
 //! 2. read the entry stored under that version: a hit is served as stored;
-//! 3. on a miss, load from PostgreSQL and store the body under the version
-//!    read in step 1.
+//! 3. on a miss, load from PostgreSQL and store the body (gzip, see
+//!    `body.rs`) under the version read in step 1.
 //!
 //! Reading the version *before* querying PostgreSQL is what makes a racing
 //! writer harmless: a writer commits and then bumps the version, so if our
@@ -33,7 +33,7 @@ use bytes::Bytes;
 use redis::RedisError;
 use tokio::sync::watch;
 
-use super::{Cache, FeedParams, SessionState};
+use super::{Cache, FeedBody, FeedParams, SessionState};
 use crate::config::CacheStrategy;
 use crate::domain::UserId;
 use crate::metrics::{CacheOutcome, StampedeWait};
@@ -75,7 +75,7 @@ pub(super) struct ReadPath {
     /// Last version seen per user: the guess that makes a hit one round trip.
     last_seen: Mutex<HashMap<UserId, u64>>,
     /// Fills in progress in this process, by entry key.
-    inflight: Mutex<HashMap<String, watch::Receiver<Option<Bytes>>>>,
+    inflight: Mutex<HashMap<String, watch::Receiver<Option<FeedBody>>>>,
 }
 
 /// Bound on the remembered versions; past it the map starts over (a wrong or
@@ -120,8 +120,8 @@ impl Drop for InflightGuard<'_> {
 }
 
 enum Role {
-    Leader(watch::Sender<Option<Bytes>>),
-    Follower(watch::Receiver<Option<Bytes>>),
+    Leader(watch::Sender<Option<FeedBody>>),
+    Follower(watch::Receiver<Option<FeedBody>>),
 }
 
 impl Cache {
@@ -133,6 +133,7 @@ impl Cache {
     /// unavailable it is told `Unknown`.
     #[tracing::instrument(
         name = "cache.feed",
+        level = "debug",
         skip_all,
         fields(user_id = %user, cache.outcome = tracing::field::Empty, cache.version = tracing::field::Empty)
     )]
@@ -143,7 +144,7 @@ impl Cache {
         params: &FeedParams,
         authorize: impl AsyncFnOnce(SessionState) -> Result<(), E>,
         load: impl AsyncFnOnce() -> Result<Bytes, E>,
-    ) -> Result<(FeedOutcome, Bytes), E> {
+    ) -> Result<(FeedOutcome, FeedBody), E> {
         let span = tracing::Span::current();
         let versioned = match self.strategy {
             CacheStrategy::None => None,
@@ -157,7 +158,7 @@ impl Cache {
             }
             authorize(self.session_state(user, token_hash).await.unwrap_or(SessionState::Unknown)).await?;
             span.record("cache.outcome", "BYPASS");
-            return load().await.map(|b| (FeedOutcome::Bypass, b));
+            return load().await.map(|json| (FeedOutcome::Bypass, FeedBody::Json(json)));
         };
 
         let guess = if versioned { self.read_path.guess(user) } else { None };
@@ -169,7 +170,7 @@ impl Cache {
                 tracing::warn!(user_id = %user, error = %e, "feed cache unavailable; answering from PostgreSQL");
                 authorize(SessionState::Unknown).await?;
                 span.record("cache.outcome", "BYPASS");
-                return load().await.map(|b| (FeedOutcome::Bypass, b));
+                return load().await.map(|json| (FeedOutcome::Bypass, FeedBody::Json(json)));
             }
         };
         authorize(found.session).await?;
@@ -180,11 +181,11 @@ impl Cache {
         if let Some(entry) = found.entry {
             span.record("cache.outcome", "HIT");
             tracing::debug!(user_id = %user, version = found.version, "feed cache hit");
-            let body = Bytes::from(entry);
+            let gzip = Bytes::from(entry);
             if let Some(version) = found.version {
-                self.maybe_audit(user, params, version, &body);
+                self.maybe_audit(user, params, version, &gzip);
             }
-            return Ok((FeedOutcome::Hit, body));
+            return Ok((FeedOutcome::Hit, FeedBody::Gzip(gzip)));
         }
         tracing::debug!(user_id = %user, version = found.version, "feed cache miss");
         let (outcome, body) = self.fill(found.key, load).await?;
@@ -243,7 +244,7 @@ impl Cache {
         &self,
         key: String,
         load: impl AsyncFnOnce() -> Result<Bytes, E>,
-    ) -> Result<(FeedOutcome, Bytes), E> {
+    ) -> Result<(FeedOutcome, FeedBody), E> {
         let role = match self.read_path.inflight.lock() {
             Ok(mut inflight) => match inflight.get(&key) {
                 Some(rx) => Role::Follower(rx.clone()),
@@ -266,8 +267,8 @@ impl Cache {
                     return Ok((FeedOutcome::Miss, body));
                 }
                 // The filler failed or is too slow: query ourselves.
-                let body = load().await?;
-                Ok((FeedOutcome::Miss, body))
+                let json = load().await?;
+                Ok((FeedOutcome::Miss, FeedBody::Json(json)))
             }
             Role::Leader(tx) => {
                 let _guard = InflightGuard { path: &self.read_path, key: key.clone() };
@@ -284,7 +285,7 @@ impl Cache {
         &self,
         key: &str,
         load: impl AsyncFnOnce() -> Result<Bytes, E>,
-    ) -> Result<(FeedOutcome, Bytes), E> {
+    ) -> Result<(FeedOutcome, FeedBody), E> {
         let lease_key = self.keys.lease(key);
         let lease_ms = u64::try_from(self.fill_wait.as_millis()).unwrap_or(1000).max(1);
         // Take the lease and look again in one trip: a fill may have landed
@@ -309,7 +310,7 @@ impl Cache {
             if got_lease.is_some() {
                 let _ = self.run(async |c| redis::cmd("DEL").arg(&lease_key).query_async::<()>(c).await).await;
             }
-            return Ok((FeedOutcome::Hit, Bytes::from(entry)));
+            return Ok((FeedOutcome::Hit, FeedBody::Gzip(Bytes::from(entry))));
         }
         if let Ok((None, None)) = leased {
             // Another process is filling: poll for its entry until the deadline.
@@ -319,20 +320,26 @@ impl Cache {
             while Instant::now() < deadline {
                 poll.tick().await;
                 match self.run(async |c| redis::cmd("GET").arg(key).query_async::<Option<Vec<u8>>>(c).await).await {
-                    Ok(Some(entry)) => return Ok((FeedOutcome::Hit, Bytes::from(entry))),
+                    Ok(Some(entry)) => return Ok((FeedOutcome::Hit, FeedBody::Gzip(Bytes::from(entry)))),
                     Ok(None) => {}
                     Err(_) => break,
                 }
             }
         }
-        let body = load().await?;
+        let json = load().await?;
+        let Some(gzip) = FeedBody::compress(&json).ok().and_then(|b| b.gzip().cloned()) else {
+            // Compressing into memory does not fail in practice; if it did,
+            // the JSON is still the right answer, only not stored.
+            tracing::warn!("could not compress feed entry");
+            return Ok((FeedOutcome::Miss, FeedBody::Json(json)));
+        };
         let ttl = self.feed_ttl_secs;
         let stored = self
             .run(async |conn| {
                 redis::pipe()
                     .cmd("SET")
                     .arg(key)
-                    .arg(body.as_ref())
+                    .arg(gzip.as_ref())
                     .arg("EX")
                     .arg(ttl)
                     .ignore()
@@ -347,6 +354,6 @@ impl Cache {
             // The body is still correct; the next request misses again.
             tracing::warn!(error = %e, "could not store feed entry");
         }
-        Ok((FeedOutcome::Miss, body))
+        Ok((FeedOutcome::Miss, FeedBody::Gzip(gzip)))
     }
 }

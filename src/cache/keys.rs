@@ -49,18 +49,20 @@ impl Keys {
         k
     }
 
-    /// `<prefix>:calendar_feed:{u<id>}:v<version>:<type|*>:<status|*>:<start>:<end>`
+    /// `<prefix>:calendar_feed:{u<id>}:v<version>:gz:<type|*>:<status|*>:<start>:<end>`
     /// with start and end in UTC, so equal ranges share one entry whatever
     /// offset the client wrote them in. `version` is `None` for the `ttl`
-    /// strategy, which has no versions.
+    /// strategy, which has no versions. `gz` names the stored encoding
+    /// (gzip-compressed JSON), so a release that stores bodies differently
+    /// uses other keys and replicas of both can share one Redis mid-rollout.
     pub fn feed(&self, user: UserId, version: Option<u64>, p: &FeedParams) -> String {
         let mut k = String::with_capacity(self.prefix.len() + 120);
         k.push_str(&self.prefix);
         k.push_str(":calendar_feed:");
         Self::user_tag(&mut k, user);
         let _ = match version {
-            Some(v) => write!(k, ":v{v}:"),
-            None => write!(k, ":ttl:"),
+            Some(v) => write!(k, ":v{v}:gz:"),
+            None => write!(k, ":ttl:gz:"),
         };
         k.push_str(p.work_type.map_or("*", WorkType::as_str));
         k.push(':');
@@ -105,13 +107,13 @@ mod tests {
         let mut p = params("2026-09-28", "2026-11-09");
         assert_eq!(
             keys.feed(UserId(42), Some(7), &p),
-            "calcache:calendar_feed:{u42}:v7:*:*:2026-09-28T00:00:00Z:2026-11-09T00:00:00Z"
+            "calcache:calendar_feed:{u42}:v7:gz:*:*:2026-09-28T00:00:00Z:2026-11-09T00:00:00Z"
         );
         p.work_type = Some(WorkType::Task);
         p.status = Some(Status::InProgress);
         assert_eq!(
             keys.feed(UserId(42), None, &p),
-            "calcache:calendar_feed:{u42}:ttl:task:in_progress:2026-09-28T00:00:00Z:2026-11-09T00:00:00Z"
+            "calcache:calendar_feed:{u42}:ttl:gz:task:in_progress:2026-09-28T00:00:00Z:2026-11-09T00:00:00Z"
         );
     }
 

@@ -3,6 +3,7 @@
 //! check or an invalidation, and get an answer that is always correct — from
 //! Redis when it can vouch for it, from PostgreSQL (`Bypass`) when it cannot.
 
+mod body;
 mod breaker;
 mod feed;
 pub mod keys;
@@ -23,6 +24,7 @@ use secrecy::ExposeSecret;
 use crate::config::{CacheSettings, CacheStrategy, RedisMode, RedisSettings};
 use crate::domain::UserId;
 use crate::metrics::Metrics;
+pub use body::FeedBody;
 pub use breaker::Breaker;
 use breaker::Permit;
 pub use feed::FeedOutcome;

@@ -40,7 +40,7 @@ pub(super) fn push_revoke(pipe: &mut Pipeline, key: &str, ttl_secs: u64) {
 }
 
 impl Cache {
-    #[tracing::instrument(name = "cache.session_lookup", skip_all, fields(user_id = %user))]
+    #[tracing::instrument(name = "cache.session_lookup", level = "debug", skip_all, fields(user_id = %user))]
     pub async fn session_state(&self, user: UserId, token_hash: &[u8]) -> Result<SessionState, CacheError> {
         let key = self.keys.session(user, token_hash);
         let value: Option<String> = self.run(async |c| redis::cmd("GET").arg(&key).query_async(c).await).await?;

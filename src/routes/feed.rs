@@ -1,4 +1,6 @@
-use actix_web::http::header::{CONTENT_TYPE, HeaderValue};
+use actix_web::http::header::{
+    AcceptEncoding, CONTENT_ENCODING, CONTENT_TYPE, Encoding, Header as _, HeaderValue, Preference, Quality,
+};
 use actix_web::middleware::from_fn;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
@@ -130,8 +132,29 @@ async fn feed(state: web::Data<AppState>, claimed: Claimed, req: HttpRequest) ->
         }
     };
     let (outcome, body) = service::feed::feed(&state, claimed.0, params).await?;
-    Ok(HttpResponse::Ok()
-        .insert_header((CONTENT_TYPE, HeaderValue::from_static("application/json")))
-        .insert_header(("X-Cache", outcome.as_str()))
-        .body(body))
+    let mut res = HttpResponse::Ok();
+    res.insert_header((CONTENT_TYPE, HeaderValue::from_static("application/json")))
+        .insert_header(("X-Cache", outcome.as_str()));
+    if let Some(gzip) = body.gzip().filter(|_| accepts_gzip(&req)) {
+        // The stored bytes, as Redis returned them.
+        res.insert_header((CONTENT_ENCODING, HeaderValue::from_static("gzip")));
+        return Ok(res.body(gzip.clone()));
+    }
+    let json = body.json().map_err(|_| ApiError::Internal("stored feed body does not decompress".into()))?;
+    Ok(res.body(json))
+}
+
+/// Whether the client takes gzip (RFC 9110 §12.5.3): `gzip` listed with a
+/// non-zero q-value, or `*` with one and `gzip` not listed. Without the
+/// header, identity. `Vary` stays `Cookie, Authorization` as the contract has
+/// it: every feed answer is `no-store`, so no cache keeps one to vary.
+fn accepts_gzip(req: &HttpRequest) -> bool {
+    let Ok(accept) = AcceptEncoding::parse(req) else {
+        return false;
+    };
+    let q = |wanted: &Preference<Encoding>| accept.0.iter().find(|i| &i.item == wanted).map(|i| i.quality);
+    match q(&Preference::Specific(Encoding::gzip())) {
+        Some(quality) => quality > Quality::ZERO,
+        None => q(&Preference::Any).is_some_and(|quality| quality > Quality::ZERO),
+    }
 }

@@ -18,6 +18,7 @@ use tokio::sync::mpsc::Receiver;
 use super::AppState;
 use super::feed::load_feed;
 use crate::cache::AuditSample;
+use crate::cache::FeedBody;
 use crate::metrics::AuditResult;
 
 const SETTLE: Duration = Duration::from_secs(1);
@@ -40,7 +41,9 @@ async fn audit_one(state: &AppState, s: &AuditSample) -> AuditResult {
     let Ok(truth) = load_feed(state, s.user, &s.params).await else {
         return AuditResult::Skipped;
     };
-    if truth == s.body {
+    // The JSON, not the gzip: another process may have compressed the same
+    // JSON into other bytes.
+    if FeedBody::Gzip(s.body.clone()).json().is_ok_and(|served| served == truth) {
         return AuditResult::Match;
     }
     // Different: only stale if no invalidation arrives for this user.

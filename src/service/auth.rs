@@ -189,7 +189,7 @@ async fn open_session(state: &AppState, user: User) -> Result<(IssuedToken, User
 
 /// Resolves a token to its session: Redis when it remembers the session,
 /// PostgreSQL otherwise (and then Redis is told, for next time).
-#[tracing::instrument(name = "authenticate", skip_all, fields(user_id = tracing::field::Empty))]
+#[tracing::instrument(name = "authenticate", level = "debug", skip_all, fields(user_id = tracing::field::Empty))]
 pub async fn authenticate(state: &AppState, token: &str) -> Result<Session, ServiceError> {
     let claim = Claim::parse(token).ok_or(ServiceError::Unauthenticated)?;
     tracing::Span::current().record("user_id", claim.user_id.0);

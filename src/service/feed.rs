@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use super::auth::{self, Claim};
 use super::{AppState, ServiceError};
-use crate::cache::{FeedOutcome, FeedParams};
+use crate::cache::{FeedBody, FeedOutcome, FeedParams};
 use crate::db::work_items::{self as items, FeedFilter};
 use crate::db::{self, FeedRow};
 use crate::domain::{Timestamp, UserId};
@@ -50,18 +50,14 @@ impl<'a> From<&'a FeedRow> for FeedEvent<'a> {
     }
 }
 
-/// Serializes feed rows into the response body (what the cache stores).
+/// Serializes feed rows into the JSON array FullCalendar reads.
 pub fn serialize_feed(rows: &[FeedRow]) -> Result<Bytes, serde_json::Error> {
     let events: Vec<FeedEvent<'_>> = rows.iter().map(FeedEvent::from).collect();
     serde_json::to_vec(&events).map(Bytes::from)
 }
 
-/// The feed of the caller behind `claim`. The claim is confirmed with what
-/// the cache read alongside the feed (one Redis trip for both), and by
-/// PostgreSQL when Redis does not know the session; nothing is served to an
-/// unconfirmed claim.
-#[tracing::instrument(skip_all, fields(user_id = %claim.user_id))]
-pub async fn feed(state: &AppState, claim: Claim, params: FeedParams) -> Result<(FeedOutcome, Bytes), ServiceError> {
+#[tracing::instrument(level = "debug", skip_all, fields(user_id = %claim.user_id))]
+pub async fn feed(state: &AppState, claim: Claim, params: FeedParams) -> Result<(FeedOutcome, FeedBody), ServiceError> {
     let (user, token_hash) = (claim.user_id, claim.token_hash);
     let (outcome, body) = state
         .cache
@@ -77,7 +73,7 @@ pub async fn feed(state: &AppState, claim: Claim, params: FeedParams) -> Result<
     Ok((outcome, body))
 }
 
-/// The feed body straight from PostgreSQL.
+/// The feed's JSON straight from PostgreSQL.
 pub async fn load_feed(state: &AppState, user: UserId, params: &FeedParams) -> Result<Bytes, ServiceError> {
     state.metrics.feed_db_queries.inc();
     let params = *params;

@@ -374,3 +374,66 @@ async fn a_cached_feed_is_served_only_to_a_live_session() {
     assert_eq!(res.status(), StatusCode::BAD_REQUEST);
     assert_eq!(res.json::<Value>().await.unwrap()["error"]["field"], "start");
 }
+
+/// The cache stores the feed gzip-compressed and a client that accepts gzip
+/// (every browser) gets those bytes as they are; any other client gets the
+/// same JSON decompressed. q-values are honoured.
+#[tokio::test]
+async fn feeds_are_stored_and_served_gzipped_to_clients_that_accept_it() {
+    use std::io::Read as _;
+    let app = spawn_app().await;
+    let user = app.new_user().await;
+    for i in 0..30 {
+        app.create_item(&user, item(&format!("item {i}"), "2026-10-05", "2026-10-06")).await;
+    }
+    let url = app.url(&format!("/api/calendar/feed?{OCT}"));
+    let get = |accept: Option<&'static str>| {
+        let mut req = app.client.get(&url).bearer_auth(&user.token);
+        if let Some(a) = accept {
+            req = req.header("accept-encoding", a);
+        }
+        req.send()
+    };
+    let plain = get(None).await.unwrap();
+    assert_eq!(plain.headers().get("x-cache").unwrap(), "MISS");
+    assert!(plain.headers().get("content-encoding").is_none());
+    let json: Value = plain.json().await.unwrap();
+    assert_eq!(json.as_array().map(Vec::len), Some(30));
+
+    for accept in ["gzip, deflate, br, zstd", "*", "br;q=1.0, gzip;q=0.5"] {
+        let res = get(Some(accept)).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(res.headers().get("x-cache").unwrap(), "HIT", "{accept}");
+        assert_eq!(res.headers().get("content-encoding").map(|v| v.to_str().unwrap()), Some("gzip"), "{accept}");
+        assert_eq!(res.headers().get("content-type").unwrap(), "application/json");
+        assert_guarded(res.headers(), accept);
+        let gz = res.bytes().await.unwrap();
+        let mut unzipped = Vec::new();
+        flate2::read::GzDecoder::new(gz.as_ref()).read_to_end(&mut unzipped).unwrap();
+        assert_eq!(serde_json::from_slice::<Value>(&unzipped).unwrap(), json, "{accept}");
+    }
+    for accept in ["gzip;q=0, identity", "br", "identity"] {
+        let res = get(Some(accept)).await.unwrap();
+        assert!(res.headers().get("content-encoding").is_none(), "{accept}");
+        assert_eq!(res.json::<Value>().await.unwrap(), json, "{accept}");
+    }
+
+    // What Redis holds is the gzip, several times smaller than the JSON.
+    let mut redis = app.redis().await;
+    let version: u64 =
+        redis::cmd("GET").arg(app.keys().version(UserId(user.id))).query_async(&mut redis).await.unwrap();
+    let params = calcache::cache::FeedParams {
+        range: calcache::domain::TimeRange::new(
+            calcache::domain::Timestamp::parse("2026-10-01T00:00:00Z").unwrap(),
+            calcache::domain::Timestamp::parse("2026-11-01T00:00:00Z").unwrap(),
+        )
+        .unwrap(),
+        work_type: None,
+        status: None,
+    };
+    let key = app.keys().feed(UserId(user.id), Some(version), &params);
+    let stored: Vec<u8> = redis::cmd("GET").arg(&key).query_async(&mut redis).await.unwrap();
+    assert_eq!(&stored[..2], [0x1f, 0x8b], "gzip magic");
+    let json_len = serde_json::to_vec(&json).unwrap().len();
+    assert!(stored.len() * 3 < json_len, "stored {} bytes for {json_len} bytes of JSON", stored.len());
+}

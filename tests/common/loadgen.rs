@@ -169,7 +169,7 @@ impl Target {
     }
 }
 
-fn month_start(today: NaiveDate, offset: i32) -> NaiveDate {
+pub fn month_start(today: NaiveDate, offset: i32) -> NaiveDate {
     let months = today.year() * 12 + today.month0() as i32 + offset;
     NaiveDate::from_ymd_opt(months.div_euclid(12), months.rem_euclid(12) as u32 + 1, 1).unwrap()
 }
@@ -179,7 +179,7 @@ fn utc(d: NaiveDate) -> DateTime<Utc> {
 }
 
 /// FullCalendar's month grid: 6 weeks from the Sunday on or before the 1st.
-fn month_grid(first: NaiveDate) -> (DateTime<Utc>, DateTime<Utc>) {
+pub fn month_grid(first: NaiveDate) -> (DateTime<Utc>, DateTime<Utc>) {
     let back = first.weekday().num_days_from_sunday() as u64;
     let start = first.checked_sub_days(Days::new(back)).unwrap();
     (utc(start), utc(start.checked_add_days(Days::new(42)).unwrap()))
