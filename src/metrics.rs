@@ -105,11 +105,39 @@ pub struct AuditLabels {
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    pub method: String,
+    pub method: &'static str,
     /// The route pattern (`/api/work-items/{id}`), never the raw path, so
     /// the label set stays bounded.
     pub route: String,
-    pub status: String,
+    /// `2xx`, `4xx`, …
+    pub status: &'static str,
+}
+
+impl RequestLabels {
+    /// Label values without allocating: the methods the API has, and the
+    /// status classes. Anything else (a client's invented method) is `other`,
+    /// so the label set stays bounded.
+    pub fn new(method: &actix_web::http::Method, route: String, status: u16) -> Self {
+        use actix_web::http::Method;
+        let method = match *method {
+            Method::GET => "GET",
+            Method::POST => "POST",
+            Method::PATCH => "PATCH",
+            Method::DELETE => "DELETE",
+            Method::PUT => "PUT",
+            Method::HEAD => "HEAD",
+            Method::OPTIONS => "OPTIONS",
+            _ => "other",
+        };
+        let status = match status / 100 {
+            1 => "1xx",
+            2 => "2xx",
+            3 => "3xx",
+            4 => "4xx",
+            _ => "5xx",
+        };
+        Self { method, route, status }
+    }
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -90,10 +90,14 @@ impl Application {
                 .wrap(ErrorHandlers::new().default_handler(json_errors))
                 .wrap(from_fn(record_metrics))
                 .wrap(TracingLogger::<crate::telemetry::RootSpan>::new())
+                // The feed first: actix tries resources in order (again for
+                // the metrics' route label), and the feed is most requests;
+                // ahead of it, `/api/work-items/{id}` would cost a regex
+                // match on every feed request.
+                .configure(routes::feed::config)
                 .configure(routes::health::config)
                 .configure(routes::auth::config)
                 .configure(routes::work_items::config)
-                .configure(routes::feed::config)
                 .configure(routes::openapi::config)
                 .configure(routes::page::config)
                 .default_service(web::to(routes::not_found))

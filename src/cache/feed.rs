@@ -156,9 +156,12 @@ impl Cache {
             if pending {
                 tracing::debug!(user_id = %user, "invalidation pending; bypassing the cache");
             }
-            authorize(self.session_state(user, token_hash).await.unwrap_or(SessionState::Unknown)).await?;
-            span.record("cache.outcome", "BYPASS");
-            return load().await.map(|json| (FeedOutcome::Bypass, FeedBody::Json(json)));
+            return Box::pin(async {
+                authorize(self.session_state(user, token_hash).await.unwrap_or(SessionState::Unknown)).await?;
+                span.record("cache.outcome", "BYPASS");
+                load().await.map(|json| (FeedOutcome::Bypass, FeedBody::Json(json)))
+            })
+            .await;
         };
 
         let guess = if versioned { self.read_path.guess(user) } else { None };
@@ -168,9 +171,12 @@ impl Cache {
             Ok(found) => found,
             Err(e) => {
                 tracing::warn!(user_id = %user, error = %e, "feed cache unavailable; answering from PostgreSQL");
-                authorize(SessionState::Unknown).await?;
-                span.record("cache.outcome", "BYPASS");
-                return load().await.map(|json| (FeedOutcome::Bypass, FeedBody::Json(json)));
+                return Box::pin(async {
+                    authorize(SessionState::Unknown).await?;
+                    span.record("cache.outcome", "BYPASS");
+                    load().await.map(|json| (FeedOutcome::Bypass, FeedBody::Json(json)))
+                })
+                .await;
             }
         };
         authorize(found.session).await?;
@@ -188,7 +194,10 @@ impl Cache {
             return Ok((FeedOutcome::Hit, FeedBody::Gzip(gzip)));
         }
         tracing::debug!(user_id = %user, version = found.version, "feed cache miss");
-        let (outcome, body) = self.fill(found.key, load).await?;
+        // Boxed, like every path that is not a hit: an async fn's state
+        // machine holds all of its branches, and a hit's future is moved
+        // several times on its way through actix and the timeout.
+        let (outcome, body) = Box::pin(self.fill(found.key, load)).await?;
         span.record("cache.outcome", outcome.as_str());
         Ok((outcome, body))
     }

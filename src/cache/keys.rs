@@ -6,8 +6,6 @@
 //! comes first and never contains braces (checked at config load), so the
 //! user tag is the only tag in a key.
 
-use std::fmt::Write as _;
-
 use crate::domain::{Status, TimeRange, UserId, WorkType};
 
 /// The parts of a feed request that decide its answer. Anything else in the
@@ -36,8 +34,9 @@ impl Keys {
     }
 
     fn user_tag(out: &mut String, user: UserId) {
-        // Writing into a String cannot fail.
-        let _ = write!(out, "{{u{}}}", user.0);
+        out.push_str("{u");
+        out.push_str(itoa::Buffer::new().format(user.0));
+        out.push('}');
     }
 
     /// `<prefix>:calendar_version:{u<id>}` — never expires.
@@ -60,14 +59,22 @@ impl Keys {
         k.push_str(&self.prefix);
         k.push_str(":calendar_feed:");
         Self::user_tag(&mut k, user);
-        let _ = match version {
-            Some(v) => write!(k, ":v{v}:gz:"),
-            None => write!(k, ":ttl:gz:"),
-        };
+        // Built on every request: pushes and itoa rather than `write!`.
+        match version {
+            Some(v) => {
+                k.push_str(":v");
+                k.push_str(itoa::Buffer::new().format(v));
+                k.push_str(":gz:");
+            }
+            None => k.push_str(":ttl:gz:"),
+        }
         k.push_str(p.work_type.map_or("*", WorkType::as_str));
         k.push(':');
         k.push_str(p.status.map_or("*", Status::as_str));
-        let _ = write!(k, ":{}:{}", p.range.start(), p.range.end());
+        k.push(':');
+        p.range.start().write_rfc3339(&mut k);
+        k.push(':');
+        p.range.end().write_rfc3339(&mut k);
         k
     }
 
@@ -78,8 +85,10 @@ impl Keys {
         k.push_str(":session:");
         Self::user_tag(&mut k, user);
         k.push(':');
+        const HEX: &[u8; 16] = b"0123456789abcdef";
         for b in token_hash {
-            let _ = write!(k, "{b:02x}");
+            k.push(char::from(HEX[usize::from(b >> 4)]));
+            k.push(char::from(HEX[usize::from(b & 0xf)]));
         }
         k
     }

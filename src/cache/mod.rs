@@ -352,6 +352,12 @@ impl Cache {
         if let Some(conn) = self.shared.lock().ok().and_then(|m| m.get(&thread).cloned()) {
             return Ok(conn);
         }
+        // Boxed: connecting is rare, and its state machine would otherwise
+        // be part of (and moved with) every Redis call's future.
+        Box::pin(self.connect_shared(thread)).await
+    }
+
+    async fn connect_shared(&self, thread: ThreadId) -> Result<Conn, CacheError> {
         // One request of this thread fetches it; the others wait for it.
         let _one_at_a_time = self.reconnecting.lock().await;
         if let Some(conn) = self.shared.lock().ok().and_then(|m| m.get(&thread).cloned()) {

@@ -1,6 +1,6 @@
 use std::fmt;
 
-use chrono::{DateTime, Datelike, NaiveDate, SecondsFormat, SubsecRound, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, SecondsFormat, SubsecRound, Timelike, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::{AnyOfBuilder, KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type};
@@ -32,7 +32,8 @@ impl Timestamp {
         if let Ok(dt) = DateTime::parse_from_rfc3339(s) {
             return Self::within_years(dt.with_timezone(&Utc));
         }
-        if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        // `FromStr` reads exactly `%Y-%m-%d`, without interpreting a format string.
+        if let Ok(d) = s.parse::<NaiveDate>()
             && let Some(dt) = d.and_hms_opt(0, 0, 0)
         {
             return Self::within_years(dt.and_utc());
@@ -61,6 +62,40 @@ impl Timestamp {
 
     pub fn as_utc(&self) -> DateTime<Utc> {
         self.0
+    }
+}
+
+impl Timestamp {
+    /// Appends what `Display` writes (`2026-10-06T09:00:00Z`, with `.mmm` or
+    /// `.uuuuuu` when there are fractions), digit by digit: feed cache keys
+    /// carry two timestamps and are built on every request, and chrono's
+    /// general-purpose formatter costs several times more.
+    pub fn write_rfc3339(&self, out: &mut String) {
+        fn digits(out: &mut String, value: u32, width: u32) {
+            for i in (0..width).rev() {
+                let d = (value / 10u32.pow(i)) % 10;
+                out.push(char::from(b'0' + d as u8));
+            }
+        }
+        let dt = self.0;
+        // Years are 0001..=9999 (checked at parse), so four digits suffice.
+        digits(out, u32::try_from(dt.year()).unwrap_or(0), 4);
+        out.push('-');
+        digits(out, dt.month(), 2);
+        out.push('-');
+        digits(out, dt.day(), 2);
+        out.push('T');
+        digits(out, dt.hour(), 2);
+        out.push(':');
+        digits(out, dt.minute(), 2);
+        out.push(':');
+        digits(out, dt.second(), 2);
+        let micros = dt.timestamp_subsec_micros();
+        if micros != 0 {
+            out.push('.');
+            if micros.is_multiple_of(1000) { digits(out, micros / 1000, 3) } else { digits(out, micros, 6) }
+        }
+        out.push('Z');
     }
 }
 
@@ -179,6 +214,25 @@ mod tests {
         }
         assert_eq!(ts("9999-12-31T23:59:59.999999Z").to_string(), "9999-12-31T23:59:59.999999Z");
         assert_eq!(ts("0001-01-01").to_string(), "0001-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn the_key_writer_writes_what_display_does() {
+        for s in [
+            "2026-10-06T09:00:00Z",
+            "2026-10-06T09:00:00.5Z",
+            "2026-10-06T09:00:00.123Z",
+            "2026-10-06T09:00:00.123456Z",
+            "2026-10-06T09:00:00.000001Z",
+            "2026-10-06T09:00:00.120000Z",
+            "0001-01-01",
+            "9999-12-31T23:59:59.999999Z",
+        ] {
+            let t = ts(s);
+            let mut written = String::new();
+            t.write_rfc3339(&mut written);
+            assert_eq!(written, t.to_string(), "{s}");
+        }
     }
 
     #[test]

@@ -72,14 +72,14 @@ pub async fn record_metrics(
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
     let started = Instant::now();
     let state = req.app_data::<web::Data<AppState>>().cloned();
-    let method = req.method().to_string();
+    let method = req.method().clone();
     let res = next.call(req).await;
     if let Some(state) = state {
         let (route, status) = match &res {
             Ok(r) => (r.request().match_pattern().unwrap_or_else(|| "unmatched".into()), r.status().as_u16()),
             Err(e) => ("unmatched".to_owned(), e.as_response_error().status_code().as_u16()),
         };
-        let labels = RequestLabels { method, route, status: format!("{}xx", status / 100) };
+        let labels = RequestLabels::new(&method, route, status);
         state.metrics.http_requests.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
     }
     res

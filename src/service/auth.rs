@@ -209,10 +209,15 @@ pub async fn confirm_uncached(state: &AppState, claim: Claim) -> Result<Session,
 pub async fn confirm(state: &AppState, claim: Claim, cached: SessionState) -> Result<Session, ServiceError> {
     let Claim { user_id, token_hash } = claim;
     match cached {
-        SessionState::Valid => return Ok(Session { user_id, token_hash }),
-        SessionState::Revoked => return Err(ServiceError::Unauthenticated),
-        SessionState::Unknown => {}
+        SessionState::Valid => Ok(Session { user_id, token_hash }),
+        SessionState::Revoked => Err(ServiceError::Unauthenticated),
+        // Boxed: the feed's hit path awaits `confirm` on every request, and
+        // the database branch's state machine is large.
+        SessionState::Unknown => Box::pin(confirm_in_db(state, user_id, token_hash)).await,
     }
+}
+
+async fn confirm_in_db(state: &AppState, user_id: UserId, token_hash: TokenHash) -> Result<Session, ServiceError> {
     let live = db::run(&state.pool, move |c| sessions::find_live(c, &token_hash)).await?;
     match live {
         Some((user, expires_at)) if user == user_id.0 => {
