@@ -44,13 +44,18 @@ pub struct RootSpan;
 impl tracing_actix_web::RootSpanBuilder for RootSpan {
     fn on_request_start(request: &actix_web::dev::ServiceRequest) -> tracing::Span {
         use actix_web::HttpMessage as _;
-        let request_id = request.extensions().get::<tracing_actix_web::RequestId>().copied();
+        // The balancer's id when it sends one (nginx: `$request_id`, also in
+        // its access log), so both logs of one request share it.
+        let forwarded =
+            request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).filter(|id| is_request_id(id));
+        let generated = request.extensions().get::<tracing_actix_web::RequestId>().copied();
         // Encoded here rather than through `Display`: the formatting
         // machinery costs several times more than the encoding.
-        let mut id = uuid::Uuid::encode_buffer();
-        let id: &str = match &request_id {
-            Some(r) => r.hyphenated().encode_lower(&mut id),
-            None => "",
+        let mut buffer = uuid::Uuid::encode_buffer();
+        let id: &str = match (forwarded, &generated) {
+            (Some(id), _) => id,
+            (None, Some(r)) => r.hyphenated().encode_lower(&mut buffer),
+            (None, None) => "",
         };
         tracing::info_span!("request", request_id = id, method = request.method().as_str(), path = request.path())
     }
@@ -65,6 +70,11 @@ impl tracing_actix_web::RootSpanBuilder for RootSpan {
             tracing::error!(status = e.as_response_error().status_code().as_u16(), error = %e, "request failed");
         }
     }
+}
+
+/// An id worth logging: short, and letters, digits, `-` and `_` only.
+fn is_request_id(id: &str) -> bool {
+    (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// Formats span fields as the JSON object the JSON event formatter expects
@@ -222,6 +232,15 @@ mod tests {
         type Writer = Self;
         fn make_writer(&'a self) -> Self {
             self.clone()
+        }
+    }
+
+    #[test]
+    fn forwarded_request_ids_are_used_only_when_plain() {
+        assert!(is_request_id("4f9c2a5e7d8b1c3e5f7a9b0c2d4e6f81"));
+        assert!(is_request_id("0b2a6c1e-97e5-4fd6-9e44-6f3f4a2b1c0d"));
+        for bad in ["", "x".repeat(65).as_str(), "a b", "id\n{\"evil\":1}", "ünï"] {
+            assert!(!is_request_id(bad), "{bad:?}");
         }
     }
 

@@ -112,6 +112,8 @@ impl TryFrom<RawFeedQuery> for FeedParams {
     (status = 200, description = "The events", body = Vec<FeedEvent>, headers(
         ("X-Cache" = String, description = "`HIT`, `MISS` or `BYPASS`: whether the shared cache answered"),
         ("Cache-Control" = String, description = "`no-store, no-cache, must-revalidate, max-age=0, private`"),
+        ("Content-Encoding" = String, description = "`gzip` when the request's `Accept-Encoding` allows it \
+            (the bytes the cache stores); absent otherwise"),
     )),
     (status = 400, description = "`invalid_input`: a missing or malformed parameter, end not after start, \
         a range over 400 days", body = ErrorBody),
