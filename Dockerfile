@@ -73,7 +73,7 @@ COPY --from=web /web/assets/vendor/ /app/web/assets/vendor/
 # environment at run time, never from the image.
 ENV CALCACHE_ENV=production \
     CALCACHE_CONFIG_DIR=/app/config \
-    CALCACHE_WEB_DIR=/app/web \
+    CALCACHE__SERVER__WEB_DIR=/app/web \
     CALCACHE__SERVER__PORT=8080
 
 USER 10001:10001

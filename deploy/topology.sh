@@ -146,7 +146,7 @@ app_env() {
     APP_VARS=(
         CALCACHE_ENV="$APP_ENV"
         CALCACHE_CONFIG_DIR="$ROOT/config"
-        CALCACHE_WEB_DIR="$ROOT/web"
+        CALCACHE__SERVER__WEB_DIR="$ROOT/web"
         DATABASE_URL="$DATABASE_URL"
         REDIS_URL="$REDIS_URL"
         CALCACHE__REDIS__KEY_PREFIX="$KEY_PREFIX"

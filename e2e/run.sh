@@ -86,7 +86,7 @@ export CALCACHE_ENV=local
 export DATABASE_URL="$PG_BASE/$DB"
 export REDIS_URL="$REDIS"
 export CALCACHE__REDIS__KEY_PREFIX="$PREFIX"
-export CALCACHE_WEB_DIR="$ROOT/web"
+export CALCACHE__SERVER__WEB_DIR="$ROOT/web"
 
 log "database $DB, key prefix $PREFIX, port $PORT"
 "$BIN" demo >"$ARTIFACTS/demo.log" 2>&1 || { log "calcache demo failed:"; tail -n 20 "$ARTIFACTS/demo.log" >&2; exit 1; }

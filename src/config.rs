@@ -32,6 +32,8 @@ pub struct ServerSettings {
     pub client_timeout_ms: u64,
     /// On SIGTERM, how long in-flight requests get to finish.
     pub shutdown_timeout_secs: u64,
+    /// Where the calendar page's files are (`index.html`, `assets/`).
+    pub web_dir: std::path::PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize)]

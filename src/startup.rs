@@ -81,9 +81,11 @@ impl Application {
 
         let body = BodyConfig { limit: BODY_LIMIT, timeout: Duration::from_millis(settings.server.client_timeout_ms) };
         let data = web::Data::from(state.clone());
+        let web_dir = web::Data::new(routes::page::WebDir::new(settings.server.web_dir.clone()));
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(data.clone())
+                .app_data(web_dir.clone())
                 .app_data(body)
                 .app_data(routes::query_config())
                 .app_data(web::PayloadConfig::new(BODY_LIMIT))

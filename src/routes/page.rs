@@ -1,6 +1,6 @@
 //! The browser calendar: `GET /` (the page) and its static assets under
 //! `/assets/`. Files are read at run time from the web directory
-//! (`CALCACHE_WEB_DIR`, default `./web`): `index.html` and `assets/**`, where
+//! (`server.web_dir`, default `./web`): `index.html` and `assets/**`, where
 //! `npm ci` in `web/` puts FullCalendar (`assets/vendor/`). Nothing else of
 //! the directory (package files, `node_modules`) is reachable.
 
@@ -13,10 +13,6 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use super::extract::session_token;
 use crate::error::ApiError;
 use crate::service::{AppState, auth};
-
-/// The environment variable naming the web directory.
-pub const WEB_DIR_ENV: &str = "CALCACHE_WEB_DIR";
-const DEFAULT_WEB_DIR: &str = "./web";
 
 /// The page's security policy. FullCalendar injects its own `<style>`
 /// elements, hence `'unsafe-inline'` for styles only; no inline script.
@@ -31,36 +27,32 @@ pub struct WebDir {
 }
 
 impl WebDir {
+    /// `server.web_dir`; relative to the working directory.
     pub fn new(root: impl Into<PathBuf>) -> Self {
         Self { root: root.into() }
     }
-
-    /// `CALCACHE_WEB_DIR`, else `./web` (relative to the working directory).
-    pub fn from_env() -> Self {
-        Self::new(std::env::var_os(WEB_DIR_ENV).map_or_else(|| PathBuf::from(DEFAULT_WEB_DIR), PathBuf::from))
-    }
 }
 
+/// The page's routes; `startup` provides the [`WebDir`] as app data.
 pub fn config(cfg: &mut web::ServiceConfig) {
-    cfg.app_data(web::Data::new(WebDir::from_env()))
-        .service(
-            web::resource("/")
-                .route(web::get().to(index))
-                .route(web::head().to(index))
-                .default_service(web::to(super::method_not_allowed)),
-        )
-        .service(
-            web::resource("/favicon.ico")
-                .route(web::get().to(favicon))
-                .route(web::head().to(favicon))
-                .default_service(web::to(super::method_not_allowed)),
-        )
-        .service(
-            web::resource("/assets/{path:.*}")
-                .route(web::get().to(asset))
-                .route(web::head().to(asset))
-                .default_service(web::to(super::method_not_allowed)),
-        );
+    cfg.service(
+        web::resource("/")
+            .route(web::get().to(index))
+            .route(web::head().to(index))
+            .default_service(web::to(super::method_not_allowed)),
+    )
+    .service(
+        web::resource("/favicon.ico")
+            .route(web::get().to(favicon))
+            .route(web::head().to(favicon))
+            .default_service(web::to(super::method_not_allowed)),
+    )
+    .service(
+        web::resource("/assets/{path:.*}")
+            .route(web::get().to(asset))
+            .route(web::head().to(asset))
+            .default_service(web::to(super::method_not_allowed)),
+    );
 }
 
 #[derive(Debug, thiserror::Error)]
