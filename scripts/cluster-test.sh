@@ -16,18 +16,32 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
 free_base() {
-  # Six consecutive free ports, and their cluster bus ports (+10000).
-  local base p ok
-  for _ in $(seq 50); do
-    base=$((20000 + RANDOM % 20000))
-    ok=1
-    for p in $(seq "$base" $((base + 5))) $(seq $((base + 10000)) $((base + 10005))); do
-      if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then ok=0; break; fi
-    done
-    if ((ok)); then echo "$base"; return; fi
-  done
-  echo "no free ports" >&2
-  return 1
+  # Six consecutive free ports and their cluster bus ports (+10000), all
+  # below the kernel's ephemeral range: a port in that range can be taken at
+  # any moment as the local end of some outgoing connection (one did, and a
+  # node failed to bind). "Free" means we could bind it just now.
+  python3 - <<'PY'
+import random, socket
+low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+for _ in range(200):
+    base = random.randrange(10000, low - 10006)
+    ports = [base + i for i in range(6)] + [base + 10000 + i for i in range(6)]
+    socks = []
+    try:
+        for p in ports:
+            s = socket.socket()
+            s.bind(("127.0.0.1", p))
+            socks.append(s)
+    except OSError:
+        continue
+    finally:
+        for s in socks:
+            s.close()
+    print(base)
+    break
+else:
+    raise SystemExit("no free ports")
+PY
 }
 
 dir=$(mktemp -d -t calcache-cluster.XXXXXX)
@@ -36,8 +50,15 @@ cleanup() {
   rm -rf "$dir"
 }
 trap cleanup EXIT
-base=$(free_base)
-bash scripts/redis-cluster.sh start "$dir" "$base"
+# A node can still lose its port to another process between the pick and
+# its bind; then stop what started and try other ports.
+for attempt in 1 2 3; do
+  base=$(free_base)
+  if bash scripts/redis-cluster.sh start "$dir" "$base"; then break; fi
+  bash scripts/redis-cluster.sh stop "$dir" || true
+  if ((attempt == 3)); then echo "redis cluster did not start" >&2; exit 1; fi
+  echo "redis cluster did not start on $base; trying other ports" >&2
+done
 
 nodes=""
 for i in 0 1 2 3 4 5; do nodes+="${nodes:+,}redis://127.0.0.1:$((base + i))"; done

@@ -44,7 +44,8 @@ case $cmd in
     done
     for n in "${nodes[@]}"; do
       if ! wait_for 10 redis-cli -h 127.0.0.1 -p "${n#*:}" ping; then
-        echo "redis node $n did not start; see $dir/redis-${n#*:}.log" >&2
+        echo "redis node $n did not start; its log:" >&2
+        tail -n 20 "$dir/redis-${n#*:}.log" >&2 || true
         exit 1
       fi
     done
