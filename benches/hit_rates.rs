@@ -8,6 +8,8 @@
 //!   cargo bench --bench hit_rates -- --quick      # a short run
 //!   cargo bench --bench hit_rates -- --soak 300   # the long soak only
 //!   cargo bench --bench hit_rates -- --hit-path   # hit path vs miss path only (needs wrk)
+//!   cargo bench --bench hit_rates -- --hit-path --baseline OLD/calcache --baseline-config OLD/config
+//!                                                 # and another build's hit path, in the same run
 //!
 //! Needs PostgreSQL and Redis (DATABASE_URL / REDIS_URL, defaults on
 //! 127.0.0.1); scripts/test.sh or scripts/run.sh start them if needed.
@@ -45,6 +47,11 @@ struct Deployment {
 
 impl Deployment {
     fn start(processes: usize, strategy: &str, extra: &[(&str, &str)]) -> Self {
+        Self::start_binary(env!("CARGO_BIN_EXE_calcache"), processes, strategy, extra)
+    }
+
+    /// With another build of calcache (`--baseline`), to compare in one run.
+    fn start_binary(binary: &str, processes: usize, strategy: &str, extra: &[(&str, &str)]) -> Self {
         let base_url = env_or("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/calcache");
         let admin = with_db(&base_url, "postgres");
         let db_name = format!("calcache_bench_{}", uuid::Uuid::new_v4().simple());
@@ -55,7 +62,7 @@ impl Deployment {
         let mut children = Vec::new();
         let mut bases = Vec::new();
         for _ in 0..processes {
-            let mut cmd = Command::new(env!("CARGO_BIN_EXE_calcache"));
+            let mut cmd = Command::new(binary);
             cmd.args(["serve", "--port", "0"])
                 .current_dir(env!("CARGO_MANIFEST_DIR"))
                 .env("CALCACHE_ENV", "local")
@@ -238,13 +245,25 @@ async fn local_redis_pid() -> Option<u32> {
     std::path::Path::new(&format!("/proc/{pid}/stat")).exists().then_some(pid)
 }
 
+/// One row of the hit-path table: which build, which strategy, how driven.
+struct PathSetup<'a> {
+    name: &'static str,
+    binary: &'a str,
+    config: Option<&'a str>,
+    strategy: &'static str,
+    gzip: bool,
+    unique: bool,
+    think_ms: Option<u32>,
+}
+
 struct PathRun {
     name: &'static str,
     run: WrkSummary,
     server_cpu_us: f64,
     redis_cpu_us: Option<f64>,
     hits: f64,
-    redis_trips: f64,
+    /// `None` for a build without the metric (a baseline).
+    redis_trips: Option<f64>,
     db_queries: f64,
 }
 
@@ -252,7 +271,11 @@ struct PathRun {
 /// wrk (a separate process, 64 connections) against one calcache process
 /// with 2 workers and production logging (`info`, JSON), on the month grid
 /// FullCalendar asks for, over the realistic 6 weeks of one busy user.
-async fn hit_vs_miss(secs: u64) -> String {
+///
+/// With `baseline` (another build's binary, and its config directory if
+/// this build's would not load in it), its hit path is measured in the same
+/// run, right after this build's, for a before/after ratio.
+async fn hit_vs_miss(secs: u64, baseline: Option<(&str, Option<&str>)>) -> String {
     let mut out = String::new();
     if !wrk_installed() {
         let _ = writeln!(out, "Skipped: this section needs `wrk` (`apt-get install wrk`).");
@@ -262,23 +285,45 @@ async fn hit_vs_miss(secs: u64) -> String {
     let today = chrono::Utc::now().date_naive();
     let (start, end) = loadgen::month_grid(loadgen::month_start(today, 0));
     let fmt = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%dT%H:%M:%SZ").to_string();
-    let runs: [(&'static str, &str, bool, bool, Option<u32>); 5] = [
-        ("hit, gzip accepted (browsers)", "versioned", true, false, None),
-        ("hit, gzip not accepted (decompressed per request)", "versioned", false, false, None),
-        (
+    let this = env!("CARGO_BIN_EXE_calcache");
+    let row = |name, strategy, gzip, unique, think_ms| PathSetup {
+        name,
+        binary: this,
+        config: None,
+        strategy,
+        gzip,
+        unique,
+        think_ms,
+    };
+    let mut runs = vec![
+        row("hit, gzip accepted (browsers)", "versioned", true, false, None),
+        row("hit, gzip not accepted (decompressed per request)", "versioned", false, false, None),
+        row(
             "miss (versioned, a new range every request: lookup, lease, PostgreSQL, compress, store)",
             "versioned",
             true,
             true,
             None,
         ),
-        ("no cache (strategy none: PostgreSQL every request)", "none", true, false, None),
-        ("hit, gzip, below saturation: 1 ms between a connection's requests", "versioned", true, false, Some(1)),
+        row("no cache (strategy none: PostgreSQL every request)", "none", true, false, None),
+        row("hit, gzip, below saturation: 1 ms between a connection's requests", "versioned", true, false, Some(1)),
     ];
+    if let Some((binary, config)) = baseline {
+        runs.push(PathSetup {
+            name: "baseline build: hit, gzip accepted",
+            binary,
+            config,
+            ..row("", "versioned", true, false, None)
+        });
+    }
     let mut results = Vec::new();
     let mut sizes = (0, 0);
-    for (name, strategy, gzip, unique, think_ms) in runs {
-        let dep = Deployment::start(1, strategy, &[("RUST_LOG", "info")]);
+    for PathSetup { name, binary, config, strategy, gzip, unique, think_ms } in runs {
+        let mut env = vec![("RUST_LOG", "info")];
+        if let Some(dir) = config {
+            env.push(("CALCACHE_CONFIG_DIR", dir));
+        }
+        let dep = Deployment::start_binary(binary, 1, strategy, &env);
         let target = Arc::new(Target::new(dep.bases.clone(), dep.db_url.clone()));
         // 300 items over ±90 days: about 70 in the month grid (≈ 15 KB of JSON).
         let w = Workload { users: 1, items_per_user: 300, ..Default::default() };
@@ -288,10 +333,12 @@ async fn hit_vs_miss(secs: u64) -> String {
         // Warm: fill the entry and let the process learn the version.
         for _ in 0..2 {
             let res = target.client.get(&url).bearer_auth(&token).send().await.unwrap();
-            sizes.0 = res.bytes().await.unwrap().len();
+            if binary == this {
+                sizes.0 = res.bytes().await.unwrap().len();
+            }
         }
         let raw = target.client.get(&url).bearer_auth(&token).header("accept-encoding", "gzip").send().await.unwrap();
-        if raw.headers().get("content-encoding").is_some() {
+        if binary == this && raw.headers().get("content-encoding").is_some() {
             sizes.1 = raw.bytes().await.unwrap().len();
         }
         let pid = dep.pids()[0];
@@ -310,7 +357,10 @@ async fn hit_vs_miss(secs: u64) -> String {
             server_cpu_us: (cpu1 - cpu0) * 1e6 / n,
             redis_cpu_us: rcpu0.zip(rcpu1).map(|(a, b)| (b - a) * 1e6 / n),
             hits: (metric("calcache_feed_cache_requests_total{outcome=\"hit\"}").await - h0) / n,
-            redis_trips: (metric("calcache_redis_round_trips_total").await - t0) / n,
+            redis_trips: {
+                let t1 = metric("calcache_redis_round_trips_total").await;
+                (t1 > 0.0).then(|| (t1 - t0) / n)
+            },
             db_queries: (metric("calcache_feed_db_queries_total").await - q0) / n,
             run,
         });
@@ -333,7 +383,7 @@ async fn hit_vs_miss(secs: u64) -> String {
         let rps = r.run.requests as f64 / (r.run.duration_us.max(1) as f64 / 1e6);
         let _ = writeln!(
             out,
-            "| {} | {rps:.0} | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms | {:.1} µs | {} | {:.0} % | {:.2} | {:.2} | {} |",
+            "| {} | {rps:.0} | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms | {:.1} µs | {} | {:.0} % | {} | {:.2} | {} |",
             r.name,
             ms(r.run.p50),
             ms(r.run.p90),
@@ -342,13 +392,13 @@ async fn hit_vs_miss(secs: u64) -> String {
             r.server_cpu_us,
             r.redis_cpu_us.map_or_else(|| "—".to_owned(), |c| format!("{c:.1} µs")),
             100.0 * r.hits,
-            r.redis_trips,
+            r.redis_trips.map_or_else(|| "—".to_owned(), |t| format!("{t:.2}")),
             r.db_queries,
             r.run.non2xx + r.run.socket_errors
         );
     }
     let rps = |r: &PathRun| r.run.requests as f64 / (r.run.duration_us.max(1) as f64 / 1e6);
-    if let [hit, identity, miss, none, paced] = &results[..] {
+    if let [hit, identity, miss, none, paced, rest @ ..] = &results[..] {
         let _ = writeln!(
             out,
             "\nHit-path throughput is **{:.1}×** the miss path ({:.1}× with gzip not accepted, {:.1}× strategy none); hit p99 **{:.2} ms** at 64 connections; calcache CPU per hit {:.1} µs vs {:.1} µs per miss ({:.1}×).",
@@ -366,6 +416,18 @@ async fn hit_vs_miss(secs: u64) -> String {
             rps(paced),
             ms(paced.run.p99)
         );
+        if let [old] = rest {
+            let _ = writeln!(
+                out,
+                "Against the baseline build ({}): **{:.2}×** the throughput, calcache CPU per hit {:.1} µs → {:.1} µs, p99 {:.2} ms → {:.2} ms.",
+                baseline.map_or("", |(binary, _)| binary),
+                rps(hit) / rps(old).max(1e-9),
+                old.server_cpu_us,
+                hit.server_cpu_us,
+                ms(old.run.p99),
+                ms(hit.run.p99)
+            );
+        }
     }
     out
 }
@@ -538,6 +600,9 @@ fn main() {
     }
     let quick = args.iter().any(|a| a == "--quick");
     let hit_path_only = args.iter().any(|a| a == "--hit-path");
+    let flag = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
+    let (baseline, baseline_config) = (flag("--baseline"), flag("--baseline-config"));
+    let baseline = baseline.as_deref().map(|b| (b, baseline_config.as_deref()));
     let soak =
         args.iter().position(|a| a == "--soak").map(|i| args.get(i + 1).and_then(|s| s.parse().ok()).unwrap_or(300u64));
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
@@ -551,7 +616,7 @@ fn main() {
             return;
         }
         if hit_path_only {
-            println!("{}", hit_vs_miss(if quick { 5 } else { 15 }).await);
+            println!("{}", hit_vs_miss(if quick { 5 } else { 15 }, baseline).await);
             return;
         }
         let secs = if quick { 8 } else { 30 };
@@ -566,7 +631,7 @@ fn main() {
             rows.push(strategy_run(strategy, processes, &w, &bar).await);
         }
         bar.set_message("hit path vs miss path");
-        let hot = hit_vs_miss(if quick { 5 } else { 15 }).await;
+        let hot = hit_vs_miss(if quick { 5 } else { 15 }, baseline).await;
         bar.set_message("redis outage overhead");
         let outage = outage_overhead(if quick { 4 } else { 10 }).await;
         bar.set_message("invalidation cost");

@@ -222,11 +222,12 @@ impl Cache {
         let version_key = self.keys.version(user);
         let mut pipe = redis::pipe();
         pipe.cmd("GET").arg(&session_key).cmd("GET").arg(&version_key);
-        let (session, version, guessed_entry) = match guess {
-            Some(g) => {
+        let guessed = guess.map(|g| (g, self.keys.feed(user, Some(g), params)));
+        let (session, version, guessed_entry) = match &guessed {
+            Some((g, guess_key)) => {
                 let (s, v, e): (Option<String>, Option<u64>, Option<Vec<u8>>) =
-                    pipe.cmd("GET").arg(self.keys.feed(user, Some(g), params)).query_async(conn).await?;
-                (s, v, e.filter(|_| v == Some(g)))
+                    pipe.cmd("GET").arg(guess_key).query_async(conn).await?;
+                (s, v, e.filter(|_| v == Some(*g)))
             }
             None => {
                 let (s, v): (Option<String>, Option<u64>) = pipe.query_async(conn).await?;
@@ -238,11 +239,14 @@ impl Cache {
             Some(v) => v,
             None => super::version::init(conn, &version_key).await?,
         };
-        let key = self.keys.feed(user, Some(version), params);
-        let entry = match (guessed_entry, guess == Some(version)) {
-            (Some(e), true) => Some(e),
-            (_, true) => None,
-            _ => redis::cmd("GET").arg(&key).query_async(conn).await?,
+        let (key, entry) = match guessed {
+            // The common case: the guess was right, and so was its key.
+            Some((g, guess_key)) if g == version => (guess_key, guessed_entry),
+            _ => {
+                let key = self.keys.feed(user, Some(version), params);
+                let entry = redis::cmd("GET").arg(&key).query_async(conn).await?;
+                (key, entry)
+            }
         };
         Ok(Lookup { session, version: Some(version), key, entry })
     }
