@@ -616,7 +616,14 @@ fn main() {
             return;
         }
         if hit_path_only {
-            println!("{}", hit_vs_miss(if quick { 5 } else { 15 }, baseline).await);
+            let md = hit_vs_miss(if quick { 5 } else { 15 }, baseline).await;
+            let cmd = args.iter().skip(1).filter(|a| *a != "--bench").cloned().collect::<Vec<_>>().join(" ");
+            let report = format!("# calcache hit path vs miss path\n\nCommand: `cargo bench --bench hit_rates -- {cmd}`.\n\n{md}");
+            let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
+            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("results").join(format!("{stamp}-hit-path"));
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("report.md"), &report).unwrap();
+            println!("{report}\nwritten to results/{stamp}-hit-path/");
             return;
         }
         let secs = if quick { 8 } else { 30 };

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Instructions per cached feed hit, counted by valgrind's callgrind: unlike
+# a timing, the count is the same from run to run whatever else the machine
+# is doing, so two builds can be compared on a busy machine.
+#
+#   scripts/hit-instructions.sh [BINARY [CONFIG_DIR]]   # default: target/release/calcache, ./config
+#
+# Starts BINARY under callgrind (one worker, production logging: JSON at
+# `info`) on a fresh database with the demo data, fills the demo user's
+# month-grid feed, then counts the instructions of every thread while wrk
+# (8 connections, 10 s, Accept-Encoding: gzip) asks for that feed again and
+# again. Prints instructions per request; everything it started is stopped.
+# Needs valgrind and wrk (apt-get install valgrind wrk).
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$ROOT"
+BIN=${1:-target/release/calcache}
+CONFIG=${2:-$ROOT/config}
+[[ -x $BIN ]] || die "no binary at $BIN (cargo build --release)"
+apt_install valgrind wrk
+ensure_postgres
+ensure_redis
+
+work=$(mktemp -d -t calcache-callgrind.XXXXXX)
+db="calcache_callgrind_$(date +%s)_$$"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+vg=""
+cleanup() {
+  [[ -n $vg ]] && kill "$vg" 2>/dev/null && wait "$vg" 2>/dev/null
+  psql "${DATABASE_URL%/*}/postgres" -qAt -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+psql "${DATABASE_URL%/*}/postgres" -qAt -c "CREATE DATABASE \"$db\"" >/dev/null
+
+export DATABASE_URL="${DATABASE_URL%/*}/$db" CALCACHE_ENV=local CALCACHE_CONFIG_DIR=$CONFIG
+export CALCACHE__SERVER__WORKERS=1 CALCACHE__LOG__FORMAT=json RUST_LOG=${RUST_LOG:-info}
+export CALCACHE__REDIS__KEY_PREFIX="callgrind-$db" CALCACHE__REDIS__TIMEOUT_MS=5000
+"$BIN" demo >"$work/demo.log" 2>&1 || { tail "$work/demo.log" >&2; die "calcache demo failed"; }
+
+valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$work/cg.out" \
+  "$BIN" serve --port "$port" >"$work/serve.log" 2>&1 &
+vg=$!
+wait_for "calcache under valgrind" 120 curl -sf "http://127.0.0.1:$port/healthz" -o /dev/null
+
+token=$(curl -sf -XPOST "http://127.0.0.1:$port/api/login" -H 'content-type: application/json' \
+  -d '{"username":"demo","password":"demo-password"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+read -r start end < <(python3 -c '
+import datetime as d
+first = d.date.today().replace(day=1)
+start = first - d.timedelta(days=(first.weekday() + 1) % 7)
+print(f"{start}T00:00:00Z", f"{start + d.timedelta(days=42)}T00:00:00Z")')
+url="http://127.0.0.1:$port/api/calendar/feed?start=$start&end=$end"
+for _ in 1 2 3; do curl -sf -o /dev/null -H "Authorization: Bearer $token" -H 'Accept-Encoding: gzip' "$url"; done
+
+callgrind_control -i on "$vg" >/dev/null 2>&1
+requests=$(wrk -t1 -c8 -d10s -H "Authorization: Bearer $token" -H 'Accept-Encoding: gzip' "$url" |
+  awk '/requests in/ {print $1}')
+callgrind_control -i off "$vg" >/dev/null 2>&1
+callgrind_control -d "$vg" >/dev/null 2>&1
+total=$(callgrind_annotate "$work/cg.out.1" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+((requests > 0)) || die "wrk answered no requests"
+echo "$BIN: $((total / requests)) instructions per cached feed ($requests requests, RUST_LOG=$RUST_LOG)"
