@@ -252,6 +252,31 @@ describe('the calendar page', () => {
     }
   });
 
+  test('a dialog closed and reopened in the same moment keeps Edit and Delete', { timeout: TEST_TIMEOUT }, async () => {
+    // <dialog> dispatches `close` as a task after it closed: a reopening
+    // that runs first must not have its state cleared by the late event
+    // (seen as a flaky keyboard test: Escape, then Enter at once).
+    const api = await Api.newUser('reopen');
+    const item = await api.createItem(allDayItem(`Reopen ${randomSuffix()}`));
+    const { context, page, problems } = await newPage(browser);
+    try {
+      await signIn(page, api);
+      await eventEl(page, item.id).first().click();
+      await page.locator('#view-delete').waitFor({ state: 'visible' });
+      // Close and reopen within one task, before `close` is delivered.
+      await page.evaluate((id) => {
+        document.getElementById('item-dialog').close();
+        document.querySelector(`[data-work-item-id="${id}"]`).click();
+      }, item.id);
+      await page.locator('#item-dialog[open]').waitFor();
+      await page.locator('#view-delete').waitFor({ state: 'visible' });
+      await page.locator('#view-edit').waitFor({ state: 'visible' });
+      assertNoConsoleProblems(problems);
+    } finally {
+      await context.close();
+    }
+  });
+
   test('readable at 360 px wide', { timeout: TEST_TIMEOUT }, async () => {
     const api = await Api.newUser('phone');
     const sfx = randomSuffix();

@@ -624,6 +624,10 @@
       }
     });
     dialog().addEventListener('close', () => {
+      // `close` is dispatched as a task after the dialog closed: if the
+      // dialog has been opened again meanwhile (Escape, then Enter on the
+      // event at once), this state is the new opening's, not ours to clear.
+      if (dialog().open) return;
       state.current = null;
       state.editing = null;
     });
