@@ -11,9 +11,10 @@ use calcache::startup::{self, Application};
 use calcache::{demo, telemetry};
 use clap::Parser as _;
 
-// The feed's hit path allocates a 20 KB body and a handful of small buffers
-// per request, from two worker threads at once; mimalloc's per-thread heaps
-// serve that with less CPU than glibc's malloc (BENCHMARKS.md).
+// The feed's hit path allocates the stored body (a few KB) and a handful of
+// small buffers per request, from every worker thread at once; mimalloc's
+// per-thread heaps serve that with less CPU than glibc's malloc
+// (BENCHMARKS.md).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

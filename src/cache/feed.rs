@@ -148,20 +148,16 @@ impl Cache {
         let span = tracing::Span::current();
         let versioned = match self.strategy {
             CacheStrategy::None => None,
+            CacheStrategy::Versioned if self.is_pending(user) => {
+                tracing::debug!(user_id = %user, "invalidation pending; bypassing the cache");
+                None
+            }
             CacheStrategy::Versioned => Some(true),
             CacheStrategy::Ttl => Some(false),
         };
-        let pending = versioned == Some(true) && self.is_pending(user);
-        let Some(versioned) = versioned.filter(|_| !pending) else {
-            if pending {
-                tracing::debug!(user_id = %user, "invalidation pending; bypassing the cache");
-            }
-            return Box::pin(async {
-                authorize(self.session_state(user, token_hash).await.unwrap_or(SessionState::Unknown)).await?;
-                span.record("cache.outcome", "BYPASS");
-                load().await.map(|json| (FeedOutcome::Bypass, FeedBody::Json(json)))
-            })
-            .await;
+        let Some(versioned) = versioned else {
+            let cached = self.session_state(user, token_hash).await.unwrap_or(SessionState::Unknown);
+            return Box::pin(Self::bypass(&span, cached, authorize, load)).await;
         };
 
         let guess = if versioned { self.read_path.guess(user) } else { None };
@@ -171,12 +167,7 @@ impl Cache {
             Ok(found) => found,
             Err(e) => {
                 tracing::warn!(user_id = %user, error = %e, "feed cache unavailable; answering from PostgreSQL");
-                return Box::pin(async {
-                    authorize(SessionState::Unknown).await?;
-                    span.record("cache.outcome", "BYPASS");
-                    load().await.map(|json| (FeedOutcome::Bypass, FeedBody::Json(json)))
-                })
-                .await;
+                return Box::pin(Self::bypass(&span, SessionState::Unknown, authorize, load)).await;
             }
         };
         authorize(found.session).await?;
@@ -194,12 +185,25 @@ impl Cache {
             return Ok((FeedOutcome::Hit, FeedBody::Gzip(gzip)));
         }
         tracing::debug!(user_id = %user, version = found.version, "feed cache miss");
-        // Boxed, like every path that is not a hit: an async fn's state
-        // machine holds all of its branches, and a hit's future is moved
-        // several times on its way through actix and the timeout.
+        // Boxed, like every path that is not a hit (see `bypass`).
         let (outcome, body) = Box::pin(self.fill(found.key, load)).await?;
         span.record("cache.outcome", outcome.as_str());
         Ok((outcome, body))
+    }
+
+    /// Straight from PostgreSQL, once the session checks out. (Called boxed:
+    /// an async fn's state machine holds all of its branches, and a hit's
+    /// future is moved several times on its way through actix and the
+    /// timeout.)
+    async fn bypass<E>(
+        span: &tracing::Span,
+        cached: SessionState,
+        authorize: impl AsyncFnOnce(SessionState) -> Result<(), E>,
+        load: impl AsyncFnOnce() -> Result<Bytes, E>,
+    ) -> Result<(FeedOutcome, FeedBody), E> {
+        authorize(cached).await?;
+        span.record("cache.outcome", "BYPASS");
+        load().await.map(|json| (FeedOutcome::Bypass, FeedBody::Json(json)))
     }
 
     /// One round trip when `guess` is the current version, two otherwise.
@@ -340,7 +344,7 @@ impl Cache {
             }
         }
         let json = load().await?;
-        let Some(gzip) = FeedBody::compress(&json).ok().and_then(|b| b.gzip().cloned()) else {
+        let Ok(gzip) = FeedBody::compress(&json) else {
             // Compressing into memory does not fail in practice; if it did,
             // the JSON is still the right answer, only not stored.
             tracing::warn!("could not compress feed entry");
