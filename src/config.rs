@@ -46,6 +46,17 @@ pub struct DatabaseSettings {
     pub connect_timeout_ms: u64,
     /// `statement_timeout` set on every pooled connection.
     pub statement_timeout_ms: u64,
+    /// Upper bound on a request's PostgreSQL work (checkout, queries,
+    /// commit), enforced by calcache itself: on a network that drops packets
+    /// the server-side `statement_timeout` never fires. Past it the request
+    /// answers 503 (`outcome_unknown` if COMMIT had been sent).
+    pub request_timeout_ms: u64,
+}
+
+impl DatabaseSettings {
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -202,6 +213,14 @@ impl Settings {
             return Err(ConfigError::Invalid {
                 key: "redis.cluster_nodes",
                 reason: "cluster mode needs at least one seed node".into(),
+            });
+        }
+        if self.database.request_timeout_ms == 0
+            || self.database.request_timeout_ms < self.database.statement_timeout_ms
+        {
+            return Err(ConfigError::Invalid {
+                key: "database.request_timeout_ms",
+                reason: "must be positive and at least database.statement_timeout_ms".into(),
             });
         }
         if self.database.pool_max_size == 0 || self.redis.pool_max_size == 0 {

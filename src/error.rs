@@ -35,6 +35,13 @@ pub enum ApiError {
     RateLimited { retry_after_secs: u64 },
     #[error("a dependency is unavailable")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A write whose COMMIT PostgreSQL did not confirm in time: it may or
+    /// may not have been saved. Never answered as a plain failure, which
+    /// would invite a blind retry (a duplicate create) or hide a change.
+    #[error(
+        "the database did not confirm this change in time: it may or may not have been saved; read it back before repeating it"
+    )]
+    OutcomeUnknown(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -69,6 +76,7 @@ pub const ERROR_CODES: &[&str] = &[
     "unsupported_media_type",
     "rate_limited",
     "unavailable",
+    "outcome_unknown",
     "internal",
 ];
 
@@ -92,6 +100,7 @@ impl ApiError {
             Self::RequestTimeout => "request_timeout",
             Self::RateLimited { .. } => "rate_limited",
             Self::Unavailable(_) => "unavailable",
+            Self::OutcomeUnknown(_) => "outcome_unknown",
             Self::Internal(_) => "internal",
         }
     }
@@ -142,7 +151,7 @@ impl ResponseError for ApiError {
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::OutcomeUnknown(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -189,6 +198,7 @@ impl From<DbError> for ApiError {
     fn from(e: DbError) -> Self {
         match e {
             DbError::Unavailable(_) => Self::Unavailable(Box::new(e)),
+            DbError::OutcomeUnknown(_) => Self::OutcomeUnknown(Box::new(e)),
             other => Self::Internal(Box::new(other)),
         }
     }
@@ -228,6 +238,7 @@ mod code_tests {
             ApiError::RequestTimeout,
             ApiError::RateLimited { retry_after_secs: 1 },
             ApiError::Unavailable("u".into()),
+            ApiError::OutcomeUnknown("o".into()),
             ApiError::Internal("i".into()),
         ];
         for e in &errors {

@@ -163,6 +163,11 @@ pub struct Metrics {
     pub redis_round_trips: Counter,
     pub dependency_errors: Family<DependencyLabels, Counter>,
     pub outbox_depth: Gauge,
+    /// Age of the oldest invalidation waiting in the outbox (0 when empty).
+    pub outbox_oldest_seconds: Gauge,
+    /// Writes refused before their transaction because their fence could not
+    /// be raised in Redis (nothing was changed; the client got 503).
+    pub writes_refused: Counter,
     pub stampede_waits: Family<StampedeLabels, Counter>,
     pub audits: Family<AuditLabels, Counter>,
     /// PostgreSQL pool: connections open and idle (sampled by the drainer).
@@ -213,6 +218,18 @@ impl Metrics {
             "Invalidations waiting in the outbox (as last seen by this process)",
             outbox_depth.clone(),
         );
+        let outbox_oldest_seconds = Gauge::default();
+        registry.register(
+            "invalidation_outbox_oldest_seconds",
+            "Age of the oldest invalidation waiting in the outbox (0 when empty); growing means nobody can apply it",
+            outbox_oldest_seconds.clone(),
+        );
+        let writes_refused = Counter::default();
+        registry.register(
+            "writes_refused_fence",
+            "Writes answered 503 before their transaction because their write fence could not be raised in Redis",
+            writes_refused.clone(),
+        );
         let stampede_waits = Family::<StampedeLabels, Counter>::default();
         registry.register(
             "feed_cache_stampede_waits",
@@ -249,6 +266,8 @@ impl Metrics {
             redis_round_trips,
             dependency_errors,
             outbox_depth,
+            outbox_oldest_seconds,
+            writes_refused,
             stampede_waits,
             audits,
             db_pool_connections,

@@ -49,7 +49,7 @@ type AuditSamples = tokio::sync::mpsc::Receiver<crate::cache::AuditSample>;
 fn build_parts(settings: &Settings) -> Result<(Arc<AppState>, Option<AuditSamples>), StartupError> {
     let metrics = Arc::new(Metrics::new());
     let pool = db::build_pool(&settings.database, metrics.pool_observer());
-    let mut cache = Cache::new(&settings.redis, &settings.cache, metrics.clone())?;
+    let mut cache = Cache::new(&settings.redis, &settings.cache, settings.database.request_timeout(), metrics.clone())?;
     let audit = (settings.cache.audit_sample_rate > 0.0).then(|| cache.enable_audit(settings.cache.audit_sample_rate));
     let state = Arc::new(AppState {
         pool,

@@ -46,6 +46,11 @@ impl Breaker {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX - 1) + 1
     }
 
+    /// Consecutive failures that open the circuit.
+    pub fn threshold(&self) -> u32 {
+        self.threshold
+    }
+
     pub fn permit(&self) -> Permit {
         let until = self.open_until_ms.load(Ordering::Acquire);
         if until == 0 {

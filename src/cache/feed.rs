@@ -100,9 +100,26 @@ impl ReadPath {
 /// What the first look into Redis found.
 struct Lookup {
     session: SessionState,
+    /// A write for this user is in flight (`fence.rs`): don't use the cache.
+    fenced: bool,
     version: Option<u64>,
-    key: String,
+    /// The entry's key; `None` when the version is not set yet.
+    key: Option<String>,
     entry: Option<Vec<u8>>,
+}
+
+/// Releases the fill lease at `key` if `holder` still holds it (compare and
+/// delete in one step; Redis 7 has no such command, hence the script).
+fn push_release<'a>(pipe: &'a mut redis::Pipeline, key: &str, holder: &[u8]) -> &'a mut redis::Pipeline {
+    const RELEASE: &str =
+        "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
+    pipe.cmd("EVAL").arg(RELEASE).arg(1).arg(key).arg(holder).ignore()
+}
+
+/// What a stored entry starts with (gzip's magic number). Anything else in an
+/// entry's place is not ours, and is answered as a miss and overwritten.
+fn looks_stored(entry: &[u8]) -> bool {
+    entry.starts_with(&[0x1f, 0x8b])
 }
 
 /// Removes the in-flight marker when the filling request ends, however it ends.
@@ -147,17 +164,12 @@ impl Cache {
     ) -> Result<(FeedOutcome, FeedBody), E> {
         let span = tracing::Span::current();
         let versioned = match self.strategy {
-            CacheStrategy::None => None,
-            CacheStrategy::Versioned if self.is_pending(user) => {
-                tracing::debug!(user_id = %user, "invalidation pending; bypassing the cache");
-                None
+            CacheStrategy::None => {
+                let cached = self.session_state(user, token_hash).await.unwrap_or(SessionState::Unknown);
+                return Box::pin(Self::bypass(&span, cached, authorize, load)).await;
             }
-            CacheStrategy::Versioned => Some(true),
-            CacheStrategy::Ttl => Some(false),
-        };
-        let Some(versioned) = versioned else {
-            let cached = self.session_state(user, token_hash).await.unwrap_or(SessionState::Unknown);
-            return Box::pin(Self::bypass(&span, cached, authorize, load)).await;
+            CacheStrategy::Versioned => true,
+            CacheStrategy::Ttl => false,
         };
 
         let guess = if versioned { self.read_path.guess(user) } else { None };
@@ -170,7 +182,13 @@ impl Cache {
                 return Box::pin(Self::bypass(&span, SessionState::Unknown, authorize, load)).await;
             }
         };
+        // Nothing is served, and nothing is written to Redis, before the
+        // session checks out.
         authorize(found.session).await?;
+        if found.fenced {
+            tracing::debug!(user_id = %user, "a write for this user is in flight; bypassing the cache");
+            return Box::pin(Self::from_db(&span, load)).await;
+        }
         if let Some(v) = found.version {
             span.record("cache.version", v);
             self.read_path.remember(user, v);
@@ -184,9 +202,42 @@ impl Cache {
             }
             return Ok((FeedOutcome::Hit, FeedBody::Gzip(gzip)));
         }
-        tracing::debug!(user_id = %user, version = found.version, "feed cache miss");
         // Boxed, like every path that is not a hit (see `bypass`).
-        let (outcome, body) = Box::pin(self.fill(found.key, load)).await?;
+        Box::pin(self.miss(&span, user, params, versioned, found.key, load)).await
+    }
+
+    /// A lookup that found no entry (or a version not yet set): set the
+    /// version if need be, then fill.
+    async fn miss<E>(
+        &self,
+        span: &tracing::Span,
+        user: UserId,
+        params: &FeedParams,
+        versioned: bool,
+        key: Option<String>,
+        load: impl AsyncFnOnce() -> Result<Bytes, E>,
+    ) -> Result<(FeedOutcome, FeedBody), E> {
+        let key = match key {
+            Some(key) => key,
+            None => {
+                // The version is missing (first use, evicted, Redis restarted
+                // empty): initialize it, now that the session is confirmed.
+                let version_key = self.keys.version(user);
+                match self.run(async |c| super::version::init(c, &version_key).await).await {
+                    Ok(v) => {
+                        span.record("cache.version", v);
+                        self.read_path.remember(user, v);
+                        self.keys.feed(user, Some(v), params)
+                    }
+                    Err(e) => {
+                        tracing::warn!(user_id = %user, error = %e, "feed version unavailable; answering from PostgreSQL");
+                        return Self::from_db(span, load).await;
+                    }
+                }
+            }
+        };
+        tracing::debug!(user_id = %user, versioned, "feed cache miss");
+        let (outcome, body) = self.fill(key, load).await?;
         span.record("cache.outcome", outcome.as_str());
         Ok((outcome, body))
     }
@@ -202,11 +253,21 @@ impl Cache {
         load: impl AsyncFnOnce() -> Result<Bytes, E>,
     ) -> Result<(FeedOutcome, FeedBody), E> {
         authorize(cached).await?;
+        Self::from_db(span, load).await
+    }
+
+    /// Straight from PostgreSQL, for a caller already authorized.
+    async fn from_db<E>(
+        span: &tracing::Span,
+        load: impl AsyncFnOnce() -> Result<Bytes, E>,
+    ) -> Result<(FeedOutcome, FeedBody), E> {
         span.record("cache.outcome", "BYPASS");
         load().await.map(|json| (FeedOutcome::Bypass, FeedBody::Json(json)))
     }
 
     /// One round trip when `guess` is the current version, two otherwise.
+    /// Reads only: a missing version is left for `miss` to set, after the
+    /// session is confirmed (a forged token must not create keys).
     async fn lookup(
         &self,
         conn: &mut super::Conn,
@@ -221,27 +282,37 @@ impl Cache {
             let key = self.keys.feed(user, None, params);
             let (session, entry): (Option<String>, Option<Vec<u8>>) =
                 redis::pipe().cmd("GET").arg(&session_key).cmd("GET").arg(&key).query_async(conn).await?;
-            return Ok(Lookup { session: SessionState::from_cached(session.as_deref()), version: None, key, entry });
+            let entry = entry.filter(|e| looks_stored(e));
+            return Ok(Lookup {
+                session: SessionState::from_cached(session.as_deref()),
+                fenced: false,
+                version: None,
+                key: Some(key),
+                entry,
+            });
         }
-        let version_key = self.keys.version(user);
         let mut pipe = redis::pipe();
-        pipe.cmd("GET").arg(&session_key).cmd("GET").arg(&version_key);
+        pipe.cmd("GET")
+            .arg(&session_key)
+            .cmd("EXISTS")
+            .arg(self.keys.fence(user))
+            .cmd("GET")
+            .arg(self.keys.version(user));
         let guessed = guess.map(|g| (g, self.keys.feed(user, Some(g), params)));
-        let (session, version, guessed_entry) = match &guessed {
+        let (session, fenced, version, guessed_entry) = match &guessed {
             Some((g, guess_key)) => {
-                let (s, v, e): (Option<String>, Option<u64>, Option<Vec<u8>>) =
+                let (s, f, v, e): (Option<String>, bool, Option<u64>, Option<Vec<u8>>) =
                     pipe.cmd("GET").arg(guess_key).query_async(conn).await?;
-                (s, v, e.filter(|_| v == Some(*g)))
+                (s, f, v, e.filter(|_| v == Some(*g)))
             }
             None => {
-                let (s, v): (Option<String>, Option<u64>) = pipe.query_async(conn).await?;
-                (s, v, None)
+                let (s, f, v): (Option<String>, bool, Option<u64>) = pipe.query_async(conn).await?;
+                (s, f, v, None)
             }
         };
         let session = SessionState::from_cached(session.as_deref());
-        let version = match version {
-            Some(v) => v,
-            None => super::version::init(conn, &version_key).await?,
+        let Some(version) = version.filter(|_| !fenced) else {
+            return Ok(Lookup { session, fenced, version: None, key: None, entry: None });
         };
         let (key, entry) = match guessed {
             // The common case: the guess was right, and so was its key.
@@ -252,7 +323,8 @@ impl Cache {
                 (key, entry)
             }
         };
-        Ok(Lookup { session, version: Some(version), key, entry })
+        let entry = entry.filter(|e: &Vec<u8>| looks_stored(e));
+        Ok(Lookup { session, fenced, version: Some(version), key: Some(key), entry })
     }
 
     /// Fills a missing entry, at most once per process at a time and, through
@@ -304,6 +376,9 @@ impl Cache {
         load: impl AsyncFnOnce() -> Result<Bytes, E>,
     ) -> Result<(FeedOutcome, FeedBody), E> {
         let lease_key = self.keys.lease(key);
+        // Our own mark in the lease, so that releasing it can never release
+        // another filler's lease (ours may have expired meanwhile).
+        let holder = uuid::Uuid::new_v4().into_bytes();
         let lease_ms = u64::try_from(self.fill_wait.as_millis()).unwrap_or(1000).max(1);
         // Take the lease and look again in one trip: a fill may have landed
         // since our lookup (its lease already released), and then there is
@@ -313,7 +388,7 @@ impl Cache {
                 redis::pipe()
                     .cmd("SET")
                     .arg(&lease_key)
-                    .arg(1)
+                    .arg(&holder[..])
                     .arg("NX")
                     .arg("PX")
                     .arg(lease_ms)
@@ -323,9 +398,12 @@ impl Cache {
                     .await
             })
             .await;
+        let leased = leased.map(|(got, entry)| (got, entry.filter(|e| looks_stored(e))));
         if let Ok((got_lease, Some(entry))) = leased {
             if got_lease.is_some() {
-                let _ = self.run(async |c| redis::cmd("DEL").arg(&lease_key).query_async::<()>(c).await).await;
+                let _ = self
+                    .run(async |c| push_release(&mut redis::pipe(), &lease_key, &holder).query_async::<()>(c).await)
+                    .await;
             }
             return Ok((FeedOutcome::Hit, FeedBody::Gzip(Bytes::from(entry))));
         }
@@ -337,8 +415,10 @@ impl Cache {
             while Instant::now() < deadline {
                 poll.tick().await;
                 match self.run(async |c| redis::cmd("GET").arg(key).query_async::<Option<Vec<u8>>>(c).await).await {
-                    Ok(Some(entry)) => return Ok((FeedOutcome::Hit, FeedBody::Gzip(Bytes::from(entry)))),
-                    Ok(None) => {}
+                    Ok(Some(entry)) if looks_stored(&entry) => {
+                        return Ok((FeedOutcome::Hit, FeedBody::Gzip(Bytes::from(entry))));
+                    }
+                    Ok(_) => {}
                     Err(_) => break,
                 }
             }
@@ -353,18 +433,9 @@ impl Cache {
         let ttl = self.feed_ttl_secs;
         let stored = self
             .run(async |conn| {
-                redis::pipe()
-                    .cmd("SET")
-                    .arg(key)
-                    .arg(gzip.as_ref())
-                    .arg("EX")
-                    .arg(ttl)
-                    .ignore()
-                    .cmd("DEL")
-                    .arg(&lease_key)
-                    .ignore()
-                    .query_async::<()>(conn)
-                    .await
+                let mut pipe = redis::pipe();
+                pipe.cmd("SET").arg(key).arg(gzip.as_ref()).arg("EX").arg(ttl).ignore();
+                push_release(&mut pipe, &lease_key, &holder).query_async::<()>(conn).await
             })
             .await;
         if let Err(e) = stored {

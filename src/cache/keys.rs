@@ -93,6 +93,16 @@ impl Keys {
         k
     }
 
+    /// `<prefix>:write_fence:{u<id>}` — the set of writes in flight for the
+    /// user (see `fence.rs`). Expires `cache::Fences::ttl` after the latest write.
+    pub fn fence(&self, user: UserId) -> String {
+        let mut k = String::with_capacity(self.prefix.len() + 40);
+        k.push_str(&self.prefix);
+        k.push_str(":write_fence:");
+        Self::user_tag(&mut k, user);
+        k
+    }
+
     /// `<feed key>:lease` — held by the one request that fills a missing entry.
     pub fn lease(&self, feed_key: &str) -> String {
         format!("{feed_key}:lease")
@@ -148,6 +158,7 @@ mod tests {
             keys.feed(UserId(9), Some(3), &p),
             keys.session(UserId(9), &[0xab, 0x01]),
             keys.lease(&keys.feed(UserId(9), Some(3), &p)),
+            keys.fence(UserId(9)),
         ];
         for k in &all {
             assert_eq!(tag(k), "{u9}", "{k}");

@@ -6,12 +6,13 @@
 mod body;
 mod breaker;
 mod feed;
+mod fence;
 pub mod keys;
 mod ratelimit;
 mod sessions;
 mod version;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::thread::ThreadId;
 use std::time::Duration;
@@ -28,6 +29,7 @@ pub use body::FeedBody;
 pub use breaker::Breaker;
 use breaker::Permit;
 pub use feed::FeedOutcome;
+pub use fence::{Fence, fence_ttl};
 pub use keys::{FeedParams, Keys};
 pub use ratelimit::LoginLimits;
 pub use sessions::SessionState;
@@ -152,20 +154,26 @@ pub enum CacheError {
     NotReplicated { acked: u32, wanted: u32 },
 }
 
-/// One invalidation to apply: bump a user's feed version, or tombstone a
-/// revoked session's cached validity.
+/// One invalidation to apply: bump a user's feed version (and lower the
+/// write's fence, once the bump is in), or tombstone a revoked session's
+/// cached validity.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Invalidation {
-    FeedVersion(UserId),
+    FeedVersion { user: UserId, fence: Option<Fence> },
     Session { user: UserId, token_hash: Vec<u8> },
 }
 
 impl Invalidation {
     pub fn user(&self) -> UserId {
         match self {
-            Self::FeedVersion(u) | Self::Session { user: u, .. } => *u,
+            Self::FeedVersion { user, .. } | Self::Session { user, .. } => *user,
         }
     }
+}
+
+thread_local! {
+    /// Redis calls of this thread that timed out in a row (see `Cache::run`).
+    static TIMEOUT_STREAK: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
 }
 
 /// A pooled connection kept checked out while a thread uses it.
@@ -188,11 +196,9 @@ pub struct Cache {
     strategy: CacheStrategy,
     feed_ttl_secs: u64,
     session_ttl_secs: u64,
+    /// How long a write fence outlives its latest write (see `fence.rs`).
+    fence_ttl: Duration,
     breaker: Breaker,
-    /// Users of this process whose invalidation could not reach Redis and
-    /// waits in the outbox. Their feeds bypass the cache until it is applied,
-    /// so a client that wrote through this process reads its own write.
-    pending: Mutex<HashSet<UserId>>,
     read_path: feed::ReadPath,
     shared: Mutex<HashMap<ThreadId, Conn>>,
     held: Mutex<HashMap<ThreadId, Held>>,
@@ -214,7 +220,14 @@ pub struct AuditSample {
 
 impl Cache {
     /// Builds the pool without connecting: Redis may be down at start.
-    pub fn new(redis: &RedisSettings, cache: &CacheSettings, metrics: Arc<Metrics>) -> Result<Self, CacheError> {
+    /// `db_deadline` bounds a request's PostgreSQL work (it bounds how long a
+    /// fill can take, and so how long a write fence must last).
+    pub fn new(
+        redis: &RedisSettings,
+        cache: &CacheSettings,
+        db_deadline: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, CacheError> {
         let backend = match redis.mode {
             RedisMode::Single => {
                 let mut cfg = deadpool_redis::Config::from_url(redis.url.expose_secret());
@@ -247,8 +260,12 @@ impl Cache {
             strategy: cache.strategy,
             feed_ttl_secs: cache.feed_ttl_secs.max(1),
             session_ttl_secs: cache.session_ttl_secs.max(1),
+            // A fill: lookup, lease wait, query, store.
+            fence_ttl: fence_ttl(
+                Duration::from_secs(cache.feed_ttl_secs.max(1)),
+                redis.timeout() * 2 + Duration::from_millis(cache.fill_wait_ms) + db_deadline,
+            ),
             breaker: Breaker::new(redis.breaker_failures, Duration::from_millis(redis.breaker_cooldown_ms)),
-            pending: Mutex::new(HashSet::new()),
             read_path: feed::ReadPath::default(),
             shared: Mutex::new(HashMap::new()),
             held: Mutex::new(HashMap::new()),
@@ -311,6 +328,7 @@ impl Cache {
         };
         match &result {
             Ok(_) => {
+                TIMEOUT_STREAK.with(|s| s.set(0));
                 if self.breaker.success(permit) {
                     tracing::info!("redis answers again; circuit closed");
                 }
@@ -325,6 +343,21 @@ impl Cache {
                     && (re.is_io_error() || re.is_connection_dropped() || re.is_connection_refusal())
                 {
                     self.forget_connection();
+                }
+                // But a connection that does nothing but time out is
+                // half-dead (a peer gone without a FIN, a stalled socket):
+                // after as many timeouts in a row as open the breaker, this
+                // thread connects afresh instead of waiting on it for minutes.
+                if matches!(e, CacheError::Timeout) {
+                    let streak = TIMEOUT_STREAK.with(|s| {
+                        s.set(s.get() + 1);
+                        s.get()
+                    });
+                    if streak >= self.breaker.threshold() {
+                        TIMEOUT_STREAK.with(|s| s.set(0));
+                        tracing::warn!(timeouts = streak, "redis connection only times out; replacing it");
+                        self.forget_connection();
+                    }
                 }
                 if self.breaker.failure(permit) {
                     tracing::warn!(error = %e, cause = ?std::error::Error::source(e), "redis failing; circuit open");
@@ -419,12 +452,10 @@ impl Cache {
         tokio::time::timeout(self.timeout, attempt).await.map_err(|_| CacheError::Timeout)?
     }
 
-    /// Applies invalidations: one pipeline per user, all sent at once on the
-    /// multiplexed connection (one round trip however many users a mutation
-    /// touched). Per user because a user's keys share one cluster slot and
-    /// different users' keys do not. In cluster mode each pipeline ends with
-    /// `WAIT`, and fewer acknowledging replicas than configured is an error:
-    /// the invalidation stays in the outbox and is applied again.
+    /// Applies invalidations: one pipeline per user (see `send_per_user`).
+    /// A feed bump is `SET NX` + `INCR` of the version, then the `SREM` that
+    /// lowers the write's fence, in one script (`version::push_bump`): a
+    /// fence is never gone before its bump is in.
     #[tracing::instrument(name = "cache.invalidate", skip_all, fields(count = items.len()))]
     pub async fn invalidate(&self, items: &[Invalidation]) -> Result<(), CacheError> {
         if items.is_empty() {
@@ -443,12 +474,32 @@ impl Cache {
             };
             let pipe = &mut by_user[at].1;
             match item {
-                Invalidation::FeedVersion(user) => version::push_bump(pipe, &self.keys.version(*user)),
+                Invalidation::FeedVersion { user, fence } => {
+                    let fence_key = fence.map(|f| (self.keys.fence(*user), f.member()));
+                    let fence_arg = fence_key.as_ref().map(|(k, m)| (k.as_str(), &m[..]));
+                    version::push_bump(pipe, &self.keys.version(*user), fence_arg);
+                }
                 Invalidation::Session { user, token_hash } => {
                     sessions::push_revoke(pipe, &self.keys.session(*user, token_hash), tombstone_secs)
                 }
             }
         }
+        self.send_per_user(by_user).await?;
+        for item in items {
+            if let Invalidation::FeedVersion { user, .. } = item {
+                tracing::debug!(user_id = %user, "feed version bumped");
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends one pipeline per user, all at once on the multiplexed connection
+    /// (one round trip however many users a mutation touched). Per user
+    /// because a user's keys share one cluster slot and different users' keys
+    /// do not. In cluster mode each pipeline ends with `WAIT`, and fewer
+    /// acknowledging replicas than configured is an error: a write that only
+    /// a master holds is lost if that master fails.
+    async fn send_per_user(&self, mut by_user: Vec<(UserId, Pipeline)>) -> Result<(), CacheError> {
         let wanted = self.wait_replicas;
         // Half the operation timeout, so a missing replica is reported as
         // such instead of as a timeout.
@@ -475,50 +526,13 @@ impl Cache {
                 let acks = futures_util::future::try_join_all(sends).await?;
                 Ok(acks.into_iter().min().unwrap_or(0))
             })
-            .await;
-        let result = match acked {
-            Ok(acked) if acked < wanted => {
-                self.metrics.dependency_error("redis");
-                tracing::warn!(acked, wanted, "version bump not yet replicated; left in the outbox");
-                Err(CacheError::NotReplicated { acked, wanted })
-            }
-            Ok(_) => Ok(()),
-            Err(e) => Err(e),
-        };
-        if result.is_ok() {
-            for item in items {
-                if let Invalidation::FeedVersion(user) = item {
-                    tracing::debug!(user_id = %user, "feed version bumped");
-                }
-            }
+            .await?;
+        if acked < wanted {
+            self.metrics.dependency_error("redis");
+            tracing::warn!(acked, wanted, "write not yet replicated");
+            return Err(CacheError::NotReplicated { acked, wanted });
         }
-        result
-    }
-
-    /// Marks users whose invalidation is waiting in the outbox.
-    pub fn mark_pending(&self, users: impl IntoIterator<Item = UserId>) {
-        if let Ok(mut pending) = self.pending.lock() {
-            pending.extend(users);
-        }
-    }
-
-    /// The outbox has been drained: every invalidation this process deferred
-    /// has reached Redis.
-    pub fn clear_pending(&self, users: impl IntoIterator<Item = UserId>) {
-        if let Ok(mut pending) = self.pending.lock() {
-            for u in users {
-                pending.remove(&u);
-            }
-        }
-    }
-
-    fn is_pending(&self, user: UserId) -> bool {
-        // A poisoned lock means a panic elsewhere; bypassing is the safe answer.
-        self.pending.lock().map_or(true, |p| !p.is_empty() && p.contains(&user))
-    }
-
-    pub fn pending_users(&self) -> Vec<UserId> {
-        self.pending.lock().map(|p| p.iter().copied().collect()).unwrap_or_default()
+        Ok(())
     }
 
     pub fn circuit_open(&self) -> bool {

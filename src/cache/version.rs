@@ -26,10 +26,28 @@ pub(super) async fn init<C: ConnectionLike + Send>(conn: &mut C, key: &str) -> R
     Ok(previous.unwrap_or(fresh))
 }
 
-/// Adds a bump of `key` to `pipe`. A plain INCR of a missing key would
-/// start it at 1 — a value an older generation may have had — so a missing
-/// key is first initialized from the clock (`SET NX` is a no-op otherwise).
-pub(super) fn push_bump(pipe: &mut Pipeline, key: &str) {
-    pipe.cmd("SET").arg(key).arg(fresh_version()).arg("NX").ignore();
-    pipe.cmd("INCR").arg(key).ignore();
+/// Adds a bump of `key` to `pipe`, and the lowering of a write fence
+/// (`fence.rs`) when one is given as `(fence key, member)`.
+///
+/// One script, because the steps must not outlive a failure in between: in a
+/// plain pipeline Redis runs every command whatever the one before it
+/// answered, so an `INCR` refused (ACL, out of memory, a read-only replica)
+/// would still let the `SREM` lower the fence with the bump missing — and
+/// readers would serve the old entries again. A script stops at its first
+/// error. A plain INCR of a missing key would start it at 1 — a value an
+/// older generation may have had — so a missing key is first initialized
+/// from the clock (`SET NX` is a no-op otherwise).
+pub(super) fn push_bump(pipe: &mut Pipeline, key: &str, fence: Option<(&str, &[u8])>) {
+    const BUMP: &str = "redis.call('SET', KEYS[1], ARGV[1], 'NX') \
+        local v = redis.call('INCR', KEYS[1]) \
+        if #KEYS > 1 then redis.call('SREM', KEYS[2], ARGV[2]) end \
+        return v";
+    match fence {
+        Some((fence_key, member)) => {
+            pipe.cmd("EVAL").arg(BUMP).arg(2).arg(key).arg(fence_key).arg(fresh_version()).arg(member).ignore();
+        }
+        None => {
+            pipe.cmd("EVAL").arg(BUMP).arg(1).arg(key).arg(fresh_version()).ignore();
+        }
+    }
 }

@@ -19,20 +19,27 @@ pub struct OutboxRow {
     pub user_id: i64,
     pub session_hash: Option<Vec<u8>>,
     pub attempts: i32,
+    /// The write fence the bump lowers once applied.
+    pub fence: Option<uuid::Uuid>,
 }
 
-type Columns = (outbox::id, outbox::user_id, outbox::session_hash, outbox::attempts);
-const COLUMNS: Columns = (outbox::id, outbox::user_id, outbox::session_hash, outbox::attempts);
+type Columns = (outbox::id, outbox::user_id, outbox::session_hash, outbox::attempts, outbox::fence);
+const COLUMNS: Columns = (outbox::id, outbox::user_id, outbox::session_hash, outbox::attempts, outbox::fence);
 
 /// Records, inside the caller's transaction, that these users' feed versions
-/// must be bumped once it commits. Drainers leave the rows alone until
-/// `head_start` so the request can apply them itself.
+/// must be bumped once it commits, and `fence` lowered after the bump.
+/// Drainers leave the rows alone until `head_start` so the request can
+/// apply them itself.
 pub fn record_feed_bumps(
     conn: &mut PgConnection,
     users: &[i64],
+    fence: uuid::Uuid,
     head_start: DateTime<Utc>,
 ) -> Result<Vec<OutboxRow>, DbError> {
-    let rows: Vec<_> = users.iter().map(|&u| (outbox::user_id.eq(u), outbox::attempt_after.eq(head_start))).collect();
+    let rows: Vec<_> = users
+        .iter()
+        .map(|&u| (outbox::user_id.eq(u), outbox::attempt_after.eq(head_start), outbox::fence.eq(Some(fence))))
+        .collect();
     diesel::insert_into(outbox::table).values(&rows).returning(COLUMNS).get_results(conn).map_err(DbError::from)
 }
 
@@ -71,7 +78,7 @@ pub fn claim(
     conn.transaction(|conn| {
         let ids: Vec<i64> = outbox::table
             .filter(outbox::attempt_after.le(not_after))
-            .order(outbox::id.asc())
+            .order((outbox::attempt_after.asc(), outbox::id.asc()))
             .limit(limit)
             .select(outbox::id)
             .for_update()
@@ -114,17 +121,28 @@ pub fn make_due(conn: &mut PgConnection, ids: &[i64]) -> Result<usize, DbError> 
         .map_err(DbError::from)
 }
 
-/// Which of `users` still have invalidations waiting.
-pub fn users_with_pending(conn: &mut PgConnection, users: &[i64]) -> Result<Vec<i64>, DbError> {
-    outbox::table
-        .filter(outbox::user_id.eq_any(users))
-        .select(outbox::user_id)
-        .distinct()
-        .load(conn)
-        .map_err(DbError::from)
+/// What the outbox holds, for metrics: rows waiting (counted up to
+/// `DEPTH_CAP`, so a huge backlog costs a bounded scan, not a full count on
+/// every drain pass) and when the oldest of them was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backlog {
+    pub rows: i64,
+    pub oldest: Option<DateTime<Utc>>,
 }
 
-/// Rows waiting to be applied.
-pub fn depth(conn: &mut PgConnection) -> Result<i64, DbError> {
-    outbox::table.count().get_result(conn).map_err(DbError::from)
+pub const DEPTH_CAP: i64 = 10_000;
+
+pub fn backlog(conn: &mut PgConnection) -> Result<Backlog, DbError> {
+    #[derive(QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let rows = diesel::sql_query("SELECT count(*) AS n FROM (SELECT 1 FROM cache_invalidations LIMIT $1) AS capped")
+        .bind::<diesel::sql_types::BigInt, _>(DEPTH_CAP)
+        .get_result::<Count>(conn)?
+        .n;
+    // Ids grow with time: the smallest id is the oldest row (primary key).
+    let oldest = outbox::table.order(outbox::id.asc()).select(outbox::created_at).first(conn).optional()?;
+    Ok(Backlog { rows, oldest })
 }

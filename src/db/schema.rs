@@ -49,6 +49,7 @@ diesel::table! {
         attempt_after -> Timestamptz,
         attempts -> Int4,
         created_at -> Timestamptz,
+        fence -> Nullable<Uuid>,
     }
 }
 

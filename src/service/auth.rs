@@ -12,7 +12,7 @@ use chrono::Utc;
 use sha2::{Digest, Sha256};
 
 use super::{AppState, ServiceError, invalidation};
-use crate::cache::{LoginLimits, SessionState};
+use crate::cache::{Invalidation, LoginLimits, SessionState};
 use crate::db::{self, DbError, outbox, sessions, users};
 use crate::domain::{Password, UserId, Username};
 use crate::metrics::InvalidationCause;
@@ -231,12 +231,24 @@ async fn confirm_in_db(state: &AppState, user_id: UserId, token_hash: TokenHash)
     }
 }
 
-/// Revokes the session everywhere: deleted in PostgreSQL, tombstoned in
-/// Redis (through the outbox, so a Redis outage cannot lose the revocation).
+/// Revokes the session everywhere: tombstoned in Redis first, then deleted
+/// in PostgreSQL (and tombstoned again through the outbox).
+///
+/// The tombstone comes first because other processes believe Redis' cached
+/// "valid" for up to `cache.session_ttl_secs`: if this process cannot write
+/// the tombstone, it cannot stop them, so the logout answers 503 with
+/// nothing revoked and the client tries again — rather than 204 while the
+/// token still works elsewhere.
 #[tracing::instrument(skip_all, fields(user_id = %session.user_id))]
 pub async fn logout(state: &AppState, session: &Session) -> Result<(), ServiceError> {
     let hash = session.token_hash;
     let uid = session.user_id.0;
+    let tombstone = Invalidation::Session { user: session.user_id, token_hash: hash.to_vec() };
+    if let Err(e) = state.cache.invalidate(&[tombstone]).await {
+        state.metrics.writes_refused.inc();
+        tracing::warn!(error = %e, "logout refused: the session's tombstone cannot be written to Redis");
+        return Err(e.into());
+    }
     let head_start = invalidation::head_start(state);
     let row = db::run(&state.pool, move |c| {
         db::transaction(c, |c| {

@@ -9,9 +9,12 @@
 //! current until the next mutation. Bumping after the commit means any entry
 //! filled from pre-commit rows is stored under an outdated version.
 //!
-//! If step 3 fails (Redis down, connection cut), the rows stay in the outbox
-//! and a drainer in every process applies them once Redis answers. Meanwhile
-//! this process bypasses the cache for the affected users.
+//! Before step 1 the mutation raises a write fence for the affected users in
+//! Redis (`cache/fence.rs`), and the bump lowers it. If step 3 fails (this
+//! process cut from Redis, Redis refusing writes, a timeout), the rows stay
+//! in the outbox and a drainer in every process applies them once Redis
+//! answers; meanwhile the fence keeps every process's reads of these users
+//! off the cache, so the answer to the write can be 2xx and still true.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,8 +23,8 @@ use chrono::Utc;
 use rand::RngExt;
 use tokio::sync::Notify;
 
-use super::AppState;
-use crate::cache::Invalidation;
+use super::{AppState, ServiceError};
+use crate::cache::{Fence, Invalidation};
 use crate::db::outbox::{self, Due, OutboxRow};
 use crate::db::{self, DbError};
 use crate::domain::UserId;
@@ -43,7 +46,7 @@ impl OutboxSignal {
 
 fn to_invalidation(row: &OutboxRow) -> Invalidation {
     match &row.session_hash {
-        None => Invalidation::FeedVersion(UserId(row.user_id)),
+        None => Invalidation::FeedVersion { user: UserId(row.user_id), fence: row.fence.map(Fence) },
         Some(hash) => Invalidation::Session { user: UserId(row.user_id), token_hash: hash.clone() },
     }
 }
@@ -53,6 +56,84 @@ fn to_invalidation(row: &OutboxRow) -> Invalidation {
 /// takes one early only causes a second bump: one extra miss.)
 pub fn head_start(state: &AppState) -> chrono::DateTime<Utc> {
     Utc::now() + chrono::Duration::from_std(state.cache_timeout()).unwrap_or(chrono::Duration::seconds(1))
+}
+
+/// What a fenced transaction (see [`fenced_write`]) did.
+#[derive(Debug)]
+pub enum Fenced<T> {
+    /// Written: the value, and the outbox rows to apply after commit.
+    Done(T, Vec<OutboxRow>),
+    /// The change affects users the fence does not cover yet (assignees
+    /// the caller could not know of); nothing was written.
+    Widen(Vec<i64>),
+}
+
+/// How often a write widens its fence before it gives up with 409 (only a
+/// racing change of the same item's assignees can make it widen twice).
+const WIDEN_ATTEMPTS: usize = 3;
+
+/// Runs a mutation the one safe way: raise a write fence in Redis for every
+/// user it affects (503 and nothing changed if that fails), run `txn` in a
+/// transaction that records the outbox rows, then apply them. `users` is who
+/// the caller knows to be affected; `txn` is given the fenced users and
+/// answers [`Fenced::Widen`] (before writing anything) when the rows it
+/// locked name others, and is run again under a wider fence.
+pub async fn fenced_write<T, F>(
+    state: &AppState,
+    users: Vec<i64>,
+    cause: InvalidationCause,
+    txn: F,
+) -> Result<T, ServiceError>
+where
+    F: Fn(&mut diesel::PgConnection, Fence, &[i64], chrono::DateTime<Utc>) -> Result<Fenced<T>, ServiceError>
+        + Send
+        + Sync
+        + 'static,
+    T: Send + 'static,
+{
+    let fence = Fence::new_random();
+    let txn = Arc::new(txn);
+    let mut fenced: Vec<i64> = Vec::new();
+    let mut wanted = users;
+    for _ in 0..WIDEN_ATTEMPTS {
+        let new: Vec<UserId> = wanted.iter().filter(|u| !fenced.contains(u)).map(|&u| UserId(u)).collect();
+        if let Err(e) = state.cache.raise_fence(&new, fence).await {
+            state.metrics.writes_refused.inc();
+            tracing::warn!(error = %e, "write refused: its fence cannot be raised in Redis, so other processes could serve what it changes");
+            lower(state, &fenced, fence).await;
+            return Err(e.into());
+        }
+        fenced.extend(new.iter().map(|u| u.0));
+        let head_start = head_start(state);
+        let (txn, covered) = (txn.clone(), fenced.clone());
+        let ran = db::run(&state.pool, move |c| {
+            db::transaction::<_, ServiceError, _>(c, |c| txn(c, fence, &covered, head_start))
+        })
+        .await;
+        match ran {
+            Ok(Fenced::Done(value, rows)) => {
+                apply_committed(state, rows, cause).await;
+                return Ok(value);
+            }
+            Ok(Fenced::Widen(users)) => wanted = users,
+            // The commit may have happened: its outbox rows, if any, lower
+            // the fence once applied; otherwise it expires.
+            Err(e @ ServiceError::Db(DbError::OutcomeUnknown(_))) => return Err(e),
+            Err(e) => {
+                lower(state, &fenced, fence).await;
+                return Err(e);
+            }
+        }
+    }
+    lower(state, &fenced, fence).await;
+    Err(ServiceError::Conflict("the item's assignees keep changing; try again"))
+}
+
+async fn lower(state: &AppState, users: &[i64], fence: Fence) {
+    if !users.is_empty() {
+        let users: Vec<UserId> = users.iter().map(|&u| UserId(u)).collect();
+        state.cache.lower_fence(&users, fence).await;
+    }
 }
 
 /// Step 3 of a mutation: apply the committed outbox rows to Redis, then
@@ -80,9 +161,8 @@ pub async fn apply_committed(state: &AppState, rows: Vec<OutboxRow>, cause: Inva
             tracing::warn!(
                 error = %e,
                 users = ?users,
-                "invalidation deferred to the outbox; feeds of these users bypass the cache here until it is applied"
+                "invalidation deferred to the outbox; the write fence keeps these users' feeds off the cache until it is applied"
             );
-            state.cache.mark_pending(users);
             // Due now, for every process's drainer: no reason to wait out
             // the head start this request did not use.
             let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
@@ -129,15 +209,10 @@ pub async fn drain_once(state: &AppState, due: Due) -> Result<usize, DbError> {
             }
         }
     }
-    // Users this process bypasses: stop once nothing of theirs is waiting.
-    let pending = state.cache.pending_users();
-    if !pending.is_empty() {
-        let ids: Vec<i64> = pending.iter().map(|u| u.0).collect();
-        let still = db::run(&state.pool, move |c| outbox::users_with_pending(c, &ids)).await?;
-        state.cache.clear_pending(pending.into_iter().filter(|u| !still.contains(&u.0)));
-    }
-    let depth = db::run(&state.pool, outbox::depth).await?;
-    state.metrics.outbox_depth.set(depth);
+    let backlog = db::run(&state.pool, outbox::backlog).await?;
+    state.metrics.outbox_depth.set(backlog.rows);
+    let age = backlog.oldest.map_or(0, |at| (Utc::now() - at).num_seconds().max(0));
+    state.metrics.outbox_oldest_seconds.set(age);
     let pool = state.pool.state();
     state.metrics.db_pool_connections.set(i64::from(pool.connections));
     state.metrics.db_pool_idle.set(i64::from(pool.idle_connections));

@@ -8,7 +8,8 @@ use std::collections::BTreeSet;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{AppState, ServiceError, invalidation};
+use super::invalidation::{self, Fenced};
+use super::{AppState, ServiceError};
 use crate::db::work_items::{self as items, WorkItemRecord};
 use crate::db::{self, DbError, NewWorkItem, WorkItemChanges, outbox};
 use crate::domain::{
@@ -128,11 +129,12 @@ pub async fn create(state: &AppState, owner: UserId, input: CreateWorkItem) -> R
     let end = input.end.unwrap_or(input.start);
     check_order(input.start.as_utc(), end.as_utc(), "end")?;
     let assignees: Vec<i64> = input.assignee_ids.unwrap_or_default().iter().map(|u| u.0).collect();
-    let head_start = invalidation::head_start(state);
-    let (record, rows) = db::run(&state.pool, move |c| {
-        db::transaction::<_, ServiceError, _>(c, |c| {
+    let users = affected(owner.0, &[], &assignees);
+    let id = WorkItemId::new_random();
+    let record =
+        invalidation::fenced_write(state, users, InvalidationCause::Create, move |c, fence, fenced, head_start| {
             let new = NewWorkItem {
-                id: WorkItemId::new_random().0,
+                id: id.0,
                 owner_id: owner.0,
                 title: input.title.as_str(),
                 description: input.description.as_ref().map_or("", Description::as_str),
@@ -143,13 +145,11 @@ pub async fn create(state: &AppState, owner: UserId, input: CreateWorkItem) -> R
                 all_day: input.all_day.unwrap_or(false),
             };
             let record = items::insert(c, &new, &assignees)?;
-            let rows = outbox::record_feed_bumps(c, &affected(owner.0, &[], &assignees), head_start)?;
-            Ok((record, rows))
+            let rows = outbox::record_feed_bumps(c, fenced, fence.0, head_start)?;
+            Ok(Fenced::Done(record, rows))
         })
-    })
-    .await
-    .map_err(unknown_assignee)?;
-    invalidation::apply_committed(state, rows, InvalidationCause::Create).await;
+        .await
+        .map_err(unknown_assignee)?;
     tracing::info!(work_item_id = %record.row.id, "work item created");
     record.try_into()
 }
@@ -169,11 +169,20 @@ pub async fn update(
     id: WorkItemId,
     patch: PatchWorkItem,
 ) -> Result<WorkItem, ServiceError> {
-    let head_start = invalidation::head_start(state);
-    let (record, rows) = db::run(&state.pool, move |c| {
-        db::transaction::<_, ServiceError, _>(c, |c| {
+    // Who is affected is only known once the row is locked (its assignees
+    // before the change): fence the caller and the new assignees, and widen
+    // the fence if the row names others.
+    let after: Option<Vec<i64>> = patch.assignee_ids.as_ref().map(|ids| ids.iter().map(|u| u.0).collect());
+    let known = affected(caller.0, &[], after.as_deref().unwrap_or_default());
+    let record =
+        invalidation::fenced_write(state, known, InvalidationCause::Update, move |c, fence, fenced, head_start| {
             // Only the owner may change an item; to anyone else it does not exist.
             let current = items::find_owned_for_update(c, id.0, caller.0)?.ok_or(ServiceError::NotFound)?;
+            let after = after.clone().unwrap_or_else(|| current.assignee_ids.clone());
+            let users = affected(current.row.owner_id, &current.assignee_ids, &after);
+            if users.iter().any(|u| !fenced.contains(u)) {
+                return Ok(Fenced::Widen(users));
+            }
             let start = patch.start.map_or(current.row.start_at, |t| t.as_utc());
             let end = patch.end.map_or(current.row.end_at, |t| t.as_utc());
             check_order(start, end, if patch.end.is_some() { "end" } else { "start" })?;
@@ -188,38 +197,34 @@ pub async fn update(
                 updated_at: Some(Timestamp::now().as_utc()),
             };
             let row = items::update(c, id.0, &changes)?;
-            let after: Vec<i64> = match &patch.assignee_ids {
-                Some(ids) => {
-                    let ids: Vec<i64> = ids.iter().map(|u| u.0).collect();
-                    items::set_assignees(c, id.0, &ids)?;
-                    ids
-                }
-                None => current.assignee_ids.clone(),
-            };
-            let users = affected(current.row.owner_id, &current.assignee_ids, &after);
-            let rows = outbox::record_feed_bumps(c, &users, head_start)?;
-            Ok((WorkItemRecord { row, assignee_ids: after }, rows))
+            if patch.assignee_ids.is_some() {
+                items::set_assignees(c, id.0, &after)?;
+            }
+            let rows = outbox::record_feed_bumps(c, &users, fence.0, head_start)?;
+            Ok(Fenced::Done(WorkItemRecord { row, assignee_ids: after }, rows))
         })
-    })
-    .await
-    .map_err(unknown_assignee)?;
-    invalidation::apply_committed(state, rows, InvalidationCause::Update).await;
+        .await
+        .map_err(unknown_assignee)?;
     record.try_into()
 }
 
 #[tracing::instrument(skip_all, fields(user_id = %caller, work_item_id = %id))]
 pub async fn delete(state: &AppState, caller: UserId, id: WorkItemId) -> Result<(), ServiceError> {
-    let head_start = invalidation::head_start(state);
-    let rows = db::run(&state.pool, move |c| {
-        db::transaction::<_, ServiceError, _>(c, |c| {
+    invalidation::fenced_write(
+        state,
+        vec![caller.0],
+        InvalidationCause::Delete,
+        move |c, fence, fenced, head_start| {
             let current = items::find_owned_for_update(c, id.0, caller.0)?.ok_or(ServiceError::NotFound)?;
-            items::delete(c, id.0)?;
             let users = affected(current.row.owner_id, &current.assignee_ids, &[]);
-            Ok(outbox::record_feed_bumps(c, &users, head_start)?)
-        })
-    })
+            if users.iter().any(|u| !fenced.contains(u)) {
+                return Ok(Fenced::Widen(users));
+            }
+            items::delete(c, id.0)?;
+            Ok(Fenced::Done((), outbox::record_feed_bumps(c, &users, fence.0, head_start)?))
+        },
+    )
     .await?;
-    invalidation::apply_committed(state, rows, InvalidationCause::Delete).await;
     tracing::info!("work item deleted");
     Ok(())
 }

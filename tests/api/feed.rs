@@ -3,7 +3,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::helpers::{Feed, OCT, closed_port, item, metric, spawn_app, spawn_app_with};
+use crate::helpers::{Feed, OCT, closed_port, item, metric, spawn_app, spawn_sibling_with};
 
 const GUARD: [(&str, &str); 4] = [
     ("cache-control", "no-store, no-cache, must-revalidate, max-age=0, private"),
@@ -273,21 +273,27 @@ async fn a_lost_version_key_never_brings_back_an_old_entry() {
 
 #[tokio::test]
 async fn redis_unreachable_means_bypass_with_correct_data() {
-    let app = spawn_app_with(|s| {
+    // Data written through a process that has Redis, read through one that
+    // has none.
+    let healthy = spawn_app().await;
+    let user = healthy.new_user().await;
+    let created = healthy.create_item(&user, item("still works", "2026-10-05", "2026-10-06")).await;
+    let app = spawn_sibling_with(&healthy, |s| {
         s.redis.mode = calcache::config::RedisMode::Single;
         s.redis.url = format!("redis://127.0.0.1:{}", closed_port()).into();
     })
     .await;
-    let user = app.new_user().await;
-    let created = app.create_item(&user, item("still works", "2026-10-05", "2026-10-06")).await;
     for _ in 0..3 {
         let feed = app.feed(&user, OCT).await;
         assert_eq!(feed.status, StatusCode::OK);
         assert_eq!(feed.x_cache, "BYPASS");
         assert_eq!(feed.titles(), ["still works"]);
     }
+    // Its writes are refused (it could not fence them), and change nothing.
     let path = format!("/api/work-items/{}", created["id"].as_str().unwrap());
-    assert_eq!(app.delete(&path, &user.token).await.status(), StatusCode::NO_CONTENT);
+    assert_eq!(app.delete(&path, &user.token).await.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(app.feed(&user, OCT).await.titles(), ["still works"]);
+    assert_eq!(healthy.delete(&path, &user.token).await.status(), StatusCode::NO_CONTENT);
     let feed = app.feed(&user, OCT).await;
     assert_eq!(feed.x_cache, "BYPASS");
     assert!(feed.ids().is_empty());

@@ -262,7 +262,7 @@ impl TestApp {
         let url = self.db_url.clone();
         tokio::task::spawn_blocking(move || {
             let mut conn = PgConnection::establish(&url).unwrap();
-            calcache::db::outbox::depth(&mut conn).unwrap()
+            calcache::db::outbox::backlog(&mut conn).unwrap().rows
         })
         .await
         .unwrap()

@@ -67,12 +67,13 @@ async fn metrics_count_bypasses_and_redis_errors() {
     })
     .await;
     let user = app.new_user().await;
-    app.create_item(&user, item("m", "2026-10-05", "2026-10-06")).await;
+    let refused = app.post_json("/api/work-items", Some(&user.token), &item("m", "2026-10-05", "2026-10-06")).await;
+    assert_eq!(refused.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
     app.feed(&user, OCT).await;
     let text = app.metrics_text().await;
     assert_eq!(metric(&text, "calcache_feed_cache_requests_total{outcome=\"bypass\"}"), 1.0, "{text}");
     assert!(metric(&text, "calcache_dependency_errors_total{dependency=\"redis\"}") >= 1.0);
-    assert_eq!(metric(&text, "calcache_feed_cache_invalidations_total{cause=\"create\",result=\"deferred\"}"), 1.0);
+    assert_eq!(metric(&text, "calcache_writes_refused_fence_total"), 1.0, "{text}");
 }
 
 #[tokio::test]

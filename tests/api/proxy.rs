@@ -2,15 +2,34 @@
 //! and heal connections for real.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, watch};
 use tokio::task::AbortHandle;
+
+/// What the proxy does to the bytes it carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Pass,
+    /// A partition that drops packets: connections stay open, nothing gets
+    /// through (held, as TCP would retransmit it, until the mode changes).
+    Blackhole,
+    /// Every reply from upstream is late by a random delay in this range (ms).
+    Slow(u64, u64),
+    /// Connections opened before this one (by sequence number) are stalled
+    /// like `Blackhole`; newer ones pass: one half-dead connection.
+    StallBefore(u64),
+}
 
 pub struct Proxy {
     pub port: u16,
     cut: Arc<AtomicBool>,
+    mode: watch::Sender<Mode>,
+    opened: Arc<AtomicU64>,
     conns: Arc<Mutex<Vec<AbortHandle>>>,
     accept: AbortHandle,
 }
@@ -21,25 +40,34 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let cut = Arc::new(AtomicBool::new(false));
+        let (mode, _) = watch::channel(Mode::Pass);
+        let opened = Arc::new(AtomicU64::new(0));
         let conns: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
-        let (c, cs) = (cut.clone(), conns.clone());
+        let (c, cs, m, o) = (cut.clone(), conns.clone(), mode.clone(), opened.clone());
         let accept = tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
+            while let Ok((client, _)) = listener.accept().await {
                 if c.load(Ordering::SeqCst) {
                     drop(client); // refused, as a dead server would
                     continue;
                 }
+                let seq = o.fetch_add(1, Ordering::SeqCst);
                 let upstream = upstream.clone();
+                let (up_mode, down_mode) = (m.subscribe(), m.subscribe());
                 let task = tokio::spawn(async move {
-                    if let Ok(mut server) = TcpStream::connect(&upstream).await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    if let Ok(server) = TcpStream::connect(&upstream).await {
+                        let (cr, cw) = client.into_split();
+                        let (sr, sw) = server.into_split();
+                        tokio::select! {
+                            () = pump(cr, sw, up_mode, seq, false) => {}
+                            () = pump(sr, cw, down_mode, seq, true) => {}
+                        }
                     }
                 });
                 cs.lock().await.push(task.abort_handle());
             }
         })
         .abort_handle();
-        Self { port, cut, conns, accept }
+        Self { port, cut, mode, opened, conns, accept }
     }
 
     /// Drops every open connection and refuses new ones.
@@ -50,8 +78,55 @@ impl Proxy {
         }
     }
 
+    /// Back to passing everything (and accepting connections).
     pub fn heal(&self) {
         self.cut.store(false, Ordering::SeqCst);
+        self.mode.send_replace(Mode::Pass);
+    }
+
+    pub fn set(&self, mode: Mode) {
+        self.mode.send_replace(mode);
+    }
+
+    /// Stalls every connection open now; later ones pass.
+    pub fn stall_open_connections(&self) {
+        self.set(Mode::StallBefore(self.opened.load(Ordering::SeqCst)));
+    }
+
+    /// Connections accepted so far.
+    pub fn connections_opened(&self) -> u64 {
+        self.opened.load(Ordering::SeqCst)
+    }
+}
+
+/// Copies `from` to `to` chunk by chunk, as `mode` says.
+async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, mut mode: watch::Receiver<Mode>, seq: u64, down: bool) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        loop {
+            let now = *mode.borrow_and_update();
+            match now {
+                Mode::Blackhole => {}
+                Mode::StallBefore(before) if seq < before => {}
+                Mode::Slow(lo, hi) if down => {
+                    // The fault itself: replies come late.
+                    let ms = lo + rand::random::<u64>() % (hi - lo + 1);
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    break;
+                }
+                _ => break,
+            }
+            if mode.changed().await.is_err() {
+                return;
+            }
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
     }
 }
 
@@ -81,6 +156,11 @@ impl RedisServer {
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// A connection for driving the server from the test (CONFIG, ACL, …).
+    pub async fn admin(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url()).unwrap().get_multiplexed_async_connection().await.unwrap()
     }
 
     /// Starts (again) on the same port, empty.

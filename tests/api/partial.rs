@@ -1,0 +1,353 @@
+//! The freshness promise under partial failures: one process cut from Redis
+//! while the others keep it, Redis answering reads but refusing writes, a
+//! bump refused after the commit, PostgreSQL partitioned (packets dropped,
+//! no reset) or slow to commit, a slow or half-dead Redis, and forged
+//! tokens. Every fault is real: a redis-server of the test's own, a TCP
+//! proxy that drops, delays or stalls, Redis' own ACLs and replication.
+
+use std::time::{Duration, Instant};
+
+use calcache::config::RedisMode;
+use calcache::db::outbox::Due;
+use futures_util::future::join_all;
+use reqwest::StatusCode;
+use secrecy::ExposeSecret;
+use serde_json::{Value, json};
+
+use crate::helpers::{OCT, TestApp, TestUser, eventually, item, metric, spawn_app_with, spawn_sibling_with};
+use crate::proxy::{Mode, Proxy, RedisServer};
+
+/// Single-mode settings on `url`, whatever mode the suite runs in.
+fn on_redis(s: &mut calcache::config::Settings, url: String) {
+    s.redis.mode = RedisMode::Single;
+    s.redis.url = url.into();
+    s.redis.breaker_cooldown_ms = 100;
+}
+
+fn path(item: &Value) -> String {
+    format!("/api/work-items/{}", item["id"].as_str().unwrap())
+}
+
+async fn code(res: reqwest::Response) -> (StatusCode, String) {
+    let status = res.status();
+    let body: Value = res.json().await.unwrap_or(Value::Null);
+    (status, body["error"]["code"].as_str().unwrap_or("").to_owned())
+}
+
+async fn titles_in_db(app: &TestApp, user: &TestUser) -> Vec<String> {
+    app.sql_strings(&format!("SELECT title AS value FROM work_items WHERE owner_id = {} ORDER BY start_at", user.id))
+        .await
+}
+
+async fn me(app: &TestApp, token: &str) -> StatusCode {
+    app.get("/api/me", Some(token)).await.status()
+}
+
+#[tokio::test]
+async fn a_process_cut_from_redis_refuses_writes_and_logouts_and_no_process_serves_stale() {
+    let redis = RedisServer::start().await;
+    let proxy = Proxy::start(format!("127.0.0.1:{}", redis.port)).await;
+    let writer = spawn_app_with(|s| on_redis(s, format!("redis://127.0.0.1:{}", proxy.port))).await;
+    let reader = spawn_sibling_with(&writer, |s| on_redis(s, redis.url())).await;
+    let user = writer.new_user().await;
+    let kept = writer.create_item(&user, item("old title", "2026-10-05", "2026-10-06")).await;
+    let doomed = writer.create_item(&user, item("doomed", "2026-10-07", "2026-10-08")).await;
+    reader.feed(&user, OCT).await;
+    assert_eq!(reader.feed(&user, OCT).await.x_cache, "HIT");
+
+    // The writer cannot reach Redis: it could not stop the reader from
+    // serving what it would change, so it changes nothing and says so.
+    proxy.cut().await;
+    let patch = writer.patch_json(&path(&kept), &user.token, &json!({"title": "new title"})).await;
+    assert_eq!(code(patch).await, (StatusCode::SERVICE_UNAVAILABLE, "unavailable".into()));
+    assert_eq!(code(writer.delete(&path(&doomed), &user.token).await).await.0, StatusCode::SERVICE_UNAVAILABLE);
+    let create = writer.post_json("/api/work-items", Some(&user.token), &item("new", "2026-10-09", "2026-10-10")).await;
+    assert_eq!(create.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(titles_in_db(&writer, &user).await, ["old title", "doomed"], "a refused write changed PostgreSQL");
+    assert_eq!(writer.outbox_depth().await, 0);
+    for _ in 0..10 {
+        let feed = reader.feed(&user, OCT).await;
+        assert_eq!(feed.titles(), ["old title", "doomed"]);
+    }
+    // A logout it cannot tombstone in Redis is refused too: the token goes
+    // on working everywhere, as the 503 said, instead of only on some.
+    let logout = writer.post_json("/api/logout", Some(&user.token), &json!({})).await;
+    assert_eq!(logout.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(me(&reader, &user.token).await, StatusCode::OK);
+
+    proxy.heal();
+    eventually(Duration::from_secs(5), "writes work again through the healed process", || async {
+        writer.patch_json(&path(&kept), &user.token, &json!({"title": "new title"})).await.status() == StatusCode::OK
+    })
+    .await;
+    // The first read on the other process after the 2xx reflects it.
+    assert_eq!(reader.feed(&user, OCT).await.titles(), ["new title", "doomed"]);
+    assert_eq!(writer.delete(&path(&doomed), &user.token).await.status(), StatusCode::NO_CONTENT);
+    assert_eq!(reader.feed(&user, OCT).await.titles(), ["new title"]);
+    let logout = writer.post_json("/api/logout", Some(&user.token), &json!({})).await;
+    assert_eq!(logout.status(), StatusCode::NO_CONTENT);
+    assert_eq!(me(&reader, &user.token).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(me(&writer, &user.token).await, StatusCode::UNAUTHORIZED);
+    let text = writer.metrics_text().await;
+    assert!(metric(&text, "calcache_writes_refused_fence_total") >= 4.0, "refusals not counted");
+}
+
+#[tokio::test]
+async fn a_bump_refused_after_the_commit_keeps_every_process_off_the_old_entry() {
+    // The writer's Redis user may do everything but INCR: its fence goes up,
+    // its transaction commits, and its version bump is refused.
+    let redis = RedisServer::start().await;
+    let mut admin = redis.admin().await;
+    redis::cmd("ACL")
+        .arg(&["SETUSER", "nobump", "on", ">pw", "~*", "&*", "+@all", "-incr"][..])
+        .query_async::<()>(&mut admin)
+        .await
+        .unwrap();
+    let hold_drainer = |s: &mut calcache::config::Settings| s.cache.outbox_interval_ms = 3_600_000;
+    let writer = spawn_app_with(|s| {
+        on_redis(s, format!("redis://nobump:pw@127.0.0.1:{}", redis.port));
+        hold_drainer(s);
+    })
+    .await;
+    let reader = spawn_sibling_with(&writer, |s| {
+        on_redis(s, redis.url());
+        hold_drainer(s);
+    })
+    .await;
+    let user = reader.new_user().await;
+    let created = reader.create_item(&user, item("before", "2026-10-05", "2026-10-06")).await;
+    reader.feed(&user, OCT).await;
+    assert_eq!(reader.feed(&user, OCT).await.x_cache, "HIT");
+
+    let patch = writer.patch_json(&path(&created), &user.token, &json!({"title": "after"})).await;
+    assert_eq!(patch.status(), StatusCode::OK, "the change is committed");
+    assert_eq!(writer.outbox_depth().await, 1, "its bump waits in the outbox");
+    for _ in 0..10 {
+        for app in [&reader, &writer] {
+            let feed = app.feed(&user, OCT).await;
+            assert_eq!(feed.titles(), ["after"], "stale read while the bump was pending");
+            assert_eq!(feed.x_cache, "BYPASS");
+        }
+    }
+
+    // A process that can bump applies it; the fence comes down with it and
+    // the cache serves the new state.
+    eventually(Duration::from_secs(5), "the reader applies the deferred bump", || async {
+        calcache::service::invalidation::drain_once(&reader.state, Due::Any).await.unwrap() > 0
+    })
+    .await;
+    assert_eq!(reader.outbox_depth().await, 0);
+    assert_eq!(reader.feed(&user, OCT).await.titles(), ["after"]);
+    let again = reader.feed(&user, OCT).await;
+    assert_eq!((again.x_cache.as_str(), again.titles()), ("HIT", vec!["after".to_owned()]));
+    let fence: i64 = redis::cmd("EXISTS")
+        .arg(writer.keys().fence(calcache::domain::UserId(user.id)))
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(fence, 0, "the fence outlived its bump");
+}
+
+#[tokio::test]
+async fn redis_answering_reads_but_refusing_writes_refuses_writes_and_serves_nothing_stale() {
+    let redis = RedisServer::start().await;
+    let a = spawn_app_with(|s| on_redis(s, redis.url())).await;
+    let b = spawn_sibling_with(&a, |s| on_redis(s, redis.url())).await;
+    let user = a.new_user().await;
+    let created = a.create_item(&user, item("before", "2026-10-05", "2026-10-06")).await;
+    b.feed(&user, OCT).await;
+    assert_eq!(b.feed(&user, OCT).await.x_cache, "HIT");
+
+    // A replica of a master that is not there: it serves what it has and
+    // answers every write with READONLY, as after a failover gone wrong.
+    let mut admin = redis.admin().await;
+    let nowhere = crate::helpers::closed_port();
+    redis::cmd("REPLICAOF").arg("127.0.0.1").arg(nowhere).query_async::<()>(&mut admin).await.unwrap();
+    let patch = a.patch_json(&path(&created), &user.token, &json!({"title": "after"})).await;
+    assert_eq!(code(patch).await, (StatusCode::SERVICE_UNAVAILABLE, "unavailable".into()));
+    assert_eq!(titles_in_db(&a, &user).await, ["before"]);
+    for _ in 0..10 {
+        let feed = b.feed(&user, OCT).await;
+        assert_eq!((feed.status, feed.titles()), (StatusCode::OK, vec!["before".to_owned()]));
+    }
+    let logout = a.post_json("/api/logout", Some(&user.token), &json!({})).await;
+    assert_eq!(logout.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(me(&b, &user.token).await, StatusCode::OK, "a refused logout revoked the token");
+
+    redis::cmd("REPLICAOF").arg("NO").arg("ONE").query_async::<()>(&mut admin).await.unwrap();
+    eventually(Duration::from_secs(5), "writes work again", || async {
+        a.patch_json(&path(&created), &user.token, &json!({"title": "after"})).await.status() == StatusCode::OK
+    })
+    .await;
+    assert_eq!(b.feed(&user, OCT).await.titles(), ["after"]);
+    assert_eq!(a.post_json("/api/logout", Some(&user.token), &json!({})).await.status(), StatusCode::NO_CONTENT);
+    assert_eq!(me(&b, &user.token).await, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn forged_tokens_leave_no_key_in_redis() {
+    let redis = RedisServer::start().await;
+    let app = spawn_app_with(|s| on_redis(s, redis.url())).await;
+    let forged: Vec<String> = (0..10_000)
+        .map(|i| {
+            let secret: String =
+                uuid::Uuid::new_v4().simple().to_string().chars().chain("abcdefghijk".chars()).collect();
+            format!("{}.{secret}", 1_000_000 + i)
+        })
+        .collect();
+    assert_eq!(forged[0].split_once('.').unwrap().1.len(), 43, "tokens of the right shape");
+    let url = format!("/api/calendar/feed?{OCT}");
+    for chunk in forged.chunks(200) {
+        let asks = chunk.iter().map(|token| app.get(&url, Some(token)));
+        for res in join_all(asks).await {
+            assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+        }
+    }
+    let mut admin = redis.admin().await;
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut admin).await.unwrap();
+    assert!(keys.is_empty(), "{} keys written for forged tokens, e.g. {:?}", keys.len(), keys.first());
+}
+
+#[tokio::test]
+async fn a_partitioned_postgres_costs_a_request_at_most_the_deadline_and_commits_nothing_it_refused() {
+    let pg =
+        Proxy::start(crate::helpers::authority(crate::helpers::base_settings().database.url.expose_secret())).await;
+    let app = spawn_app_with(|s| {
+        s.database.url =
+            crate::helpers::with_authority(s.database.url.expose_secret(), &format!("127.0.0.1:{}", pg.port)).into();
+        s.database.request_timeout_ms = 1500;
+        s.database.statement_timeout_ms = 1000;
+        s.database.connect_timeout_ms = 500;
+    })
+    .await;
+    let user = app.new_user().await;
+    app.create_item(&user, item("cached", "2026-10-05", "2026-10-06")).await;
+    app.feed(&user, OCT).await;
+    assert_eq!(app.feed(&user, OCT).await.x_cache, "HIT");
+
+    // Packets dropped: connections stay open, nothing answers.
+    pg.set(Mode::Blackhole);
+    let hit = app.feed(&user, OCT).await;
+    assert_eq!((hit.status, hit.x_cache.as_str(), hit.titles()), (StatusCode::OK, "HIT", vec!["cached".to_owned()]));
+    // Liveness, not speed: without a client-side deadline these hang until
+    // the partition heals.
+    let bound = Duration::from_millis(1500 + 2500);
+    let during = item("during", "2026-10-07", "2026-10-08");
+    for what in ["create", "miss"] {
+        let ask = async {
+            match what {
+                "create" => app.post_json("/api/work-items", Some(&user.token), &during).await,
+                _ => app.get("/api/calendar/feed?start=2026-11-01&end=2026-12-01", Some(&user.token)).await,
+            }
+        };
+        let started = Instant::now();
+        let res = tokio::time::timeout(bound, ask).await.unwrap_or_else(|_| panic!("{what} hung past {bound:?}"));
+        assert_eq!(code(res).await, (StatusCode::SERVICE_UNAVAILABLE, "unavailable".into()), "{what}");
+        tracing::info!(what, took = ?started.elapsed(), "answered during the partition");
+    }
+
+    // The partition heals: the create that was refused reaches PostgreSQL
+    // now, and must be rolled back, not committed behind its 503.
+    pg.heal();
+    eventually(Duration::from_secs(10), "writes work again without a restart", || async {
+        app.post_json("/api/work-items", Some(&user.token), &item("after", "2026-10-09", "2026-10-10")).await.status()
+            == StatusCode::CREATED
+    })
+    .await;
+    let titles = titles_in_db(&app, &user).await;
+    assert_eq!(titles.iter().filter(|t| *t == "after").count(), 1, "{titles:?}");
+    assert!(!titles.contains(&"during".to_owned()), "a create answered 503 was committed: {titles:?}");
+    assert_eq!(app.feed(&user, OCT).await.titles(), ["cached", "after"]);
+}
+
+#[tokio::test]
+async fn a_commit_postgres_confirms_too_late_is_answered_as_unknown_and_stays_fresh_everywhere() {
+    let writer = spawn_app_with(|s| {
+        s.database.request_timeout_ms = 1500;
+        s.database.statement_timeout_ms = 1500;
+    })
+    .await;
+    let reader = spawn_sibling_with(&writer, |_| {}).await;
+    let user = writer.new_user().await;
+    writer.create_item(&user, item("first", "2026-10-05", "2026-10-06")).await;
+    reader.feed(&user, OCT).await;
+    assert_eq!(reader.feed(&user, OCT).await.x_cache, "HIT");
+    // Each slower than a statement may be, together slower than a request may
+    // be: the insert takes 1 s, the COMMIT (a deferred trigger) 1 s more.
+    writer
+        .sql(
+            "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(1); RETURN NULL; END $$;
+             CREATE TRIGGER slow_insert AFTER INSERT ON work_items FOR EACH ROW WHEN (NEW.title = 'slow')
+               EXECUTE FUNCTION slow();
+             CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON work_items DEFERRABLE INITIALLY DEFERRED
+               FOR EACH ROW WHEN (NEW.title = 'slow') EXECUTE FUNCTION slow();",
+        )
+        .await;
+    let res = writer.post_json("/api/work-items", Some(&user.token), &item("slow", "2026-10-07", "2026-10-08")).await;
+    let (status, code) = code(res).await;
+    assert_eq!((status, code.as_str()), (StatusCode::SERVICE_UNAVAILABLE, "outcome_unknown"));
+    // It was saved after all: once PostgreSQL shows it, every process shows it.
+    eventually(Duration::from_secs(5), "the late commit lands", || async {
+        titles_in_db(&writer, &user).await.len() == 2
+    })
+    .await;
+    for _ in 0..5 {
+        for app in [&reader, &writer] {
+            assert_eq!(app.feed(&user, OCT).await.titles(), ["first", "slow"], "stale after a late commit");
+        }
+    }
+    // Its outbox rows are applied by a drainer, and the cache is used again.
+    eventually(Duration::from_secs(10), "the late commit's bump is applied", || async {
+        writer.outbox_depth().await == 0 && reader.feed(&user, OCT).await.x_cache == "HIT"
+    })
+    .await;
+    assert_eq!(reader.feed(&user, OCT).await.titles(), ["first", "slow"]);
+}
+
+#[tokio::test]
+async fn a_slow_or_half_dead_redis_costs_bounded_time_serves_nothing_stale_and_is_replaced() {
+    let redis = RedisServer::start().await;
+    let proxy = Proxy::start(format!("127.0.0.1:{}", redis.port)).await;
+    let app = spawn_app_with(|s| {
+        on_redis(s, format!("redis://127.0.0.1:{}", proxy.port));
+        s.redis.timeout_ms = 150;
+        s.server.workers = 1;
+    })
+    .await;
+    let user = app.new_user().await;
+    let created = app.create_item(&user, item("before", "2026-10-05", "2026-10-06")).await;
+    app.feed(&user, OCT).await;
+    assert_eq!(app.feed(&user, OCT).await.x_cache, "HIT");
+
+    // Every reply 200–600 ms late: past the timeout, so Redis is as good as
+    // gone. Feeds come from PostgreSQL, writes are refused, the breaker opens.
+    proxy.set(Mode::Slow(200, 600));
+    for _ in 0..10 {
+        let ask = app.feed(&user, OCT);
+        let feed = tokio::time::timeout(Duration::from_secs(3), ask).await.expect("a feed hung on a slow Redis");
+        assert_eq!((feed.status, feed.titles()), (StatusCode::OK, vec!["before".to_owned()]));
+    }
+    assert!(app.state.cache.circuit_open(), "the breaker did not open on a Redis that only times out");
+    let patch = app.patch_json(&path(&created), &user.token, &json!({"title": "during"})).await;
+    assert_eq!(patch.status(), StatusCode::SERVICE_UNAVAILABLE);
+
+    proxy.heal();
+    eventually(Duration::from_secs(5), "served from Redis again", || async {
+        app.feed(&user, OCT).await.x_cache == "HIT"
+    })
+    .await;
+    assert_eq!(app.feed(&user, OCT).await.titles(), ["before"]);
+
+    // One half-dead connection (open, silent): it must be replaced, not
+    // kept timing out.
+    let opened = proxy.connections_opened();
+    proxy.stall_open_connections();
+    eventually(Duration::from_secs(10), "a fresh connection serves hits again", || async {
+        app.feed(&user, OCT).await.x_cache == "HIT"
+    })
+    .await;
+    assert!(proxy.connections_opened() > opened, "no new connection was opened");
+    let patch = app.patch_json(&path(&created), &user.token, &json!({"title": "after"})).await;
+    assert_eq!(patch.status(), StatusCode::OK);
+    assert_eq!(app.feed(&user, OCT).await.titles(), ["after"]);
+}
