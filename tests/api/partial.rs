@@ -351,3 +351,157 @@ async fn a_slow_or_half_dead_redis_costs_bounded_time_serves_nothing_stale_and_i
     assert_eq!(patch.status(), StatusCode::OK);
     assert_eq!(app.feed(&user, OCT).await.titles(), ["after"]);
 }
+
+#[tokio::test]
+async fn stored_entries_that_are_not_ours_are_misses_not_errors() {
+    let redis = RedisServer::start().await;
+    let app = spawn_app_with(|s| on_redis(s, redis.url())).await;
+    let user = app.new_user().await;
+    app.create_item(&user, item("real", "2026-10-05", "2026-10-06")).await;
+    app.feed(&user, OCT).await;
+    assert_eq!(app.feed(&user, OCT).await.x_cache, "HIT");
+    let mut admin = redis.admin().await;
+    let entries: Vec<String> =
+        redis::cmd("KEYS").arg(format!("{}:calendar_feed:*", app.prefix)).query_async(&mut admin).await.unwrap();
+    assert!(!entries.is_empty());
+    // Not gzip at all: a miss, refilled. Gzip's magic with garbage behind it
+    // (only a decompression finds out): answered from PostgreSQL.
+    for planted in [&b"[\"planted\"]"[..], &b"\x1f\x8b\x08\x00garbage"[..]] {
+        for key in &entries {
+            redis::cmd("SET").arg(key).arg(planted).query_async::<()>(&mut admin).await.unwrap();
+        }
+        let identity = app.client.get(app.url(&format!("/api/calendar/feed?{OCT}"))).bearer_auth(&user.token);
+        let res = identity.send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body[0]["title"], "real", "{planted:?}");
+    }
+}
+
+/// A small `maxmemory` under `policy`, filled past the limit with real feed
+/// entries while writes go on: no stale read, no 5xx on reads, and a write
+/// answered 503 (only under `noeviction`, when Redis refuses its fence)
+/// changed nothing.
+async fn full_redis_under(policy: &str) {
+    let redis = RedisServer::start().await;
+    let mut admin = redis.admin().await;
+    let a = spawn_app_with(|s| on_redis(s, redis.url())).await;
+    let b = spawn_sibling_with(&a, |s| on_redis(s, redis.url())).await;
+    let user = a.new_user().await;
+    for d in 1..=5 {
+        a.create_item(&user, item(&format!("i{d}"), &format!("2026-10-{d:02}"), &format!("2026-10-{:02}", d + 1)))
+            .await;
+    }
+    for app in [&a, &b] {
+        app.feed(&user, OCT).await;
+    }
+    // The limit: what Redis holds now (clients connected, scripts loaded)
+    // plus room for a few hundred entries.
+    let info: String = redis::cmd("INFO").arg("memory").query_async(&mut admin).await.unwrap();
+    let used: u64 =
+        info.lines().find_map(|l| l.strip_prefix("used_memory:")).and_then(|v| v.trim().parse().ok()).unwrap();
+    let limit = used + 300 * 1024;
+    redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg(limit).query_async::<()>(&mut admin).await.unwrap();
+    redis::cmd("CONFIG").arg("SET").arg("maxmemory-policy").arg(policy).query_async::<()>(&mut admin).await.unwrap();
+    let truth = || async {
+        let mut ids = a
+            .sql_strings(&format!(
+                "SELECT id::text AS value FROM work_items WHERE owner_id = {} AND start_at < '2026-11-01' AND end_at > '2026-10-01'",
+                user.id
+            ))
+            .await;
+        ids.sort();
+        ids
+    };
+    let (mut refused, mut written) = (0, 0);
+    for round in 0..60 {
+        // Fill: distinct ranges, each a new entry.
+        for h in 0..20 {
+            let start = 1_000 * round + h;
+            let q = format!(
+                "start=2026-09-01T00:00:00Z&end={}",
+                chrono::DateTime::from_timestamp(1_798_761_600 + start * 60, 0).unwrap().format("%Y-%m-%dT%H:%M:%SZ")
+            );
+            let app = if h % 2 == 0 { &a } else { &b };
+            let feed = app.feed(&user, &q).await;
+            assert_eq!(feed.status, StatusCode::OK, "{policy}: a read failed with {}", feed.status);
+        }
+        // A write, then both processes must show it.
+        let res = if round % 2 == 0 {
+            a.post_json("/api/work-items", Some(&user.token), &item(&format!("r{round}"), "2026-10-10", "2026-10-11"))
+                .await
+        } else {
+            let victim = truth().await.into_iter().next().unwrap();
+            a.delete(&format!("/api/work-items/{victim}"), &user.token).await
+        };
+        match res.status() {
+            StatusCode::CREATED | StatusCode::NO_CONTENT => written += 1,
+            StatusCode::SERVICE_UNAVAILABLE => refused += 1,
+            other => panic!("{policy}: a write answered {other}"),
+        }
+        let want = truth().await;
+        for app in [&a, &b] {
+            let feed = app.feed(&user, OCT).await;
+            assert_eq!(feed.status, StatusCode::OK);
+            let mut got = feed.ids();
+            got.sort();
+            assert_eq!(got, want, "{policy}: stale read in round {round}");
+        }
+    }
+    let info: String = redis::cmd("INFO").arg("stats").query_async(&mut admin).await.unwrap();
+    let evicted: u64 =
+        info.lines().find_map(|l| l.strip_prefix("evicted_keys:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+    let info: String = redis::cmd("INFO").arg("memory").query_async(&mut admin).await.unwrap();
+    tracing::info!(policy, evicted, written, refused, "full redis");
+    eprintln!("{policy}: {written} writes, {refused} refused, {evicted} keys evicted");
+    assert!(info.contains(&format!("maxmemory_policy:{policy}")));
+    match policy {
+        // What docs/operations.md recommends: Redis can always make room.
+        "allkeys-lru" => {
+            assert!(evicted > 0, "{policy}: the cache never filled past maxmemory");
+            assert_eq!(refused, 0, "{policy}: writes refused although Redis could evict anything");
+        }
+        // Only keys with a TTL may go: when they do not free enough (here,
+        // a limit barely above Redis' own overhead), writes are refused.
+        "volatile-lru" => assert!(evicted > 0, "{policy}: the cache never filled past maxmemory"),
+        _ => {}
+    }
+}
+
+#[tokio::test]
+async fn a_full_redis_under_volatile_lru_serves_nothing_stale() {
+    full_redis_under("volatile-lru").await;
+}
+
+#[tokio::test]
+async fn a_full_redis_under_allkeys_lru_serves_nothing_stale() {
+    full_redis_under("allkeys-lru").await;
+}
+
+#[tokio::test]
+async fn a_full_redis_under_noeviction_serves_nothing_stale() {
+    full_redis_under("noeviction").await;
+}
+
+#[tokio::test]
+async fn a_missing_version_starts_from_redis_clock_not_the_process_clock() {
+    // Processes whose clocks disagree must not re-create a version another
+    // one already used: the fresh value is Redis' TIME, whatever ours says.
+    let redis = RedisServer::start().await;
+    let app = spawn_app_with(|s| on_redis(s, redis.url())).await;
+    let user = app.new_user().await;
+    let mut admin = redis.admin().await;
+    let micros = |t: (u64, u64)| t.0 * 1_000_000 + t.1;
+    let before: (u64, u64) = redis::cmd("TIME").query_async(&mut admin).await.unwrap();
+    app.feed(&user, OCT).await;
+    let after: (u64, u64) = redis::cmd("TIME").query_async(&mut admin).await.unwrap();
+    let key = app.keys().version(calcache::domain::UserId(user.id));
+    let version: u64 = redis::cmd("GET").arg(&key).query_async(&mut admin).await.unwrap();
+    assert!((micros(before)..=micros(after)).contains(&version), "{version} not within Redis' TIME");
+    // Deleted, it comes back larger, and a write's bump of a missing key
+    // starts from the clock too (never from 1).
+    redis::cmd("DEL").arg(&key).query_async::<()>(&mut admin).await.unwrap();
+    app.create_item(&user, item("x", "2026-10-05", "2026-10-06")).await;
+    let bumped: u64 = redis::cmd("GET").arg(&key).query_async(&mut admin).await.unwrap();
+    assert!(bumped > version, "{bumped} <= {version}");
+}
