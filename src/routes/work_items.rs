@@ -57,7 +57,9 @@ fn parse_id(raw: &str) -> Result<WorkItemId, ApiError> {
     (status = 408, description = "`request_timeout`: the body arrived too slowly", body = ErrorBody),
     (status = 413, description = "`payload_too_large`: body over 64 KiB", body = ErrorBody),
     (status = 415, description = "`unsupported_media_type`: not JSON", body = ErrorBody),
-    (status = 503, description = "`unavailable`: PostgreSQL is unavailable", body = ErrorBody),
+    (status = 503, description = "`unavailable`: PostgreSQL is unavailable, or this replica cannot write its \
+        write fence to Redis; nothing was changed. `outcome_unknown`: PostgreSQL did not confirm the commit in \
+        time; the change may have been saved", body = ErrorBody),
 ))]
 async fn create(
     state: web::Data<AppState>,
@@ -93,7 +95,9 @@ async fn get(state: web::Data<AppState>, user: AuthUser, id: web::Path<String>) 
     (status = 408, description = "`request_timeout`: the body arrived too slowly", body = ErrorBody),
     (status = 413, description = "`payload_too_large`: body over 64 KiB", body = ErrorBody),
     (status = 415, description = "`unsupported_media_type`: not JSON", body = ErrorBody),
-    (status = 503, description = "`unavailable`: PostgreSQL is unavailable", body = ErrorBody),
+    (status = 503, description = "`unavailable`: PostgreSQL is unavailable, or this replica cannot write its \
+        write fence to Redis; nothing was changed. `outcome_unknown`: PostgreSQL did not confirm the commit in \
+        time; the change may have been saved", body = ErrorBody),
 ))]
 async fn update(
     state: web::Data<AppState>,
@@ -113,7 +117,9 @@ async fn update(
     (status = 400, description = "`invalid_input`: the id is not a UUID", body = ErrorBody),
     (status = 401, description = "`unauthenticated`: no live session", body = ErrorBody),
     (status = 404, description = "`not_found`: no such item, or the caller is not its owner", body = ErrorBody),
-    (status = 503, description = "`unavailable`: PostgreSQL is unavailable", body = ErrorBody),
+    (status = 503, description = "`unavailable`: PostgreSQL is unavailable, or this replica cannot write its \
+        write fence to Redis; nothing was changed. `outcome_unknown`: PostgreSQL did not confirm the commit in \
+        time; the change may have been saved", body = ErrorBody),
 ))]
 async fn delete(state: web::Data<AppState>, user: AuthUser, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id)?;
