@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 #[path = "../common/loadgen.rs"]
-mod loadgen;
+pub mod loadgen;
 
 use crate::helpers::{spawn_app, spawn_sibling};
 

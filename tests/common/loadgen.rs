@@ -76,6 +76,21 @@ pub struct Report {
     pub miss_latencies_us: Vec<u64>,
     pub write_latencies_us: Vec<u64>,
     pub first_stale: Option<String>,
+    /// Writes answered 2xx whose effect PostgreSQL does not show.
+    pub lost: u64,
+    pub first_lost: Option<String>,
+    /// Every answer that was not a success, when it came and what it said.
+    pub errors: Vec<ErrorEvent>,
+}
+
+/// A failed request: when it ended, its status (`None`: no HTTP answer) and
+/// the error body's `code`.
+#[derive(Debug, Clone)]
+pub struct ErrorEvent {
+    pub at: Instant,
+    pub status: Option<u16>,
+    pub code: String,
+    pub what: &'static str,
 }
 
 pub fn percentile(sorted: &[u64], p: f64) -> u64 {
@@ -108,7 +123,7 @@ impl Report {
 
     pub fn summary(&self) -> String {
         format!(
-            "{} requests ({} feeds, {} writes) in {:.1}s = {:.0} req/s; 5xx {}; other errors {}; stale {}; hit rate {:.1}%; feed p50 {} µs p95 {} µs p99 {} µs",
+            "{} requests ({} feeds, {} writes) in {:.1}s = {:.0} req/s; 5xx {}; other errors {}; stale {}; lost {}; hit rate {:.1}%; feed p50 {} µs p95 {} µs p99 {} µs",
             self.requests,
             self.feeds,
             self.writes,
@@ -117,6 +132,7 @@ impl Report {
             self.server_errors,
             self.other_errors,
             self.stale,
+            self.lost,
             100.0 * self.hit_rate(),
             percentile(&self.feed_latencies_us, 0.50),
             percentile(&self.feed_latencies_us, 0.95),
@@ -348,6 +364,9 @@ pub async fn run(target: Arc<Target>, users: Vec<User>, w: &Workload, progress: 
         total.miss_latencies_us.extend(r.miss_latencies_us);
         total.write_latencies_us.extend(r.write_latencies_us);
         total.first_stale = total.first_stale.or(r.first_stale);
+        total.lost += r.lost;
+        total.first_lost = total.first_lost.or(r.first_lost);
+        total.errors.extend(r.errors);
     }
     total.elapsed = started.elapsed();
     total.finish();
@@ -403,6 +422,7 @@ async fn read(
         Ok(r) => r,
         Err(_) => {
             report.other_errors += 1;
+            report.errors.push(ErrorEvent { at: Instant::now(), status: None, code: String::new(), what: "feed" });
             return;
         }
     };
@@ -411,12 +431,14 @@ async fn read(
     let body: Value = res.json().await.unwrap_or(Value::Null);
     let us = t0.elapsed().as_micros() as u64;
     report.feeds += 1;
-    if status.is_server_error() {
-        report.server_errors += 1;
-        return;
-    }
     if !status.is_success() {
-        report.other_errors += 1;
+        let code = body["error"]["code"].as_str().unwrap_or("").to_owned();
+        report.errors.push(ErrorEvent { at: Instant::now(), status: Some(status.as_u16()), code, what: "feed" });
+        if status.is_server_error() {
+            report.server_errors += 1;
+        } else {
+            report.other_errors += 1;
+        }
         return;
     }
     report.feed_latencies_us.push(us);
@@ -493,11 +515,39 @@ async fn write(
         req = req.json(&b);
     }
     let t0 = Instant::now();
-    match req.send().await {
-        Ok(res) if res.status().is_server_error() => report.server_errors += 1,
-        Ok(res) if !res.status().is_success() => report.other_errors += 1,
-        Ok(_) => report.write_latencies_us.push(t0.elapsed().as_micros() as u64),
-        Err(_) => report.other_errors += 1,
-    }
+    let answered = req.send().await;
     report.writes += 1;
+    let res = match answered {
+        Ok(res) => res,
+        Err(_) => {
+            report.other_errors += 1;
+            report.errors.push(ErrorEvent { at: Instant::now(), status: None, code: String::new(), what: "write" });
+            return;
+        }
+    };
+    let status = res.status();
+    let body: Value = res.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        let code = body["error"]["code"].as_str().unwrap_or("").to_owned();
+        report.errors.push(ErrorEvent { at: Instant::now(), status: Some(status.as_u16()), code, what: "write" });
+        if status.is_server_error() {
+            report.server_errors += 1;
+        } else {
+            report.other_errors += 1;
+        }
+        return;
+    }
+    report.write_latencies_us.push(t0.elapsed().as_micros() as u64);
+    // Acknowledged: PostgreSQL must show it (still under the users' locks).
+    let id = match method {
+        "POST" => body["id"].as_str().unwrap_or("").to_owned(),
+        _ => url.rsplit('/').next().unwrap_or("").to_owned(),
+    };
+    let present = owned(shared, owner.id).await.iter().any(|(i, _)| i.to_string() == id);
+    if present != (method != "DELETE") {
+        report.lost += 1;
+        if report.first_lost.is_none() {
+            report.first_lost = Some(format!("{method} {url} answered {status}, but PostgreSQL disagrees"));
+        }
+    }
 }
