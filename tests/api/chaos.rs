@@ -18,7 +18,8 @@ use rand::{RngExt, SeedableRng};
 use secrecy::ExposeSecret;
 
 use crate::helpers::{
-    TestApp, authority, base_settings, eventually, spawn_app_with, spawn_sibling_with, with_authority,
+    TestApp, authority, base_settings, eventually, spawn_app_with, spawn_sibling_with, try_spawn_sibling_with,
+    with_authority,
 };
 use crate::proxy::{Mode, Proxy, RedisServer};
 use crate::soak::loadgen;
@@ -148,11 +149,20 @@ async fn chaos_soak_loses_nothing_serves_nothing_stale_and_fails_only_with_503_i
                     std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
                 })
                 .await;
-                let restarted = spawn_sibling_with(&first, |s| {
-                    configure(s, rp[i + 1], pp);
-                    s.server.port = port;
-                })
-                .await;
+                // Started like a fresh replica: it migrates and binds first,
+                // and PostgreSQL may be slow to answer on a loaded machine.
+                let deadline = Instant::now() + Duration::from_secs(20);
+                let restarted = loop {
+                    let tried = try_spawn_sibling_with(&first, |s| {
+                        configure(s, rp[i + 1], pp);
+                        s.server.port = port;
+                    })
+                    .await;
+                    match tried {
+                        Ok(app) => break app,
+                        Err(e) => assert!(Instant::now() < deadline, "the killed replica does not start again: {e:?}"),
+                    }
+                };
                 replicas[i] = Some(restarted);
             }
         }

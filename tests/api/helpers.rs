@@ -101,26 +101,44 @@ pub async fn spawn_sibling(other: &TestApp) -> TestApp {
 }
 
 pub async fn spawn_sibling_with(other: &TestApp, customize: impl FnOnce(&mut Settings)) -> TestApp {
+    try_spawn_sibling_with(other, customize).await.expect("application builds")
+}
+
+/// [`spawn_sibling_with`], answering why the application did not build
+/// (PostgreSQL unreachable at start, the port taken) instead of panicking.
+pub async fn try_spawn_sibling_with(
+    other: &TestApp,
+    customize: impl FnOnce(&mut Settings),
+) -> Result<TestApp, calcache::startup::StartupError> {
     let mut settings = base_settings();
     settings.database.url = SecretString::from(other.db_url.clone());
     settings.redis.key_prefix = other.prefix.clone();
     settings.redis.url = SecretString::from(other.redis_url.clone());
     settings.server.port = 0;
     customize(&mut settings);
-    start(settings, other.db_name.clone(), other.db_url.clone(), false).await
+    try_start(settings, other.db_name.clone(), other.db_url.clone(), false).await
 }
 
 async fn start(settings: Settings, db_name: String, db_url: String, owns_db: bool) -> TestApp {
+    try_start(settings, db_name, db_url, owns_db).await.expect("application builds")
+}
+
+async fn try_start(
+    settings: Settings,
+    db_name: String,
+    db_url: String,
+    owns_db: bool,
+) -> Result<TestApp, calcache::startup::StartupError> {
     let prefix = settings.redis.key_prefix.clone();
     let redis_url = settings.redis.url.expose_secret().to_owned();
     let cluster_nodes = (settings.redis.mode == calcache::config::RedisMode::Cluster)
         .then(|| settings.redis.cluster_nodes.iter().map(|n| n.expose_secret().to_owned()).collect());
-    let app = Application::build(settings).await.expect("application builds");
+    let app = Application::build(settings).await?;
     let port = app.port();
     let state = app.state();
     let handle = app.handle();
     tokio::spawn(app.run_until_stopped());
-    TestApp {
+    Ok(TestApp {
         address: format!("http://127.0.0.1:{port}"),
         port,
         db_name,
@@ -132,7 +150,7 @@ async fn start(settings: Settings, db_name: String, db_url: String, owns_db: boo
         client: Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap(),
         handle,
         owns_db,
-    }
+    })
 }
 
 impl Drop for TestApp {
