@@ -9,6 +9,7 @@ mod feed;
 mod fence;
 pub mod keys;
 mod ratelimit;
+mod restarts;
 mod sessions;
 mod version;
 
@@ -198,6 +199,8 @@ pub struct Cache {
     session_ttl_secs: u64,
     /// How long a write fence outlives its latest write (see `fence.rs`).
     fence_ttl: Duration,
+    /// After a Redis restart that loaded old data (`restarts.rs`).
+    distrust: restarts::Distrust,
     breaker: Breaker,
     read_path: feed::ReadPath,
     shared: Mutex<HashMap<ThreadId, Conn>>,
@@ -249,6 +252,12 @@ impl Cache {
                 Backend::Cluster(Box::new(client))
             }
         };
+        // How long an entry can outlive the version it was read under: its
+        // TTL after a fill (lookup, lease wait, query, store).
+        let entry_lifetime = fence_ttl(
+            Duration::from_secs(cache.feed_ttl_secs.max(1)),
+            redis.timeout() * 2 + Duration::from_millis(cache.fill_wait_ms) + db_deadline,
+        );
         Ok(Self {
             backend,
             wait_replicas: match redis.mode {
@@ -260,11 +269,10 @@ impl Cache {
             strategy: cache.strategy,
             feed_ttl_secs: cache.feed_ttl_secs.max(1),
             session_ttl_secs: cache.session_ttl_secs.max(1),
-            // A fill: lookup, lease wait, query, store.
-            fence_ttl: fence_ttl(
-                Duration::from_secs(cache.feed_ttl_secs.max(1)),
-                redis.timeout() * 2 + Duration::from_millis(cache.fill_wait_ms) + db_deadline,
-            ),
+            fence_ttl: entry_lifetime,
+            // What a restarted Redis may hold that is no longer true: entries
+            // and cached session checks.
+            distrust: restarts::Distrust::new(entry_lifetime.max(Duration::from_secs(cache.session_ttl_secs))),
             breaker: Breaker::new(redis.breaker_failures, Duration::from_millis(redis.breaker_cooldown_ms)),
             read_path: feed::ReadPath::default(),
             shared: Mutex::new(HashMap::new()),
@@ -399,7 +407,20 @@ impl Cache {
         let conn = match &self.backend {
             Backend::Single(pool) => {
                 let pooled = pool.get().await?;
-                let conn = Conn::single((*pooled).clone()).counted(self.metrics.redis_round_trips.clone());
+                let mut conn = Conn::single((*pooled).clone()).counted(self.metrics.redis_round_trips.clone());
+                // Before first use: did this Redis come back with old data?
+                let info: String = redis::cmd("INFO")
+                    .arg("server")
+                    .arg("persistence")
+                    .arg("replication")
+                    .query_async(&mut conn)
+                    .await?;
+                if let Some(left) = restarts::Start::parse(&info).and_then(|start| self.distrust.observe(start)) {
+                    tracing::warn!(
+                        for_secs = left.as_secs(),
+                        "redis restarted with data loaded from disk; not trusting the cache until its old entries have expired"
+                    );
+                }
                 // Keep the pooled object out of the pool for as long as we use
                 // its connection, so the pool does not hand it to another thread.
                 if let Ok(mut held) = self.held.lock() {
@@ -533,6 +554,11 @@ impl Cache {
             return Err(CacheError::NotReplicated { acked, wanted });
         }
         Ok(())
+    }
+
+    /// True while the cache must not be read (see `restarts.rs`).
+    pub(crate) fn distrusted(&self) -> bool {
+        self.distrust.active()
     }
 
     pub fn circuit_open(&self) -> bool {

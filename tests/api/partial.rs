@@ -505,3 +505,117 @@ async fn a_missing_version_starts_from_redis_clock_not_the_process_clock() {
     let bumped: u64 = redis::cmd("GET").arg(&key).query_async(&mut admin).await.unwrap();
     assert!(bumped > version, "{bumped} <= {version}");
 }
+
+#[tokio::test]
+async fn a_redis_restarted_from_an_old_snapshot_serves_nothing_it_lost() {
+    let mut redis = RedisServer::start_persistent().await;
+    let short = |s: &mut calcache::config::Settings| {
+        on_redis(s, redis.url());
+        // Short lifetimes, so the distrust window ends within the test.
+        s.cache.feed_ttl_secs = 4;
+        s.cache.session_ttl_secs = 4;
+        s.cache.fill_wait_ms = 200;
+        s.redis.timeout_ms = 300;
+    };
+    let app = spawn_app_with(short).await;
+    let user = app.new_user().await;
+    let other = app.token_for(&user.username, &user.password).await;
+    let created = app.create_item(&user, item("before", "2026-10-05", "2026-10-06")).await;
+    app.feed(&user, OCT).await;
+    assert_eq!(app.feed(&user, OCT).await.x_cache, "HIT");
+    assert_eq!(me(&app, &other).await, StatusCode::OK);
+
+    // The snapshot; then a change and a logout it does not hold.
+    let mut admin = redis.admin().await;
+    redis::cmd("SAVE").query_async::<()>(&mut admin).await.unwrap();
+    let patch = app.patch_json(&path(&created), &user.token, &json!({"title": "after"})).await;
+    assert_eq!(patch.status(), StatusCode::OK);
+    assert_eq!(app.post_json("/api/logout", Some(&other), &json!({})).await.status(), StatusCode::NO_CONTENT);
+
+    // Redis crashes and comes back with the snapshot: the old version, the
+    // entry stored under it and the session's "valid" are all there again.
+    redis.restart().await;
+    let mut admin = redis.admin().await;
+    let entries: Vec<String> =
+        redis::cmd("KEYS").arg(format!("{}:calendar_feed:*", app.prefix)).query_async(&mut admin).await.unwrap();
+    assert!(!entries.is_empty(), "the snapshot's entries are back (the hazard is real)");
+    for _ in 0..5 {
+        let feed = app.feed(&user, OCT).await;
+        assert_eq!((feed.status, feed.titles()), (StatusCode::OK, vec!["after".to_owned()]), "a lost change came back");
+        assert_eq!(me(&app, &other).await, StatusCode::UNAUTHORIZED, "a lost logout came back");
+    }
+    // Once whatever the snapshot held has expired, the cache is used again.
+    eventually(Duration::from_secs(30), "served from Redis again", || async {
+        app.feed(&user, OCT).await.x_cache == "HIT"
+    })
+    .await;
+    assert_eq!(app.feed(&user, OCT).await.titles(), ["after"]);
+}
+
+#[tokio::test]
+async fn a_failover_to_a_lagging_replica_serves_nothing_it_lost() {
+    let primary = RedisServer::start().await;
+    let replica = RedisServer::start().await;
+    let proxy = Proxy::start(format!("127.0.0.1:{}", primary.port)).await;
+    let app = spawn_app_with(|s| {
+        on_redis(s, format!("redis://127.0.0.1:{}", proxy.port));
+        // Entries live seconds, so a test can outlast them.
+        s.cache.feed_ttl_secs = 3;
+        s.cache.session_ttl_secs = 3;
+        s.cache.fill_wait_ms = 200;
+        s.redis.timeout_ms = 300;
+        s.database.request_timeout_ms = 1000;
+        s.database.statement_timeout_ms = 1000;
+    })
+    .await;
+    let user = app.new_user().await;
+    let created = app.create_item(&user, item("before", "2026-10-05", "2026-10-06")).await;
+
+    // A replica that has been up longer than anything it copied at its start
+    // can live (3 s + a fill's bound + 5 s), so only the promotion gives it
+    // away.
+    let mut r = replica.admin().await;
+    redis::cmd("REPLICAOF").arg("127.0.0.1").arg(primary.port).query_async::<()>(&mut r).await.unwrap();
+    eventually(Duration::from_secs(30), "the replica is in sync and old enough", || {
+        let mut r = r.clone();
+        async move {
+            let info: String = redis::cmd("INFO").arg("server").arg("replication").query_async(&mut r).await.unwrap();
+            let uptime: u64 = info
+                .lines()
+                .find_map(|l| l.strip_prefix("uptime_in_seconds:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            info.contains("master_link_status:up") && uptime >= 11
+        }
+    })
+    .await;
+    // An entry filled now, replicated; then the replica loses its master
+    // (and every bump that follows) and is promoted.
+    const HALF: &str = "start=2026-10-01T00:00:00Z&end=2026-10-15T00:00:00Z";
+    app.feed(&user, HALF).await;
+    assert_eq!(app.feed(&user, HALF).await.x_cache, "HIT");
+    eventually(Duration::from_secs(10), "the replica holds the entry", || {
+        let (mut r, prefix) = (r.clone(), app.prefix.clone());
+        async move {
+            let keys: Vec<String> =
+                redis::cmd("KEYS").arg(format!("{prefix}:calendar_feed:*")).query_async(&mut r).await.unwrap();
+            !keys.is_empty()
+        }
+    })
+    .await;
+    redis::cmd("REPLICAOF").arg("NO").arg("ONE").query_async::<()>(&mut r).await.unwrap();
+    let patch = app.patch_json(&path(&created), &user.token, &json!({"title": "after"})).await;
+    assert_eq!(patch.status(), StatusCode::OK, "the change lands on the old primary only");
+
+    // The failover: clients are sent to the promoted replica.
+    proxy.retarget(format!("127.0.0.1:{}", replica.port)).await;
+    for _ in 0..5 {
+        let feed = app.feed(&user, HALF).await;
+        assert_eq!((feed.status, feed.titles()), (StatusCode::OK, vec!["after".to_owned()]), "a lost bump came back");
+    }
+    eventually(Duration::from_secs(30), "served from Redis again", || async {
+        app.feed(&user, HALF).await.x_cache == "HIT"
+    })
+    .await;
+    assert_eq!(app.feed(&user, HALF).await.titles(), ["after"]);
+}

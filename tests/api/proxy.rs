@@ -30,6 +30,7 @@ pub struct Proxy {
     cut: Arc<AtomicBool>,
     mode: watch::Sender<Mode>,
     opened: Arc<AtomicU64>,
+    upstream: Arc<std::sync::Mutex<String>>,
     conns: Arc<Mutex<Vec<AbortHandle>>>,
     accept: AbortHandle,
 }
@@ -42,8 +43,9 @@ impl Proxy {
         let cut = Arc::new(AtomicBool::new(false));
         let (mode, _) = watch::channel(Mode::Pass);
         let opened = Arc::new(AtomicU64::new(0));
+        let upstream = Arc::new(std::sync::Mutex::new(upstream));
         let conns: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
-        let (c, cs, m, o) = (cut.clone(), conns.clone(), mode.clone(), opened.clone());
+        let (c, cs, m, o, up) = (cut.clone(), conns.clone(), mode.clone(), opened.clone(), upstream.clone());
         let accept = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 if c.load(Ordering::SeqCst) {
@@ -51,7 +53,7 @@ impl Proxy {
                     continue;
                 }
                 let seq = o.fetch_add(1, Ordering::SeqCst);
-                let upstream = upstream.clone();
+                let upstream = up.lock().unwrap().clone();
                 let (up_mode, down_mode) = (m.subscribe(), m.subscribe());
                 let task = tokio::spawn(async move {
                     if let Ok(server) = TcpStream::connect(&upstream).await {
@@ -67,7 +69,7 @@ impl Proxy {
             }
         })
         .abort_handle();
-        Self { port, cut, mode, opened, conns, accept }
+        Self { port, cut, mode, opened, upstream, conns, accept }
     }
 
     /// Drops every open connection and refuses new ones.
@@ -82,6 +84,15 @@ impl Proxy {
     pub fn heal(&self) {
         self.cut.store(false, Ordering::SeqCst);
         self.mode.send_replace(Mode::Pass);
+    }
+
+    /// Sends new connections to `upstream` and drops the open ones, as a
+    /// DNS name or virtual IP moved to another server would.
+    pub async fn retarget(&self, upstream: String) {
+        *self.upstream.lock().unwrap() = upstream;
+        for c in self.conns.lock().await.drain(..) {
+            c.abort();
+        }
     }
 
     pub fn set(&self, mode: Mode) {
@@ -145,11 +156,27 @@ impl Drop for Proxy {
 pub struct RedisServer {
     pub port: u16,
     child: Option<std::process::Child>,
+    /// Its working directory (a replica writes its master's snapshot
+    /// there); a persistent server's snapshot is loaded again at restart.
+    dir: std::path::PathBuf,
+    persistent: bool,
 }
 
 impl RedisServer {
     pub async fn start() -> Self {
-        let mut s = Self { port: crate::helpers::closed_port(), child: None };
+        Self::start_in(false).await
+    }
+
+    /// A server that loads its last snapshot (`SAVE`) when restarted, as a
+    /// Redis with persistence does after a crash or a restore.
+    pub async fn start_persistent() -> Self {
+        Self::start_in(true).await
+    }
+
+    async fn start_in(persistent: bool) -> Self {
+        let dir = std::env::temp_dir().join(format!("calcache-redis-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut s = Self { port: crate::helpers::closed_port(), child: None, dir, persistent };
         s.restart().await;
         s
     }
@@ -163,14 +190,18 @@ impl RedisServer {
         redis::Client::open(self.url()).unwrap().get_multiplexed_async_connection().await.unwrap()
     }
 
-    /// Starts (again) on the same port, empty.
+    /// Starts (again) on the same port: empty, or from its last snapshot
+    /// when persistent.
     pub async fn restart(&mut self) {
         self.kill();
-        let child = std::process::Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server runs");
+        if !self.persistent {
+            // Empty: whatever a replication left behind goes too.
+            let _ = std::fs::remove_file(self.dir.join("dump.rdb"));
+        }
+        let mut cmd = std::process::Command::new("redis-server");
+        cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]);
+        cmd.arg("--dir").arg(&self.dir).args(["--dbfilename", "dump.rdb"]);
+        let child = cmd.stdout(std::process::Stdio::null()).spawn().expect("redis-server runs");
         self.child = Some(child);
         let port = self.port;
         // If another test took the port in between, redis-server exits: say so.
@@ -204,5 +235,6 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
