@@ -4,6 +4,7 @@
 //! then `DATABASE_URL` and `REDIS_URL`, which always win. Unknown keys are an
 //! error, so a typo in a config file fails at start instead of being ignored.
 
+use std::num::{NonZeroU64, NonZeroUsize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -34,6 +35,10 @@ pub struct ServerSettings {
     pub shutdown_timeout_secs: u64,
     /// Where the calendar page's files are (`index.html`, `assets/`).
     pub web_dir: std::path::PathBuf,
+    /// After SIGTERM/SIGINT, how long `/readyz` answers 503 while every other
+    /// request is still served, so a balancer that polls readiness stops
+    /// sending new requests before the listener closes. 0: stop at once.
+    pub drain_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -69,6 +74,10 @@ pub struct RedisSettings {
     /// Namespaces one deployment's keys. Must not contain `{` or `}`: braces
     /// are the Redis Cluster hash tag, and only the user id may be tagged.
     pub key_prefix: String,
+    /// Pooled connections. Every actix worker holds one for as long as it
+    /// runs, and the process' own tasks (outbox drainer, auditor) and the
+    /// readiness probe need more, so it must exceed the worker count; 0
+    /// sizes it from the worker count (see [`RedisSettings::pool_headroom`]).
     pub pool_max_size: usize,
     /// Upper bound on any one Redis operation (connect included). Past it
     /// the cache is bypassed, so a sick Redis costs at most this much.
@@ -123,15 +132,40 @@ pub struct AuthSettings {
     pub signup_enabled: bool,
     pub session_lifetime_hours: u64,
     pub cookie_secure: bool,
-    /// Failed logins allowed per username, and per client address, within
-    /// `login_window_secs`; past them logins answer 429.
-    pub login_max_failures_per_user: u64,
+    /// Login attempts not (yet) proven right, allowed per (username, client
+    /// address) within `login_window_secs`; past them that client gets 429
+    /// for that username. Counted before the password is checked, so
+    /// concurrent guesses cannot all be evaluated. Per client, not per
+    /// username alone: a stranger cannot lock anybody else out.
+    pub login_max_failures_per_user_and_client: u64,
+    /// The same, per client address over all usernames (stops one client
+    /// from trying one password against many names).
     pub login_max_failures_per_client: u64,
-    pub login_window_secs: u64,
-    /// Take the client address from `X-Forwarded-For`/`Forwarded` (set by
-    /// the load balancer) instead of the TCP peer. Only behind a proxy that
-    /// overwrites these headers.
+    pub login_window_secs: NonZeroU64,
+    /// Sign-ups (successful or not) allowed per client address within
+    /// `signup_window_secs` when sign-up is enabled; past them 429.
+    pub signup_max_per_client: u64,
+    pub signup_window_secs: NonZeroU64,
+    /// Password hashes (argon2id, ~19 MiB and tens of milliseconds of CPU
+    /// each, on the blocking pool the database calls share) running at once
+    /// in this process; further logins and sign-ups wait for a slot.
+    pub max_concurrent_hashes: NonZeroUsize,
+    /// How long a login or sign-up waits for a hashing slot before it
+    /// answers 503.
+    pub hash_wait_ms: u64,
+    /// Take the client address from the rightmost `X-Forwarded-For` entry
+    /// instead of the TCP peer, when the peer is one of `trusted_proxies`.
+    /// Only safe behind a proxy that overwrites (or appends to) the header,
+    /// as `deploy/nginx.conf` does. From any other peer the header is
+    /// ignored, with a warning.
     pub trust_forwarded_for: bool,
+    /// Addresses or networks (`10.0.0.0/8`, `127.0.0.1/32`) of the proxies
+    /// whose `X-Forwarded-For` is believed. Required when
+    /// `trust_forwarded_for` is on.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// How often each process deletes expired sessions; 0 turns the
+    /// background pruning off (`calcache sessions prune` still works).
+    pub session_prune_interval_secs: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -157,11 +191,16 @@ pub enum ConfigError {
     Invalid { key: &'static str, reason: String },
 }
 
+/// The environment `CALCACHE_ENV` names (`local` when unset).
+pub fn environment() -> String {
+    std::env::var("CALCACHE_ENV").unwrap_or_else(|_| "local".into())
+}
+
 impl Settings {
     /// Loads the environment named by `CALCACHE_ENV` from `CALCACHE_CONFIG_DIR`
     /// (default `./config`), with environment overrides.
     pub fn load() -> Result<Self, ConfigError> {
-        let env = std::env::var("CALCACHE_ENV").unwrap_or_else(|_| "local".into());
+        let env = environment();
         let dir = std::env::var_os("CALCACHE_CONFIG_DIR").map_or_else(|| PathBuf::from("config"), PathBuf::from);
         Self::load_from(&dir, &env)
     }
@@ -176,7 +215,8 @@ impl Settings {
                     .separator("__")
                     .try_parsing(true)
                     .list_separator(",")
-                    .with_list_parse_key("redis.cluster_nodes"),
+                    .with_list_parse_key("redis.cluster_nodes")
+                    .with_list_parse_key("auth.trusted_proxies"),
             );
         // The conventional variables always win over the files.
         if let Ok(url) = std::env::var("DATABASE_URL") {
@@ -185,9 +225,20 @@ impl Settings {
         if let Ok(url) = std::env::var("REDIS_URL") {
             builder = builder.set_override("redis.url", url)?;
         }
-        let settings: Settings = builder.build()?.try_deserialize()?;
-        settings.check()?;
+        let mut settings: Settings = builder.build()?.try_deserialize()?;
+        settings.finish()?;
         Ok(settings)
+    }
+
+    /// Derives what is left to derive (`redis.pool_max_size = 0`), then
+    /// checks what no single key can say on its own. `load` calls it, and
+    /// `Application::build` again (tests change settings after loading).
+    pub fn finish(&mut self) -> Result<(), ConfigError> {
+        let workers = self.server.worker_count();
+        if self.redis.pool_max_size == 0 {
+            self.redis.pool_max_size = workers + RedisSettings::pool_headroom();
+        }
+        self.check()
     }
 
     fn check(&self) -> Result<(), ConfigError> {
@@ -204,8 +255,27 @@ impl Settings {
                 reason: "cluster mode needs at least one seed node".into(),
             });
         }
-        if self.database.pool_max_size == 0 || self.redis.pool_max_size == 0 {
-            return Err(ConfigError::Invalid { key: "pool_max_size", reason: "must be at least 1".into() });
+        if self.database.pool_max_size == 0 {
+            return Err(ConfigError::Invalid { key: "database.pool_max_size", reason: "must be at least 1".into() });
+        }
+        let workers = self.server.worker_count();
+        let needed = workers + RedisSettings::MIN_SPARE_CONNECTIONS;
+        if self.redis.mode == RedisMode::Single && self.redis.pool_max_size < needed {
+            return Err(ConfigError::Invalid {
+                key: "redis.pool_max_size",
+                reason: format!(
+                    "{} is too small for {workers} workers: each worker holds one connection and the process \
+                     needs {} more, so at least {needed} (or 0 to size it from the worker count)",
+                    self.redis.pool_max_size,
+                    RedisSettings::MIN_SPARE_CONNECTIONS
+                ),
+            });
+        }
+        if self.auth.trust_forwarded_for && self.auth.trusted_proxies.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "auth.trusted_proxies",
+                reason: "trust_forwarded_for needs the addresses of the proxies that set X-Forwarded-For".into(),
+            });
         }
         Ok(())
     }
@@ -218,6 +288,16 @@ impl ServerSettings {
 }
 
 impl RedisSettings {
+    /// Connections beyond one per worker that a process needs: the main
+    /// thread's (outbox drainer, auditor) and the readiness probe's.
+    pub const MIN_SPARE_CONNECTIONS: usize = 2;
+
+    /// What `pool_max_size = 0` adds to the worker count: the spare
+    /// connections, plus room for a reconnect while an old one winds down.
+    pub const fn pool_headroom() -> usize {
+        Self::MIN_SPARE_CONNECTIONS + 2
+    }
+
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.timeout_ms)
     }

@@ -56,6 +56,8 @@ fn build_parts(settings: &Settings) -> Result<(Arc<AppState>, Option<AuditSample
         cache,
         metrics,
         auth: settings.auth.clone(),
+        hashing: crate::service::auth::HashLimiter::new(&settings.auth),
+        draining: std::sync::atomic::AtomicBool::new(false),
         outbox: invalidation::OutboxSignal::default(),
         outbox_interval: Duration::from_millis(settings.cache.outbox_interval_ms.max(10)),
     });

@@ -29,7 +29,7 @@ pub use breaker::Breaker;
 use breaker::Permit;
 pub use feed::FeedOutcome;
 pub use keys::{FeedParams, Keys};
-pub use ratelimit::LoginLimits;
+pub use ratelimit::{Admission, LoginLimits};
 pub use sessions::SessionState;
 
 /// A multiplexed Redis connection (cheap to clone, shared by requests): to
