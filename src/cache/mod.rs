@@ -8,6 +8,7 @@ mod breaker;
 mod feed;
 pub mod keys;
 mod ratelimit;
+pub mod server;
 mod sessions;
 mod version;
 

@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod auth;
 pub mod feed;
+pub mod housekeeping;
 pub mod invalidation;
 pub mod work_items;
 

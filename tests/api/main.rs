@@ -6,6 +6,7 @@ mod auth;
 mod bad_input;
 mod cluster;
 mod consistency;
+mod control_plane;
 mod faults;
 mod feed;
 #[allow(dead_code, reason = "a shared toolbox; not every module uses every helper")]
