@@ -56,12 +56,13 @@ fn build_parts(settings: &Settings) -> Result<(Arc<AppState>, Option<AuditSample
     let pool = db::build_pool(&settings.database, metrics.pool_observer());
     let mut cache = Cache::new(&settings.redis, &settings.cache, metrics.clone())?;
     let audit = (settings.cache.audit_sample_rate > 0.0).then(|| cache.enable_audit(settings.cache.audit_sample_rate));
+    let hashing = crate::service::auth::HashLimiter::new(&settings.auth, metrics.clone());
     let state = Arc::new(AppState {
         pool,
         cache,
         metrics,
         auth: settings.auth.clone(),
-        hashing: crate::service::auth::HashLimiter::new(&settings.auth),
+        hashing,
         draining: std::sync::atomic::AtomicBool::new(false),
         outbox: invalidation::OutboxSignal::default(),
         outbox_interval: Duration::from_millis(settings.cache.outbox_interval_ms.max(10)),

@@ -15,7 +15,7 @@ use super::{AppState, ServiceError, invalidation};
 use crate::cache::{Admission, LoginLimits, SessionState};
 use crate::db::{self, DbError, outbox, sessions, users};
 use crate::domain::{ClientAddr, Password, UserId, Username};
-use crate::metrics::InvalidationCause;
+use crate::metrics::{AuthRefusal, InvalidationCause};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
@@ -100,13 +100,15 @@ fn dummy_hash() -> &'static str {
 pub struct HashLimiter {
     permits: tokio::sync::Semaphore,
     wait: std::time::Duration,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 impl HashLimiter {
-    pub fn new(settings: &crate::config::AuthSettings) -> Self {
+    pub fn new(settings: &crate::config::AuthSettings, metrics: std::sync::Arc<crate::metrics::Metrics>) -> Self {
         Self {
             permits: tokio::sync::Semaphore::new(settings.max_concurrent_hashes.get()),
             wait: std::time::Duration::from_millis(settings.hash_wait_ms),
+            metrics,
         }
     }
 
@@ -122,6 +124,7 @@ impl HashLimiter {
             Ok(Err(_)) => return Err(ServiceError::Internal("hash limiter closed")),
             Err(_) => {
                 tracing::warn!("every password hashing slot is busy; answering 503");
+                self.metrics.auth_refused(AuthRefusal::HashingBusy);
                 return Err(ServiceError::Overloaded("password hashing"));
             }
         };
@@ -152,6 +155,7 @@ pub async fn signup(
         Ok(Admission::Allowed) => {}
         Ok(Admission::Refused { retry_after_secs }) => {
             tracing::info!(%client, "sign-up throttled");
+            state.metrics.auth_refused(AuthRefusal::SignupThrottled);
             return Err(ServiceError::RateLimited { retry_after_secs });
         }
         Err(e) => tracing::warn!(error = %e, "sign-up throttle unavailable; not throttling"),
@@ -194,7 +198,10 @@ pub async fn login(
 ) -> Result<(IssuedToken, User), ServiceError> {
     match state.cache.count_login_attempt(username, client, limits(state)).await {
         Ok(Admission::Allowed) => {}
-        Ok(Admission::Refused { retry_after_secs }) => return Err(ServiceError::RateLimited { retry_after_secs }),
+        Ok(Admission::Refused { retry_after_secs }) => {
+            state.metrics.auth_refused(AuthRefusal::LoginThrottled);
+            return Err(ServiceError::RateLimited { retry_after_secs });
+        }
         Err(e) => tracing::warn!(error = %e, "login throttle unavailable; not throttling"),
     }
     let user = check_credentials(state, username, password).await?;

@@ -20,6 +20,7 @@ pub async fn prune_expired_sessions(state: &AppState) -> Result<usize, ServiceEr
     let mut total = 0;
     loop {
         let n = db::run(&state.pool, |c| sessions::delete_expired(c, BATCH)).await?;
+        state.metrics.sessions_pruned.inc_by(u64::try_from(n).unwrap_or(u64::MAX));
         total += n;
         if i64::try_from(n).unwrap_or(i64::MAX) < BATCH {
             return Ok(total);

@@ -252,6 +252,12 @@ async fn concurrent_guesses_are_counted_before_any_is_verified() {
     let key = app.keys().login_attempts_user_client(&user.username, &client);
     let ttl: i64 = redis::cmd("TTL").arg(&key).query_async(&mut redis).await.unwrap();
     assert!((1..=300).contains(&ttl), "the counter expires: TTL {ttl}");
+    let text = app.metrics_text().await;
+    assert_eq!(
+        crate::helpers::metric(&text, "calcache_auth_refusals_total{reason=\"login_throttled\"}"),
+        16.0,
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -289,6 +295,8 @@ async fn password_hashing_is_bounded_and_a_full_bound_answers_503() {
     assert_eq!(app.login(&user.username, &user.password).await.status(), StatusCode::OK);
     drop(one);
     assert_eq!(app.state.hashing.permits().available_permits(), 2, "every slot is given back");
+    let text = app.metrics_text().await;
+    assert_eq!(crate::helpers::metric(&text, "calcache_auth_refusals_total{reason=\"hashing_busy\"}"), 2.0, "{text}");
 }
 
 #[tokio::test]
@@ -388,6 +396,8 @@ async fn signups_are_throttled_per_client_address() {
     // Nothing was written for the refused sign-up.
     let rows = app.sql_strings(&format!("SELECT username AS value FROM users WHERE username = '{refused_name}'")).await;
     assert!(rows.is_empty(), "{rows:?}");
+    let text = app.metrics_text().await;
+    assert_eq!(crate::helpers::metric(&text, "calcache_auth_refusals_total{reason=\"signup_throttled\"}"), 1.0);
     // Another address signs up.
     assert_eq!(signup_from("198.51.100.2", unique_name("other")).await.status(), StatusCode::CREATED);
 }

@@ -170,6 +170,8 @@ async fn expired_sessions_are_pruned_and_live_ones_kept() {
     assert!(expired >= 1 && live >= 1, "{expired} expired, {live} live");
     let deleted = calcache::service::housekeeping::prune_expired_sessions(&app.state).await.unwrap();
     assert_eq!(deleted as i64, expired);
+    let text = app.metrics_text().await;
+    assert_eq!(crate::helpers::metric(&text, "calcache_sessions_pruned_total"), expired as f64, "{text}");
     assert_eq!(session_count(&app).await, (0, live));
     assert_eq!(app.get("/api/me", Some(&user.token)).await.status(), StatusCode::OK, "the live session works");
     // Nothing left: a second pass deletes nothing.
