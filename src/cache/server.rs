@@ -8,7 +8,7 @@
 
 use redis::Value;
 
-use super::{Cache, CacheError};
+use super::{Backend, Cache, CacheError};
 
 /// The oldest Redis calcache runs on.
 pub const MIN_REDIS_VERSION: RedisVersion = RedisVersion(7, 0, 0);
@@ -67,9 +67,24 @@ impl Cache {
     /// judge: a Redis that is down at start is an outage the cache already
     /// degrades through, not a misconfiguration.
     pub async fn check_server(&self) -> Result<RedisVersion, ServerCheckError> {
-        let answer: Value = self
-            .run(async |conn| redis::cmd("INFO").arg("server").query_async(conn).await)
+        // Like `ping`: outside the breaker and the error metrics, so a check
+        // at start cannot open the circuit or count as a request's failure.
+        let attempt = async {
+            let answer: Value = match &self.backend {
+                Backend::Single(pool) => {
+                    let mut conn = pool.get().await?;
+                    redis::cmd("INFO").arg("server").query_async(&mut conn).await?
+                }
+                Backend::Cluster(_) => {
+                    let mut conn = self.shared_connection().await?;
+                    redis::cmd("INFO").arg("server").query_async(&mut conn).await?
+                }
+            };
+            Ok::<Value, CacheError>(answer)
+        };
+        let answer = tokio::time::timeout(self.timeout, attempt)
             .await
+            .map_err(|_| ServerCheckError::Unreachable(CacheError::Timeout))?
             .map_err(ServerCheckError::Unreachable)?;
         check_version(oldest_version(&answer).ok_or(ServerCheckError::NoVersion)?)
     }
