@@ -241,11 +241,11 @@ pub fn describe(settings: &Settings) -> String {
         s.server.shutdown_timeout_secs
     );
     let _ = writeln!(out, "database: pool {} (min idle {})", s.database.pool_max_size, s.database.pool_min_idle);
-    let _ = writeln!(
-        out,
-        "redis: {:?} mode, pool {}, prefix {:?}, timeout {} ms",
-        s.redis.mode, s.redis.pool_max_size, s.redis.key_prefix, s.redis.timeout_ms
-    );
+    let connections = match s.redis.mode {
+        crate::config::RedisMode::Single => format!("single, pool {}", s.redis.pool_max_size),
+        crate::config::RedisMode::Cluster => format!("cluster, {} seed node(s)", s.redis.cluster_nodes.len()),
+    };
+    let _ = writeln!(out, "redis: {connections}, prefix {:?}, timeout {} ms", s.redis.key_prefix, s.redis.timeout_ms);
     let _ = writeln!(out, "cache: {:?}, feed ttl {} s", s.cache.strategy, s.cache.feed_ttl_secs);
     let proxies: Vec<String> = s.auth.trusted_proxies.iter().map(ToString::to_string).collect();
     let _ = writeln!(

@@ -64,8 +64,14 @@ async fn the_real_redis_passes_the_version_check() {
     assert!(version >= calcache::cache::server::MIN_REDIS_VERSION, "{version}");
     // What the check reads is what this server says.
     let mut redis = app.redis().await;
-    let info: String = redis::cmd("INFO").arg("server").query_async(&mut redis).await.unwrap();
-    assert_eq!(calcache::cache::server::parse_redis_version(&info), Some(version));
+    let info: redis::Value = redis::cmd("INFO").arg("server").query_async(&mut redis).await.unwrap();
+    // One text from one server, or (Redis Cluster) one per master.
+    let texts: Vec<String> = match info {
+        redis::Value::Map(nodes) => nodes.into_iter().map(|(_, v)| redis::from_redis_value(v).unwrap()).collect(),
+        one => vec![redis::from_redis_value(one).unwrap()],
+    };
+    let oldest = texts.iter().map(|t| calcache::cache::server::parse_redis_version(t).unwrap()).min();
+    assert_eq!(oldest, Some(version));
 }
 
 #[tokio::test]
@@ -88,7 +94,8 @@ async fn config_check_validates_without_starting() {
     assert!(!out.contains(&secret), "no URL (secret) is printed: {out}");
 
     for (env, names) in [
-        (vec![("CALCACHE__REDIS__POOL_MAX_SIZE", "3")], "redis.pool_max_size"),
+        // (The pool check is single mode's: cluster mode has no pool.)
+        (vec![("CALCACHE__REDIS__MODE", "single"), ("CALCACHE__REDIS__POOL_MAX_SIZE", "3")], "redis.pool_max_size"),
         (vec![("CALCACHE__AUTH__TRUST_FORWARDED_FOR", "true")], "auth.trusted_proxies"),
         (vec![("CALCACHE__AUTH__MAX_CONCURRENT_HASHES", "0")], "max_concurrent_hashes"),
         (vec![("CALCACHE__SERVER__WORKERZ", "4")], "workerz"),
@@ -117,7 +124,11 @@ async fn config_check_connect_reaches_both_servers() {
     assert!(ok.status.success(), "{}", text(&ok));
     assert!(text(&ok).contains("version supported"), "{}", text(&ok));
     let down = format!("redis://127.0.0.1:{}", closed_port());
-    let bad = calcache(&["config", "check", "--connect"], Some(&app), &[("REDIS_URL", &down)]);
+    let bad = calcache(
+        &["config", "check", "--connect"],
+        Some(&app),
+        &[("CALCACHE__REDIS__MODE", "single"), ("REDIS_URL", &down)],
+    );
     assert!(!bad.status.success(), "{}", text(&bad));
     assert!(text(&bad).contains("redis"), "{}", text(&bad));
 }
