@@ -159,13 +159,42 @@ pub struct AuthSettings {
     /// as `deploy/nginx.conf` does. From any other peer the header is
     /// ignored, with a warning.
     pub trust_forwarded_for: bool,
-    /// Addresses or networks (`10.0.0.0/8`, `127.0.0.1/32`) of the proxies
-    /// whose `X-Forwarded-For` is believed. Required when
+    /// Addresses or networks (`10.0.0.5`, `10.0.0.0/8`, `fd00::/8`) of the
+    /// proxies whose `X-Forwarded-For` is believed. Required when
     /// `trust_forwarded_for` is on.
-    pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub trusted_proxies: Vec<TrustedProxy>,
     /// How often each process deletes expired sessions; 0 turns the
     /// background pruning off (`calcache sessions prune` still works).
     pub session_prune_interval_secs: u64,
+}
+
+/// A network whose peers may name the client in `X-Forwarded-For`: CIDR
+/// notation, or a bare address (one host).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct TrustedProxy(pub ipnet::IpNet);
+
+impl TryFrom<String> for TrustedProxy {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let s = s.trim();
+        s.parse::<ipnet::IpNet>()
+            .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+            .map(Self)
+            .map_err(|_| format!("{s:?} is neither an IP address nor a network in CIDR notation"))
+    }
+}
+
+impl TrustedProxy {
+    pub fn contains(&self, ip: &std::net::IpAddr) -> bool {
+        self.0.contains(ip)
+    }
+}
+
+impl std::fmt::Display for TrustedProxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -337,6 +366,18 @@ mod tests {
         assert_eq!(settings.redis.mode, RedisMode::Cluster);
         assert_eq!(settings.redis.cluster_nodes.len(), 1);
         std::fs::remove_dir_all(&tmp).ok();
+    }
+
+    #[test]
+    fn trusted_proxies_are_networks_or_single_addresses() {
+        let parse = |s: &str| TrustedProxy::try_from(s.to_owned());
+        let host = parse("10.0.0.5").unwrap_or_else(|e| panic!("{e}"));
+        assert!(host.contains(&"10.0.0.5".parse().unwrap_or_else(|e| panic!("{e}"))));
+        assert!(!host.contains(&"10.0.0.6".parse().unwrap_or_else(|e| panic!("{e}"))));
+        let net = parse("fd00::/8").unwrap_or_else(|e| panic!("{e}"));
+        assert!(net.contains(&"fd12::1".parse().unwrap_or_else(|e| panic!("{e}"))));
+        assert!(parse("10.0.0.0/99").is_err());
+        assert!(parse("nginx").is_err());
     }
 
     #[test]

@@ -170,7 +170,7 @@ async fn a_login_on_one_instance_works_on_another() {
 /// loopback (the test client), so one test can be many clients.
 fn behind_proxy(s: &mut calcache::config::Settings) {
     s.auth.trust_forwarded_for = true;
-    s.auth.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    s.auth.trusted_proxies = vec!["127.0.0.1".to_owned().try_into().unwrap()];
 }
 
 async fn login_from(app: &crate::helpers::TestApp, client: &str, username: &str, password: &str) -> reqwest::Response {
@@ -336,7 +336,7 @@ async fn forwarded_for_from_an_untrusted_peer_is_ignored() {
     // (127.0.0.1) is not a proxy, so every spoofed address is still it.
     let app = spawn_app_with(|s| {
         s.auth.trust_forwarded_for = true;
-        s.auth.trusted_proxies = vec!["10.0.0.0/8".parse().unwrap()];
+        s.auth.trusted_proxies = vec!["10.0.0.0/8".to_owned().try_into().unwrap()];
         s.auth.login_max_failures_per_client = 3;
     })
     .await;

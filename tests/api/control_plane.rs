@@ -98,12 +98,28 @@ async fn config_check_validates_without_starting() {
         (vec![("CALCACHE__REDIS__MODE", "single"), ("CALCACHE__REDIS__POOL_MAX_SIZE", "3")], "redis.pool_max_size"),
         (vec![("CALCACHE__AUTH__TRUST_FORWARDED_FOR", "true")], "auth.trusted_proxies"),
         (vec![("CALCACHE__AUTH__MAX_CONCURRENT_HASHES", "0")], "max_concurrent_hashes"),
+        (
+            vec![
+                ("CALCACHE__AUTH__TRUST_FORWARDED_FOR", "true"),
+                ("CALCACHE__AUTH__TRUSTED_PROXIES", "10.0.0.1,nginx"),
+            ],
+            "auth.trusted_proxies[1]",
+        ),
         (vec![("CALCACHE__SERVER__WORKERZ", "4")], "workerz"),
     ] {
         let bad = calcache(&["config", "check"], None, &env);
         assert_eq!(bad.status.code(), Some(2), "{env:?}: {}", text(&bad));
         assert!(text(&bad).contains(names), "{env:?}: {}", text(&bad));
     }
+
+    // Proxies from the environment: a list of networks or single addresses.
+    let proxies = calcache(
+        &["config", "check"],
+        None,
+        &[("CALCACHE__AUTH__TRUST_FORWARDED_FOR", "true"), ("CALCACHE__AUTH__TRUSTED_PROXIES", "10.0.0.1,fd00::/8")],
+    );
+    assert!(proxies.status.success(), "{}", text(&proxies));
+    assert!(text(&proxies).contains("X-Forwarded-For of 10.0.0.1/32, fd00::/8"), "{}", text(&proxies));
 
     // Production as shipped is valid, and warned about nothing it sets itself.
     let prod = calcache(&["config", "check"], None, &[("CALCACHE_ENV", "production")]);
