@@ -123,7 +123,8 @@ impl HashLimiter {
             Ok(Ok(slot)) => slot,
             Ok(Err(_)) => return Err(ServiceError::Internal("hash limiter closed")),
             Err(_) => {
-                tracing::warn!("every password hashing slot is busy; answering 503");
+                // Counted; the 503 itself is logged with the request.
+                tracing::debug!("every password hashing slot is busy; answering 503");
                 self.metrics.auth_refused(AuthRefusal::HashingBusy);
                 return Err(ServiceError::Overloaded("password hashing"));
             }
