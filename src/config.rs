@@ -79,6 +79,11 @@ pub struct RedisSettings {
     /// readiness probe need more, so it must exceed the worker count; 0
     /// sizes it from the worker count (see [`RedisSettings::pool_headroom`]).
     pub pool_max_size: usize,
+    /// The size [`Settings::finish`] derived from the workers for
+    /// `pool_max_size = 0`: while `pool_max_size` still holds it, a later
+    /// `finish` derives it again, so a changed worker count resizes it.
+    #[serde(skip)]
+    pub pool_sized_from_workers: Option<usize>,
     /// Upper bound on any one Redis operation (connect included). Past it
     /// the cache is bypassed, so a sick Redis costs at most this much.
     pub timeout_ms: u64,
@@ -264,8 +269,9 @@ impl Settings {
     /// `Application::build` again (tests change settings after loading).
     pub fn finish(&mut self) -> Result<(), ConfigError> {
         let workers = self.server.worker_count();
-        if self.redis.pool_max_size == 0 {
+        if self.redis.pool_max_size == 0 || self.redis.pool_sized_from_workers == Some(self.redis.pool_max_size) {
             self.redis.pool_max_size = workers + RedisSettings::pool_headroom();
+            self.redis.pool_sized_from_workers = Some(self.redis.pool_max_size);
         }
         self.check()
     }

@@ -51,10 +51,13 @@ async fn a_redis_pool_the_workers_would_starve_is_refused_at_start() {
     let err = Application::build(settings.clone()).await.map(drop).unwrap_err();
     let chain = format!("{err}: {}", std::error::Error::source(&err).map(ToString::to_string).unwrap_or_default());
     assert!(chain.contains("redis.pool_max_size") && chain.contains("at least 6"), "{chain}");
-    // 0 sizes it from the workers.
+    // 0 sizes it from the workers, again whenever they change.
     settings.redis.pool_max_size = 0;
     settings.finish().unwrap();
     assert_eq!(settings.redis.pool_max_size, 4 + calcache::config::RedisSettings::pool_headroom());
+    settings.server.workers = 16;
+    settings.finish().unwrap();
+    assert_eq!(settings.redis.pool_max_size, 16 + calcache::config::RedisSettings::pool_headroom());
 }
 
 #[tokio::test]
