@@ -284,6 +284,20 @@ def balancer_passes_app_headers_and_answers_json():
 
 
 @test
+def metrics_are_refused_at_the_balancer_and_served_by_each_replica():
+    """The control plane is private: /metrics through the public listener is a
+    JSON 404, however the path is spelled; each replica serves it on its own
+    address, where Prometheus scrapes it."""
+    for path in ("/metrics", "//metrics", "/%6detrics", "/metrics?x=1"):
+        r = once(LB, "GET", path)
+        assert r.status == 404, f"{path} through the balancer: {r}"
+        assert r.json()["error"]["code"] == "not_found", r
+    for base in APPS:
+        r = once(base, "GET", "/metrics")
+        assert r.status == 200 and b"calcache_feed_cache_requests_total" in r.body, f"{base}: {r}"
+
+
+@test
 def login_through_one_replica_works_on_all():
     token = login(LB, "alice")
     me = once(LB, "GET", "/api/me", token=token).json()

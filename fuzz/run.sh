@@ -73,7 +73,7 @@ psql "$ADMIN_URL" -qc "CREATE DATABASE \"$DB\"" >/dev/null
 # the credentials are even looked at; lift it so the login path itself is
 # fuzzed (its 429 is tested in tests/api).
 if grep -q '^login_max_failures_per_client' config/default.toml; then
-  export CALCACHE__AUTH__LOGIN_MAX_FAILURES_PER_CLIENT=1000000000 CALCACHE__AUTH__LOGIN_MAX_FAILURES_PER_USER=1000000000
+  export CALCACHE__AUTH__LOGIN_MAX_FAILURES_PER_CLIENT=1000000000 CALCACHE__AUTH__LOGIN_MAX_FAILURES_PER_USER_AND_CLIENT=1000000000
 fi
 log "fuzz: server on $BASE, database $DB, Redis prefix $PREFIX"
 CALCACHE_ENV=test DATABASE_URL="$FUZZ_DB_URL" CALCACHE__REDIS__KEY_PREFIX="$PREFIX" \

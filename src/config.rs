@@ -4,6 +4,7 @@
 //! then `DATABASE_URL` and `REDIS_URL`, which always win. Unknown keys are an
 //! error, so a typo in a config file fails at start instead of being ignored.
 
+use std::num::{NonZeroU64, NonZeroUsize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -34,6 +35,10 @@ pub struct ServerSettings {
     pub shutdown_timeout_secs: u64,
     /// Where the calendar page's files are (`index.html`, `assets/`).
     pub web_dir: std::path::PathBuf,
+    /// After SIGTERM/SIGINT, how long `/readyz` answers 503 while every other
+    /// request is still served, so a balancer that polls readiness stops
+    /// sending new requests before the listener closes. 0: stop at once.
+    pub drain_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -80,7 +85,16 @@ pub struct RedisSettings {
     /// Namespaces one deployment's keys. Must not contain `{` or `}`: braces
     /// are the Redis Cluster hash tag, and only the user id may be tagged.
     pub key_prefix: String,
+    /// Pooled connections. Every actix worker holds one for as long as it
+    /// runs, and the process' own tasks (outbox drainer, auditor) and the
+    /// readiness probe need more, so it must exceed the worker count; 0
+    /// sizes it from the worker count (see [`RedisSettings::pool_headroom`]).
     pub pool_max_size: usize,
+    /// The size [`Settings::finish`] derived from the workers for
+    /// `pool_max_size = 0`: while `pool_max_size` still holds it, a later
+    /// `finish` derives it again, so a changed worker count resizes it.
+    #[serde(skip)]
+    pub pool_sized_from_workers: Option<usize>,
     /// Upper bound on any one Redis operation (connect included). Past it
     /// the cache is bypassed, so a sick Redis costs at most this much.
     pub timeout_ms: u64,
@@ -134,15 +148,69 @@ pub struct AuthSettings {
     pub signup_enabled: bool,
     pub session_lifetime_hours: u64,
     pub cookie_secure: bool,
-    /// Failed logins allowed per username, and per client address, within
-    /// `login_window_secs`; past them logins answer 429.
-    pub login_max_failures_per_user: u64,
+    /// Login attempts not (yet) proven right, allowed per (username, client
+    /// address) within `login_window_secs`; past them that client gets 429
+    /// for that username. Counted before the password is checked, so
+    /// concurrent guesses cannot all be evaluated. Per client, not per
+    /// username alone: a stranger cannot lock anybody else out.
+    pub login_max_failures_per_user_and_client: u64,
+    /// The same, per client address over all usernames (stops one client
+    /// from trying one password against many names).
     pub login_max_failures_per_client: u64,
-    pub login_window_secs: u64,
-    /// Take the client address from `X-Forwarded-For`/`Forwarded` (set by
-    /// the load balancer) instead of the TCP peer. Only behind a proxy that
-    /// overwrites these headers.
+    pub login_window_secs: NonZeroU64,
+    /// Sign-ups (successful or not) allowed per client address within
+    /// `signup_window_secs` when sign-up is enabled; past them 429.
+    pub signup_max_per_client: u64,
+    pub signup_window_secs: NonZeroU64,
+    /// Password hashes (argon2id, ~19 MiB and tens of milliseconds of CPU
+    /// each, on the blocking pool the database calls share) running at once
+    /// in this process; further logins and sign-ups wait for a slot.
+    pub max_concurrent_hashes: NonZeroUsize,
+    /// How long a login or sign-up waits for a hashing slot before it
+    /// answers 503.
+    pub hash_wait_ms: u64,
+    /// Take the client address from the rightmost `X-Forwarded-For` entry
+    /// instead of the TCP peer, when the peer is one of `trusted_proxies`.
+    /// Only safe behind a proxy that overwrites (or appends to) the header,
+    /// as `deploy/nginx.conf` does. From any other peer the header is
+    /// ignored, with a warning.
     pub trust_forwarded_for: bool,
+    /// Addresses or networks (`10.0.0.5`, `10.0.0.0/8`, `fd00::/8`) of the
+    /// proxies whose `X-Forwarded-For` is believed. Required when
+    /// `trust_forwarded_for` is on.
+    pub trusted_proxies: Vec<TrustedProxy>,
+    /// How often each process deletes expired sessions; 0 turns the
+    /// background pruning off (`calcache sessions prune` still works).
+    pub session_prune_interval_secs: u64,
+}
+
+/// A network whose peers may name the client in `X-Forwarded-For`: CIDR
+/// notation, or a bare address (one host).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct TrustedProxy(pub ipnet::IpNet);
+
+impl TryFrom<String> for TrustedProxy {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let s = s.trim();
+        s.parse::<ipnet::IpNet>()
+            .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+            .map(Self)
+            .map_err(|_| format!("{s:?} is neither an IP address nor a network in CIDR notation"))
+    }
+}
+
+impl TrustedProxy {
+    pub fn contains(&self, ip: &std::net::IpAddr) -> bool {
+        self.0.contains(ip)
+    }
+}
+
+impl std::fmt::Display for TrustedProxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -168,11 +236,16 @@ pub enum ConfigError {
     Invalid { key: &'static str, reason: String },
 }
 
+/// The environment `CALCACHE_ENV` names (`local` when unset).
+pub fn environment() -> String {
+    std::env::var("CALCACHE_ENV").unwrap_or_else(|_| "local".into())
+}
+
 impl Settings {
     /// Loads the environment named by `CALCACHE_ENV` from `CALCACHE_CONFIG_DIR`
     /// (default `./config`), with environment overrides.
     pub fn load() -> Result<Self, ConfigError> {
-        let env = std::env::var("CALCACHE_ENV").unwrap_or_else(|_| "local".into());
+        let env = environment();
         let dir = std::env::var_os("CALCACHE_CONFIG_DIR").map_or_else(|| PathBuf::from("config"), PathBuf::from);
         Self::load_from(&dir, &env)
     }
@@ -187,7 +260,8 @@ impl Settings {
                     .separator("__")
                     .try_parsing(true)
                     .list_separator(",")
-                    .with_list_parse_key("redis.cluster_nodes"),
+                    .with_list_parse_key("redis.cluster_nodes")
+                    .with_list_parse_key("auth.trusted_proxies"),
             );
         // The conventional variables always win over the files.
         if let Ok(url) = std::env::var("DATABASE_URL") {
@@ -196,9 +270,21 @@ impl Settings {
         if let Ok(url) = std::env::var("REDIS_URL") {
             builder = builder.set_override("redis.url", url)?;
         }
-        let settings: Settings = builder.build()?.try_deserialize()?;
-        settings.check()?;
+        let mut settings: Settings = builder.build()?.try_deserialize()?;
+        settings.finish()?;
         Ok(settings)
+    }
+
+    /// Derives what is left to derive (`redis.pool_max_size = 0`), then
+    /// checks what no single key can say on its own. `load` calls it, and
+    /// `Application::build` again (tests change settings after loading).
+    pub fn finish(&mut self) -> Result<(), ConfigError> {
+        let workers = self.server.worker_count();
+        if self.redis.pool_max_size == 0 || self.redis.pool_sized_from_workers == Some(self.redis.pool_max_size) {
+            self.redis.pool_max_size = workers + RedisSettings::pool_headroom();
+            self.redis.pool_sized_from_workers = Some(self.redis.pool_max_size);
+        }
+        self.check()
     }
 
     fn check(&self) -> Result<(), ConfigError> {
@@ -223,8 +309,27 @@ impl Settings {
                 reason: "must be positive and at least database.statement_timeout_ms".into(),
             });
         }
-        if self.database.pool_max_size == 0 || self.redis.pool_max_size == 0 {
-            return Err(ConfigError::Invalid { key: "pool_max_size", reason: "must be at least 1".into() });
+        if self.database.pool_max_size == 0 {
+            return Err(ConfigError::Invalid { key: "database.pool_max_size", reason: "must be at least 1".into() });
+        }
+        let workers = self.server.worker_count();
+        let needed = workers + RedisSettings::MIN_SPARE_CONNECTIONS;
+        if self.redis.mode == RedisMode::Single && self.redis.pool_max_size < needed {
+            return Err(ConfigError::Invalid {
+                key: "redis.pool_max_size",
+                reason: format!(
+                    "{} is too small for {workers} workers: each worker holds one connection and the process \
+                     needs {} more, so at least {needed} (or 0 to size it from the worker count)",
+                    self.redis.pool_max_size,
+                    RedisSettings::MIN_SPARE_CONNECTIONS
+                ),
+            });
+        }
+        if self.auth.trust_forwarded_for && self.auth.trusted_proxies.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "auth.trusted_proxies",
+                reason: "trust_forwarded_for needs the addresses of the proxies that set X-Forwarded-For".into(),
+            });
         }
         Ok(())
     }
@@ -237,6 +342,16 @@ impl ServerSettings {
 }
 
 impl RedisSettings {
+    /// Connections beyond one per worker that a process needs: the main
+    /// thread's (outbox drainer, auditor) and the readiness probe's.
+    pub const MIN_SPARE_CONNECTIONS: usize = 2;
+
+    /// What `pool_max_size = 0` adds to the worker count: the spare
+    /// connections, plus room for a reconnect while an old one winds down.
+    pub const fn pool_headroom() -> usize {
+        Self::MIN_SPARE_CONNECTIONS + 2
+    }
+
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.timeout_ms)
     }
@@ -276,6 +391,18 @@ mod tests {
         assert_eq!(settings.redis.mode, RedisMode::Cluster);
         assert_eq!(settings.redis.cluster_nodes.len(), 1);
         std::fs::remove_dir_all(&tmp).ok();
+    }
+
+    #[test]
+    fn trusted_proxies_are_networks_or_single_addresses() {
+        let parse = |s: &str| TrustedProxy::try_from(s.to_owned());
+        let host = parse("10.0.0.5").unwrap_or_else(|e| panic!("{e}"));
+        assert!(host.contains(&"10.0.0.5".parse().unwrap_or_else(|e| panic!("{e}"))));
+        assert!(!host.contains(&"10.0.0.6".parse().unwrap_or_else(|e| panic!("{e}"))));
+        let net = parse("fd00::/8").unwrap_or_else(|e| panic!("{e}"));
+        assert!(net.contains(&"fd12::1".parse().unwrap_or_else(|e| panic!("{e}"))));
+        assert!(parse("10.0.0.0/99").is_err());
+        assert!(parse("nginx").is_err());
     }
 
     #[test]

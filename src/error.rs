@@ -216,6 +216,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::Db(db) => db.into(),
             ServiceError::Cache(c) => Self::Unavailable(Box::new(c)),
             e @ ServiceError::Internal(_) => Self::Internal(Box::new(e)),
+            e @ ServiceError::Overloaded(_) => Self::Unavailable(Box::new(e)),
         }
     }
 }

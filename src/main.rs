@@ -3,10 +3,10 @@
 use std::io::Read as _;
 use std::process::ExitCode;
 
-use calcache::cli::{Cli, Command, UserCommand};
+use calcache::cli::{Cli, Command, ConfigCommand, SessionsCommand, UserCommand};
 use calcache::config::Settings;
 use calcache::domain::{Password, Username};
-use calcache::service::auth;
+use calcache::service::{auth, housekeeping};
 use calcache::startup::{self, Application};
 use calcache::{demo, telemetry};
 use clap::Parser as _;
@@ -77,7 +77,17 @@ async fn run(command: Command, settings: &mut Settings) -> Result<(), Box<dyn st
             let user = auth::create_user(&state, username, password).await?;
             println!("created user {} (id {})", user.username, user.id);
         }
-        Command::Demo => {
+        Command::Demo { force } => {
+            let env = calcache::config::environment();
+            if env == "production" && !force {
+                return Err(format!(
+                    "refusing to create the demo accounts ({} / {}, well-known passwords) in the production \
+                     environment (CALCACHE_ENV={env}); pass --force if you really mean it",
+                    demo::DEMO_USER,
+                    demo::DEMO_USER_2
+                )
+                .into());
+            }
             let state = startup::build_state(settings)?;
             startup::run_migrations(&state.pool).await?;
             let summary = demo::seed(&state, 300).await?;
@@ -92,6 +102,21 @@ async fn run(command: Command, settings: &mut Settings) -> Result<(), Box<dyn st
                     summary.created_items
                 );
             }
+        }
+        Command::Sessions { command: SessionsCommand::Prune } => {
+            let state = startup::build_state(settings)?;
+            startup::run_migrations(&state.pool).await?;
+            let deleted = housekeeping::prune_expired_sessions(&state).await?;
+            println!("{deleted} expired session(s) deleted");
+        }
+        Command::Config { command: ConfigCommand::Check { connect } } => {
+            // Loading already checked it (or `main` exited with code 2).
+            print!("{}", startup::describe(settings));
+            if connect {
+                startup::check_connections(settings).await?;
+                println!("postgres: answers; redis: answers, version supported");
+            }
+            println!("configuration ok");
         }
     }
     Ok(())

@@ -140,6 +140,23 @@ impl RequestLabels {
     }
 }
 
+/// Why a login or sign-up was turned away before its password was hashed.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum AuthRefusal {
+    /// A login over a (username, client) or per-client limit: 429.
+    LoginThrottled,
+    /// A sign-up over the per-client limit: 429.
+    SignupThrottled,
+    /// Every password hashing slot stayed busy: 503.
+    HashingBusy,
+}
+snake_label!(AuthRefusal);
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuthRefusalLabels {
+    pub reason: AuthRefusal,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DependencyLabels {
     pub dependency: &'static str,
@@ -175,6 +192,8 @@ pub struct Metrics {
     pub db_pool_idle: Gauge,
     pub db_pool_wait: Histogram,
     pub http_requests: HistogramFamily<RequestLabels>,
+    pub auth_refusals: Family<AuthRefusalLabels, Counter>,
+    pub sessions_pruned: Counter,
 }
 
 impl Default for Metrics {
@@ -258,6 +277,14 @@ impl Metrics {
             "Request latency by method, route and status class",
             http_requests.clone(),
         );
+        let auth_refusals = Family::<AuthRefusalLabels, Counter>::default();
+        registry.register(
+            "auth_refusals",
+            "Logins and sign-ups turned away before hashing: throttled (429) or no hashing slot (503)",
+            auth_refusals.clone(),
+        );
+        let sessions_pruned = Counter::default();
+        registry.register("sessions_pruned", "Expired sessions deleted by housekeeping", sessions_pruned.clone());
         Self {
             registry,
             feed_requests,
@@ -274,7 +301,13 @@ impl Metrics {
             db_pool_idle,
             db_pool_wait,
             http_requests,
+            auth_refusals,
+            sessions_pruned,
         }
+    }
+
+    pub fn auth_refused(&self, reason: AuthRefusal) {
+        self.auth_refusals.get_or_create(&AuthRefusalLabels { reason }).inc();
     }
 
     pub fn feed_outcome(&self, outcome: CacheOutcome) {

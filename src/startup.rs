@@ -29,6 +29,10 @@ pub enum StartupError {
     Cache(#[from] CacheError),
     #[error("cannot start the server")]
     Io(#[from] std::io::Error),
+    #[error("configuration")]
+    Config(#[from] crate::config::ConfigError),
+    #[error("redis server")]
+    RedisServer(#[from] crate::cache::server::ServerCheckError),
 }
 
 pub struct Application {
@@ -37,6 +41,7 @@ pub struct Application {
     state: Arc<AppState>,
     shutdown: Arc<Notify>,
     drainer: tokio::task::JoinHandle<()>,
+    background: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// Builds the shared state: pools (not yet connected), metrics, cache.
@@ -51,15 +56,69 @@ fn build_parts(settings: &Settings) -> Result<(Arc<AppState>, Option<AuditSample
     let pool = db::build_pool(&settings.database, metrics.pool_observer());
     let mut cache = Cache::new(&settings.redis, &settings.cache, settings.database.request_timeout(), metrics.clone())?;
     let audit = (settings.cache.audit_sample_rate > 0.0).then(|| cache.enable_audit(settings.cache.audit_sample_rate));
+    let hashing = crate::service::auth::HashLimiter::new(&settings.auth, metrics.clone());
     let state = Arc::new(AppState {
         pool,
         cache,
         metrics,
         auth: settings.auth.clone(),
+        hashing,
+        draining: std::sync::atomic::AtomicBool::new(false),
         outbox: invalidation::OutboxSignal::default(),
         outbox_interval: Duration::from_millis(settings.cache.outbox_interval_ms.max(10)),
     });
     Ok((state, audit))
+}
+
+/// Refuses a Redis too old for the commands calcache sends. A Redis that
+/// does not answer at start is an outage like any other (the cache is
+/// bypassed until it answers), so it only warns.
+async fn check_redis_server(state: &AppState) -> Result<(), StartupError> {
+    use crate::cache::server::ServerCheckError;
+    match state.cache.check_server().await {
+        Ok(version) => {
+            tracing::info!(%version, "redis server version checked");
+            Ok(())
+        }
+        Err(e @ ServerCheckError::TooOld { .. }) => Err(e.into()),
+        Err(e) => {
+            tracing::warn!(error = %e, cause = ?std::error::Error::source(&e), "redis server version not checked");
+            Ok(())
+        }
+    }
+}
+
+/// SIGTERM or SIGINT: mark the process as draining (`/readyz` answers 503),
+/// keep serving for `drain`, then stop gracefully (in-flight requests get
+/// `server.shutdown_timeout_secs`). A second signal skips the rest of the
+/// drain.
+async fn stop_on_signal(state: Arc<AppState>, server: ServerHandle, drain: Duration) {
+    if wait_for_stop_signal().await.is_err() {
+        tracing::warn!("cannot listen for stop signals; stop the server through its handle");
+        return;
+    }
+    state.draining.store(true, std::sync::atomic::Ordering::SeqCst);
+    tracing::info!(drain_secs = drain.as_secs(), "stop requested: /readyz answers 503, then the listener closes");
+    tokio::select! {
+        () = tokio::time::sleep(drain) => {}
+        _ = wait_for_stop_signal() => tracing::info!("second stop signal: draining cut short"),
+    }
+    server.stop(true).await;
+}
+
+async fn wait_for_stop_signal() -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = term.recv() => Ok(()),
+            r = tokio::signal::ctrl_c() => r,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await
+    }
 }
 
 /// Applies pending migrations (blocking pool).
@@ -68,12 +127,16 @@ pub async fn run_migrations(pool: &PgPool) -> Result<usize, DbError> {
 }
 
 impl Application {
-    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+    pub async fn build(mut settings: Settings) -> Result<Self, StartupError> {
+        // Again: callers (tests, `serve --port`) may have changed settings
+        // since they were loaded.
+        settings.finish()?;
         let (state, audit) = build_parts(&settings)?;
         let applied = run_migrations(&state.pool).await?;
         if applied > 0 {
             tracing::info!(applied, "migrations applied");
         }
+        check_redis_server(&state).await?;
 
         let addr = format!("{}:{}", settings.server.host, settings.server.port);
         let listener = TcpListener::bind(&addr).map_err(|source| StartupError::Bind { addr: addr.clone(), source })?;
@@ -107,16 +170,27 @@ impl Application {
         .workers(settings.server.worker_count())
         .client_request_timeout(Duration::from_millis(settings.server.client_timeout_ms))
         .shutdown_timeout(settings.server.shutdown_timeout_secs)
+        // Signals are ours (below): a stop first drains readiness.
+        .disable_signals()
         .listen(listener)?
         .run();
 
+        let mut background = vec![tokio::spawn(stop_on_signal(
+            state.clone(),
+            server.handle(),
+            Duration::from_secs(settings.server.drain_secs),
+        ))];
+        if settings.auth.session_prune_interval_secs > 0 {
+            let every = Duration::from_secs(settings.auth.session_prune_interval_secs);
+            background.push(tokio::spawn(crate::service::housekeeping::run_session_pruner(state.clone(), every)));
+        }
         let shutdown = Arc::new(Notify::new());
         let drainer = tokio::spawn(invalidation::run_drainer(state.clone(), state.outbox_interval, shutdown.clone()));
         if let Some(samples) = audit {
             tokio::spawn(crate::service::audit::run_auditor(state.clone(), samples));
         }
         tracing::info!(%addr, port, workers = settings.server.worker_count(), "calcache listening");
-        Ok(Self { port, server, state, shutdown, drainer })
+        Ok(Self { port, server, state, shutdown, drainer, background })
     }
 
     pub fn port(&self) -> u16 {
@@ -136,6 +210,9 @@ impl Application {
     /// in-flight requests finish and drains the outbox once more.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let result = self.server.await;
+        for task in &self.background {
+            task.abort();
+        }
         self.shutdown.notify_one();
         if let Err(e) = self.drainer.await {
             tracing::warn!(error = %e, "outbox drainer ended abnormally");
@@ -143,4 +220,70 @@ impl Application {
         tracing::info!("calcache stopped");
         result
     }
+}
+
+/// What `calcache config check` prints: the effective settings that shape
+/// a deployment (no secrets), then warnings for settings that are valid
+/// but probably not meant.
+pub fn describe(settings: &Settings) -> String {
+    use std::fmt::Write as _;
+    let env = crate::config::environment();
+    let s = settings;
+    let mut out = String::new();
+    let _ = writeln!(out, "environment: {env}");
+    let _ = writeln!(
+        out,
+        "server: {}:{}, {} workers, drain {} s, shutdown timeout {} s",
+        s.server.host,
+        s.server.port,
+        s.server.worker_count(),
+        s.server.drain_secs,
+        s.server.shutdown_timeout_secs
+    );
+    let _ = writeln!(out, "database: pool {} (min idle {})", s.database.pool_max_size, s.database.pool_min_idle);
+    let connections = match s.redis.mode {
+        crate::config::RedisMode::Single => format!("single, pool {}", s.redis.pool_max_size),
+        crate::config::RedisMode::Cluster => format!("cluster, {} seed node(s)", s.redis.cluster_nodes.len()),
+    };
+    let _ = writeln!(out, "redis: {connections}, prefix {:?}, timeout {} ms", s.redis.key_prefix, s.redis.timeout_ms);
+    let _ = writeln!(out, "cache: {:?}, feed ttl {} s", s.cache.strategy, s.cache.feed_ttl_secs);
+    let proxies: Vec<String> = s.auth.trusted_proxies.iter().map(ToString::to_string).collect();
+    let _ = writeln!(
+        out,
+        "auth: sign-up {}, secure cookies {}, client address from {}",
+        if s.auth.signup_enabled { "on" } else { "off" },
+        s.auth.cookie_secure,
+        if s.auth.trust_forwarded_for {
+            format!("X-Forwarded-For of {}", proxies.join(", "))
+        } else {
+            "the TCP peer".to_owned()
+        }
+    );
+    let mut warn = |w: &str| {
+        let _ = writeln!(out, "warning: {w}");
+    };
+    if env == "production" {
+        if !s.auth.cookie_secure {
+            warn("auth.cookie_secure is off in production: session cookies travel without TLS");
+        }
+        if s.auth.signup_enabled {
+            warn("auth.signup_enabled is on in production: anyone who reaches the balancer can create accounts");
+        }
+        if s.server.drain_secs == 0 {
+            warn("server.drain_secs is 0: a stopping replica closes its listener before a balancer sees /readyz fail");
+        }
+    }
+    if s.auth.session_prune_interval_secs == 0 {
+        warn("auth.session_prune_interval_secs is 0: expired sessions pile up unless `calcache sessions prune` runs");
+    }
+    out
+}
+
+/// `config check --connect`: PostgreSQL answers, and Redis answers with a
+/// version calcache supports.
+pub async fn check_connections(settings: &Settings) -> Result<(), StartupError> {
+    let state = build_state(settings)?;
+    db::run(&state.pool, db::ping).await?;
+    state.cache.check_server().await?;
+    Ok(())
 }

@@ -6,7 +6,9 @@
 //! comes first and never contains braces (checked at config load), so the
 //! user tag is the only tag in a key.
 
-use crate::domain::{Status, TimeRange, UserId, WorkType};
+use sha2::{Digest, Sha256};
+
+use crate::domain::{ClientAddr, Status, TimeRange, UserId, WorkType};
 
 /// The parts of a feed request that decide its answer. Anything else in the
 /// query string (FullCalendar's `_` cache-buster, `timeZone`) is not part of
@@ -107,6 +109,34 @@ impl Keys {
     pub fn lease(&self, feed_key: &str) -> String {
         format!("{feed_key}:lease")
     }
+
+    /// `<prefix>:login_attempts:user_client:<32 hex>` — a (username, client)
+    /// pair's login attempts. Hashed: a login may name any string, and keys
+    /// must stay bounded. No hash tag: throttle counters belong to no user.
+    pub fn login_attempts_user_client(&self, username: &str, client: &ClientAddr) -> String {
+        let mut h = Sha256::new();
+        h.update(username.as_bytes());
+        h.update([0]);
+        h.update(client.as_str().as_bytes());
+        let digest = h.finalize();
+        let mut k = format!("{}:login_attempts:user_client:", self.prefix);
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        for b in &digest[..16] {
+            k.push(char::from(HEX[usize::from(b >> 4)]));
+            k.push(char::from(HEX[usize::from(b & 0xf)]));
+        }
+        k
+    }
+
+    /// `<prefix>:login_attempts:client:<address or /64>`
+    pub fn login_attempts_client(&self, client: &ClientAddr) -> String {
+        format!("{}:login_attempts:client:{client}", self.prefix)
+    }
+
+    /// `<prefix>:signups:client:<address or /64>`
+    pub fn signups_client(&self, client: &ClientAddr) -> String {
+        format!("{}:signups:client:{client}", self.prefix)
+    }
 }
 
 #[cfg(test)]
@@ -166,5 +196,20 @@ mod tests {
         }
         assert_ne!(tag(&keys.version(UserId(9))), tag(&keys.version(UserId(90))));
         assert!(keys.session(UserId(9), &[0xab, 0x01]).ends_with(":ab01"));
+    }
+
+    #[test]
+    fn throttle_keys_are_bounded_and_tag_free() {
+        let keys = Keys::new("p");
+        let client = ClientAddr::from_ip("2001:db8::1".parse().unwrap_or_else(|e| panic!("{e}")));
+        let long = "x".repeat(10_000);
+        let a = keys.login_attempts_user_client(&long, &client);
+        assert!(a.len() < 80 && !a.contains(['{', '}']), "{a}");
+        assert_ne!(a, keys.login_attempts_user_client("x", &client));
+        // The separator keeps ("ab", "c…") and ("a", "bc…") apart.
+        let other = ClientAddr::unknown();
+        assert_ne!(keys.login_attempts_user_client("ab", &other), keys.login_attempts_user_client("a", &other));
+        assert_eq!(keys.login_attempts_client(&client), "p:login_attempts:client:2001:db8::/64");
+        assert_eq!(keys.signups_client(&client), "p:signups:client:2001:db8::/64");
     }
 }

@@ -10,6 +10,7 @@ mod fence;
 pub mod keys;
 mod ratelimit;
 mod restarts;
+pub mod server;
 mod sessions;
 mod version;
 
@@ -32,7 +33,7 @@ use breaker::Permit;
 pub use feed::FeedOutcome;
 pub use fence::{Fence, fence_ttl};
 pub use keys::{FeedParams, Keys};
-pub use ratelimit::LoginLimits;
+pub use ratelimit::{Admission, LoginLimits};
 pub use sessions::SessionState;
 
 /// A multiplexed Redis connection (cheap to clone, shared by requests): to

@@ -1,75 +1,143 @@
-//! Login throttling, shared by every process through Redis: failed logins
-//! are counted per username and per client address in a fixed window.
+//! Login and sign-up throttling, shared by every process through Redis:
+//! fixed-window counters, each taken in one atomic step (`MULTI` / `INCR` /
+//! `EXPIRE NX` / `TTL` / `EXEC`) *before* the password is hashed, so any
+//! number of concurrent guesses is cut off at the limit, and no counter can
+//! be left without its expiry by a failure between two commands.
 //!
-//! Usernames are hashed into the key (login accepts any string, and keys
-//! must stay bounded). When Redis is unavailable the throttle is open —
-//! logins still work, argon2id still makes guessing slow — and that is
-//! logged.
+//! Logins count per (username, client) and per client, never per username
+//! alone: a per-username lockout lets anyone who knows a name (and
+//! `/api/users` lists them) lock its owner out. A right password undoes its
+//! own attempt, so successful logins from a shared address do not use up the
+//! address' budget.
+//!
+//! When Redis is unavailable the throttle is open — logins still work, and
+//! the bound on concurrent hashes still caps what guessing costs — and that
+//! is logged by the caller.
 
-use sha2::{Digest, Sha256};
+use std::num::NonZeroU64;
 
 use super::{Cache, CacheError};
+use crate::domain::ClientAddr;
 
 #[derive(Debug, Clone, Copy)]
 pub struct LoginLimits {
-    pub per_user: u64,
+    pub per_user_and_client: u64,
     pub per_client: u64,
-    pub window_secs: u64,
+    pub window_secs: NonZeroU64,
 }
 
-fn user_key(cache: &Cache, username: &str) -> String {
-    let digest = Sha256::digest(username.as_bytes());
-    let mut key = format!("{}:login_failures:user:", cache.keys.prefix());
-    for b in &digest[..16] {
-        key.push_str(&format!("{b:02x}"));
-    }
-    key
+/// What a throttle said of one attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    Allowed,
+    /// Over a limit; the window that counts it ends in this many seconds.
+    Refused {
+        retry_after_secs: u64,
+    },
 }
 
-fn client_key(cache: &Cache, client: &str) -> String {
-    format!("{}:login_failures:client:{client}", cache.keys.prefix())
+/// Undoes one counted attempt, if its window still runs (a `DECR` of an
+/// expired key would create a key without expiry).
+const UNDO: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 and tonumber(redis.call('GET', KEYS[1])) > 0 then
+  return redis.call('DECR', KEYS[1])
+end
+return 0
+";
+
+/// Counts one hit on `key` in its window; returns the count including this
+/// hit and the seconds left in the window.
+async fn hit(conn: &mut super::Conn, key: &str, window_secs: NonZeroU64) -> Result<(u64, u64), redis::RedisError> {
+    let (count, ttl): (u64, i64) = redis::pipe()
+        .atomic()
+        .cmd("INCR")
+        .arg(key)
+        .cmd("EXPIRE")
+        .arg(key)
+        .arg(window_secs.get())
+        .arg("NX")
+        .ignore()
+        .cmd("TTL")
+        .arg(key)
+        .query_async(conn)
+        .await?;
+    Ok((count, u64::try_from(ttl).unwrap_or(window_secs.get()).max(1)))
+}
+
+fn admission(counts: &[(u64, u64, u64)]) -> Admission {
+    // (count, limit, ttl): refused by the counter that is over, with the
+    // longest wait among those over.
+    counts
+        .iter()
+        .filter(|(count, limit, _)| count > limit)
+        .map(|&(_, _, ttl)| ttl)
+        .max()
+        .map_or(Admission::Allowed, |retry_after_secs| Admission::Refused { retry_after_secs })
 }
 
 impl Cache {
-    /// False when either counter has reached its limit.
-    #[tracing::instrument(name = "cache.login_allowed", skip_all)]
-    pub async fn login_allowed(&self, username: &str, client: &str, limits: LoginLimits) -> Result<bool, CacheError> {
-        let (u, c) = (user_key(self, username), client_key(self, client));
-        // Two commands sent together, not one pipeline: the keys live in
-        // different cluster slots.
-        let (by_user, by_client): (Option<u64>, Option<u64>) = self
+    /// Counts a login attempt for (username, client) and for the client, in
+    /// one round trip (two atomic blocks sent together: the keys live in
+    /// different cluster slots). Call it before the password is checked.
+    #[tracing::instrument(name = "cache.login_attempt", skip_all)]
+    pub async fn count_login_attempt(
+        &self,
+        username: &str,
+        client: &ClientAddr,
+        limits: LoginLimits,
+    ) -> Result<Admission, CacheError> {
+        let pair = self.keys.login_attempts_user_client(username, client);
+        let by_client = self.keys.login_attempts_client(client);
+        let window = limits.window_secs;
+        let ((pair_count, pair_ttl), (client_count, client_ttl)) = self
             .run(async |conn| {
                 let mut other = conn.clone();
-                futures_util::future::try_join(
-                    redis::cmd("GET").arg(&u).query_async(conn),
-                    redis::cmd("GET").arg(&c).query_async(&mut other),
-                )
-                .await
+                futures_util::future::try_join(hit(conn, &pair, window), hit(&mut other, &by_client, window)).await
             })
             .await?;
-        Ok(by_user.unwrap_or(0) < limits.per_user && by_client.unwrap_or(0) < limits.per_client)
+        Ok(admission(&[
+            (pair_count, limits.per_user_and_client, pair_ttl),
+            (client_count, limits.per_client, client_ttl),
+        ]))
     }
 
-    /// Counts a failed login; the window starts at the first failure.
-    pub async fn login_failed(&self, username: &str, client: &str, limits: LoginLimits) -> Result<(), CacheError> {
-        let (u, c) = (user_key(self, username), client_key(self, client));
-        // One pipeline per key (different cluster slots), sent together.
+    /// A right password: the pair's attempts are forgotten, and this
+    /// attempt no longer counts against the client.
+    pub async fn login_succeeded(&self, username: &str, client: &ClientAddr) -> Result<(), CacheError> {
+        let pair = self.keys.login_attempts_user_client(username, client);
+        let by_client = self.keys.login_attempts_client(client);
+        let undo = redis::Script::new(UNDO);
         self.run(async |conn| {
-            let count = |key: &String| {
-                let mut conn = conn.clone();
-                let mut pipe = redis::pipe();
-                pipe.cmd("INCR").arg(key).ignore();
-                pipe.cmd("EXPIRE").arg(key).arg(limits.window_secs).arg("NX").ignore();
-                async move { pipe.query_async::<()>(&mut conn).await }
-            };
-            futures_util::future::try_join(count(&u), count(&c)).await.map(|_| ())
+            let mut other = conn.clone();
+            let forget = async { redis::cmd("DEL").arg(&pair).query_async::<()>(conn).await };
+            let undo = async { undo.key(&by_client).invoke_async::<i64>(&mut other).await.map(drop) };
+            futures_util::future::try_join(forget, undo).await.map(drop)
         })
         .await
     }
 
-    /// A successful login clears the username's count (not the client's).
-    pub async fn login_succeeded(&self, username: &str) -> Result<(), CacheError> {
-        let u = user_key(self, username);
-        self.run(async |conn| redis::cmd("DEL").arg(&u).query_async::<()>(conn).await).await
+    /// Counts a sign-up from `client`; call it before the password is hashed.
+    pub async fn count_signup(
+        &self,
+        client: &ClientAddr,
+        limit: u64,
+        window_secs: NonZeroU64,
+    ) -> Result<Admission, CacheError> {
+        let key = self.keys.signups_client(client);
+        let (count, ttl) = self.run(async |conn| hit(conn, &key, window_secs).await).await?;
+        Ok(admission(&[(count, limit, ttl)]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refused_only_past_a_limit_and_for_the_longest_window() {
+        assert_eq!(admission(&[(5, 5, 10), (50, 50, 20)]), Admission::Allowed);
+        assert_eq!(admission(&[(6, 5, 10), (1, 50, 20)]), Admission::Refused { retry_after_secs: 10 });
+        assert_eq!(admission(&[(6, 5, 10), (51, 50, 20)]), Admission::Refused { retry_after_secs: 20 });
+        assert_eq!(admission(&[]), Admission::Allowed);
     }
 }

@@ -36,9 +36,19 @@ pub fn delete(conn: &mut PgConnection, token_hash: &[u8]) -> Result<bool, DbErro
         .map_err(DbError::from)
 }
 
-/// Housekeeping: expired sessions are useless rows.
-pub fn delete_expired(conn: &mut PgConnection) -> Result<usize, DbError> {
-    diesel::delete(sessions::table.filter(sessions::expires_at.le(diesel::dsl::now)))
-        .execute(conn)
-        .map_err(DbError::from)
+/// Housekeeping: deletes up to `limit` expired sessions (oldest expiry
+/// first, by the `sessions_expires_at_idx` index); returns how many. Rows
+/// another replica is deleting at the same moment are skipped, not waited
+/// for, so replicas pruning at once do not queue behind each other, and a
+/// bounded batch keeps each transaction (and its locks) short.
+pub fn delete_expired(conn: &mut PgConnection, limit: i64) -> Result<usize, DbError> {
+    // Diesel's DSL cannot put a locking subselect into a DELETE.
+    diesel::sql_query(
+        "DELETE FROM sessions WHERE token_hash IN (\
+           SELECT token_hash FROM sessions WHERE expires_at <= now() \
+           ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED)",
+    )
+    .bind::<diesel::sql_types::BigInt, _>(limit)
+    .execute(conn)
+    .map_err(DbError::from)
 }

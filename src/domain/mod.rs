@@ -27,12 +27,14 @@ macro_rules! string_newtype {
     };
 }
 
+mod client;
 mod error;
 mod ids;
 mod time;
 mod user;
 mod work_item;
 
+pub use client::ClientAddr;
 pub use error::ValidationError;
 pub use ids::{UserId, WorkItemId};
 pub use time::{MAX_FEED_RANGE_DAYS, TimeRange, Timestamp};

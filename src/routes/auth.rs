@@ -1,11 +1,14 @@
 use actix_web::cookie::{Cookie, SameSite, time::Duration as CookieDuration};
 use actix_web::middleware::from_fn;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use actix_web::{HttpRequest, HttpResponse, web};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 use super::extract::{AuthUser, JsonBody, require_session};
-use crate::domain::{Password, UserId, Username};
+use crate::domain::{ClientAddr, Password, UserId, Username};
 use crate::error::{ApiError, ErrorBody};
 use crate::service::{AppState, auth};
 
@@ -80,11 +83,19 @@ struct LoginBody {
     (status = 409, description = "`conflict`: the username is taken", body = ErrorBody),
     (status = 413, description = "`payload_too_large`: body over 64 KiB", body = ErrorBody),
     (status = 415, description = "`unsupported_media_type`: not JSON", body = ErrorBody),
-    (status = 503, description = "`unavailable`: PostgreSQL is unavailable", body = ErrorBody),
+    (status = 429, description = "`rate_limited`: too many sign-ups from this client address", body = ErrorBody, headers(
+        ("Retry-After" = u64, description = "Seconds to wait"),
+    )),
+    (status = 503, description = "`unavailable`: PostgreSQL is unavailable, or every password hashing slot stayed busy", body = ErrorBody),
 ))]
-async fn signup(state: web::Data<AppState>, body: JsonBody<SignupRequest>) -> Result<HttpResponse, ApiError> {
-    let JsonBody(req) = body;
-    let user = auth::signup(&state, req.username, req.password).await?;
+async fn signup(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: JsonBody<SignupRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let client = client_address(&req, &state);
+    let JsonBody(body) = body;
+    let user = auth::signup(&state, body.username, body.password, &client).await?;
     Ok(HttpResponse::Created().json(UserBody::from(user)))
 }
 
@@ -99,14 +110,46 @@ fn session_cookie(token: String, state: &AppState) -> Cookie<'static> {
         .finish()
 }
 
-/// The client address login throttling counts by.
-fn client_address(req: &HttpRequest, state: &AppState) -> String {
-    let addr = if state.auth.trust_forwarded_for {
-        req.connection_info().realip_remote_addr().map(str::to_owned)
-    } else {
-        req.peer_addr().map(|a| a.ip().to_string())
+/// The client throttling counts by: the TCP peer, or — with
+/// `auth.trust_forwarded_for`, and only when the peer is one of
+/// `auth.trusted_proxies` — the rightmost `X-Forwarded-For` entry (the one
+/// the proxy itself wrote; entries left of it are the client's to choose).
+/// A forwarded header from any other peer is ignored, with a warning.
+fn client_address(req: &HttpRequest, state: &AppState) -> ClientAddr {
+    let Some(peer) = req.peer_addr().map(|a| a.ip()) else {
+        return ClientAddr::unknown();
     };
-    addr.unwrap_or_else(|| "unknown".to_owned())
+    if !state.auth.trust_forwarded_for {
+        return ClientAddr::from_ip(peer);
+    }
+    if !state.auth.trusted_proxies.iter().any(|net| net.contains(&peer)) {
+        if req.headers().contains_key("x-forwarded-for") {
+            warn_untrusted_peer(peer);
+        }
+        return ClientAddr::from_ip(peer);
+    }
+    let forwarded = req
+        .headers()
+        .get_all("x-forwarded-for")
+        .last()
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.rsplit(',').next())
+        .and_then(|entry| entry.trim().parse::<IpAddr>().ok());
+    ClientAddr::from_ip(forwarded.unwrap_or(peer))
+}
+
+/// At most one warning a minute: any client can send the header, and the
+/// log must not be theirs to flood.
+fn warn_untrusted_peer(peer: IpAddr) {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let last = LAST.load(Ordering::Relaxed);
+    if now >= last + 60 && LAST.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+        tracing::warn!(
+            %peer,
+            "X-Forwarded-For from a peer that is not in auth.trusted_proxies: ignored, throttling by the peer address"
+        );
+    }
 }
 
 /// Opens a session: the token is in the body and in the `session` cookie.
@@ -119,10 +162,10 @@ fn client_address(req: &HttpRequest, state: &AppState) -> String {
     (status = 408, description = "`request_timeout`: the body arrived too slowly", body = ErrorBody),
     (status = 413, description = "`payload_too_large`: body over 64 KiB", body = ErrorBody),
     (status = 415, description = "`unsupported_media_type`: not JSON", body = ErrorBody),
-    (status = 429, description = "`rate_limited`: too many failed attempts", body = ErrorBody, headers(
+    (status = 429, description = "`rate_limited`: too many failed attempts for this username from this client address, or from this address", body = ErrorBody, headers(
         ("Retry-After" = u64, description = "Seconds to wait"),
     )),
-    (status = 503, description = "`unavailable`: PostgreSQL is unavailable", body = ErrorBody),
+    (status = 503, description = "`unavailable`: PostgreSQL is unavailable, or every password hashing slot stayed busy", body = ErrorBody),
 ))]
 async fn login(
     req: HttpRequest,

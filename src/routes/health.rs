@@ -24,31 +24,34 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
-/// Both dependencies answer. A 503 names the ones that do not, so an
-/// operator knows where to look.
+/// Both dependencies answer, and the process has not been asked to stop. A
+/// 503 names what is wrong (`draining`, the dependencies that do not
+/// answer), so an operator knows where to look.
 #[utoipa::path(get, path = "/readyz", tag = "operations", responses(
     (status = 200, description = "PostgreSQL and Redis answer", body = Object,
         example = json!({"status": "ready", "postgres": "up", "redis": "up"})),
-    (status = 503, description = "`unavailable`, naming the dependencies that do not answer", body = ErrorBody),
+    (status = 503, description = "`unavailable`: stopping (`unavailable: draining`), or naming the dependencies that do not answer", body = ErrorBody),
 ))]
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    if state.draining.load(std::sync::atomic::Ordering::SeqCst) {
+        return unavailable("unavailable: draining".to_owned());
+    }
     let (pg, redis) = tokio::join!(db::run(&state.pool, db::ping), state.cache.ping());
     let down: Vec<&str> =
         [pg.is_err().then_some("postgres"), redis.is_err().then_some("redis")].into_iter().flatten().collect();
     if down.is_empty() {
         HttpResponse::Ok().json(json!({"status": "ready", "postgres": "up", "redis": "up"}))
     } else {
-        let message = format!("unavailable: {}", down.join(", "));
-        let mut res = crate::error::error_response(
-            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            message,
-            None,
-        );
-        res.headers_mut()
-            .insert(actix_web::http::header::RETRY_AFTER, actix_web::http::header::HeaderValue::from_static("1"));
-        res
+        unavailable(format!("unavailable: {}", down.join(", ")))
     }
+}
+
+fn unavailable(message: String) -> HttpResponse {
+    let mut res =
+        crate::error::error_response(actix_web::http::StatusCode::SERVICE_UNAVAILABLE, "unavailable", message, None);
+    res.headers_mut()
+        .insert(actix_web::http::header::RETRY_AFTER, actix_web::http::header::HeaderValue::from_static("1"));
+    res
 }
 
 /// Prometheus / OpenMetrics text: feed cache outcomes, invalidations,

@@ -12,10 +12,10 @@ use chrono::Utc;
 use sha2::{Digest, Sha256};
 
 use super::{AppState, ServiceError, invalidation};
-use crate::cache::{Invalidation, LoginLimits, SessionState};
+use crate::cache::{Admission, Invalidation, LoginLimits, SessionState};
 use crate::db::{self, DbError, outbox, sessions, users};
-use crate::domain::{Password, UserId, Username};
-use crate::metrics::InvalidationCause;
+use crate::domain::{ClientAddr, Password, UserId, Username};
+use crate::metrics::{AuthRefusal, InvalidationCause};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
@@ -80,7 +80,8 @@ fn hash_password(password: &str) -> Result<String, ServiceError> {
 
 /// A real argon2id hash of a random password, verified against when the
 /// username does not exist, so a wrong name costs the same time as a wrong
-/// password and the answer does not reveal which names exist.
+/// password and the answer does not reveal which names exist. Made on first
+/// use, inside the blocking task that verifies against it.
 fn dummy_hash() -> &'static str {
     static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     DUMMY.get_or_init(|| {
@@ -90,16 +91,75 @@ fn dummy_hash() -> &'static str {
     })
 }
 
+/// Bounds the password hashes running at once in this process. Each
+/// argon2id hash or verification holds ~19 MiB and a thread of the blocking
+/// pool that database calls share; without a bound, a burst of logins would
+/// take the pool from the database and the memory from the process. Past
+/// the bound requests queue, for at most `wait`, then answer 503.
+#[derive(Debug)]
+pub struct HashLimiter {
+    permits: tokio::sync::Semaphore,
+    wait: std::time::Duration,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
+}
+
+impl HashLimiter {
+    pub fn new(settings: &crate::config::AuthSettings, metrics: std::sync::Arc<crate::metrics::Metrics>) -> Self {
+        Self {
+            permits: tokio::sync::Semaphore::new(settings.max_concurrent_hashes.get()),
+            wait: std::time::Duration::from_millis(settings.hash_wait_ms),
+            metrics,
+        }
+    }
+
+    /// The slots themselves (tests hold them to fill the bound).
+    pub fn permits(&self) -> &tokio::sync::Semaphore {
+        &self.permits
+    }
+
+    /// Runs `f` on the blocking pool once a slot is free.
+    async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, ServiceError> {
+        let _slot = match tokio::time::timeout(self.wait, self.permits.acquire()).await {
+            Ok(Ok(slot)) => slot,
+            Ok(Err(_)) => return Err(ServiceError::Internal("hash limiter closed")),
+            Err(_) => {
+                // Counted; the 503 itself is logged with the request.
+                tracing::debug!("every password hashing slot is busy; answering 503");
+                self.metrics.auth_refused(AuthRefusal::HashingBusy);
+                return Err(ServiceError::Overloaded("password hashing"));
+            }
+        };
+        blocking(f).await
+    }
+}
+
 /// Hashing runs on the blocking pool: argon2id takes tens of milliseconds
 /// of CPU on purpose.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ServiceError> {
     actix_web::web::block(f).await.map_err(|_| ServiceError::Internal("blocking task cancelled"))
 }
 
+/// Sign-up: throttled per client address (counted before the password is
+/// hashed, whatever the outcome, so it cannot be used to probe names
+/// either).
 #[tracing::instrument(skip_all, fields(username = %username))]
-pub async fn signup(state: &AppState, username: Username, password: Password) -> Result<User, ServiceError> {
+pub async fn signup(
+    state: &AppState,
+    username: Username,
+    password: Password,
+    client: &ClientAddr,
+) -> Result<User, ServiceError> {
     if !state.auth.signup_enabled {
         return Err(ServiceError::NotFound);
+    }
+    match state.cache.count_signup(client, state.auth.signup_max_per_client, state.auth.signup_window_secs).await {
+        Ok(Admission::Allowed) => {}
+        Ok(Admission::Refused { retry_after_secs }) => {
+            tracing::info!(%client, "sign-up throttled");
+            state.metrics.auth_refused(AuthRefusal::SignupThrottled);
+            return Err(ServiceError::RateLimited { retry_after_secs });
+        }
+        Err(e) => tracing::warn!(error = %e, "sign-up throttle unavailable; not throttling"),
     }
     let user = create_user(state, username, password).await?;
     tracing::info!(user_id = %user.id, "user signed up");
@@ -109,7 +169,7 @@ pub async fn signup(state: &AppState, username: Username, password: Password) ->
 /// Creates a user outside HTTP (CLI, demo data). Same hashing as sign-up.
 pub async fn create_user(state: &AppState, username: Username, password: Password) -> Result<User, ServiceError> {
     let pw = password.expose().to_owned();
-    let hash = blocking(move || hash_password(&pw)).await??;
+    let hash = state.hashing.run(move || hash_password(&pw)).await??;
     let name = username.as_str().to_owned();
     let row = db::run(&state.pool, move |c| users::insert(c, &name, &hash)).await.map_err(|e| match e {
         DbError::UniqueViolation(_) => ServiceError::Conflict("username is taken"),
@@ -120,54 +180,56 @@ pub async fn create_user(state: &AppState, username: Username, password: Passwor
 
 fn limits(state: &AppState) -> LoginLimits {
     LoginLimits {
-        per_user: state.auth.login_max_failures_per_user,
+        per_user_and_client: state.auth.login_max_failures_per_user_and_client,
         per_client: state.auth.login_max_failures_per_client,
-        window_secs: state.auth.login_window_secs.max(1),
+        window_secs: state.auth.login_window_secs,
     }
 }
 
-/// Checks the credentials (throttled per username and per client address)
-/// and opens a session.
+/// Checks the credentials and opens a session. The attempt is counted
+/// (per username and client, and per client) before the password is
+/// verified, so concurrent guesses past the limit are refused without being
+/// evaluated; a right password undoes its own count.
 #[tracing::instrument(skip_all)]
 pub async fn login(
     state: &AppState,
     username: &str,
     password: &str,
-    client: &str,
+    client: &ClientAddr,
 ) -> Result<(IssuedToken, User), ServiceError> {
-    match state.cache.login_allowed(username, client, limits(state)).await {
-        Ok(true) => {}
-        Ok(false) => return Err(ServiceError::RateLimited { retry_after_secs: state.auth.login_window_secs }),
+    match state.cache.count_login_attempt(username, client, limits(state)).await {
+        Ok(Admission::Allowed) => {}
+        Ok(Admission::Refused { retry_after_secs }) => {
+            state.metrics.auth_refused(AuthRefusal::LoginThrottled);
+            return Err(ServiceError::RateLimited { retry_after_secs });
+        }
         Err(e) => tracing::warn!(error = %e, "login throttle unavailable; not throttling"),
     }
-    let result = check_credentials(state, username, password).await;
-    match &result {
-        Err(ServiceError::InvalidCredentials) => {
-            if let Err(e) = state.cache.login_failed(username, client, limits(state)).await {
-                tracing::warn!(error = %e, "failed login not counted");
-            }
-        }
-        Ok(_) => {
-            if let Err(e) = state.cache.login_succeeded(username).await {
-                tracing::debug!(error = %e, "login failures not cleared");
-            }
-        }
-        Err(_) => {}
+    let user = check_credentials(state, username, password).await?;
+    if let Err(e) = state.cache.login_succeeded(username, client).await {
+        tracing::debug!(error = %e, "login attempts not cleared");
     }
-    let user = result?;
     open_session(state, user).await
 }
 
 async fn check_credentials(state: &AppState, username: &str, password: &str) -> Result<User, ServiceError> {
     let name = username.to_owned();
     let found = db::run(&state.pool, move |c| users::find_by_username(c, &name)).await?;
-    let (stored_hash, user) = match &found {
-        Some(row) => (row.password_hash.clone(), Some(User { id: UserId(row.id), username: row.username.clone() })),
-        None => (dummy_hash().to_owned(), None),
+    let (stored_hash, user) = match found {
+        Some(row) => (Some(row.password_hash), Some(User { id: UserId(row.id), username: row.username })),
+        None => (None, None),
     };
     let pw = password.to_owned();
-    let verified =
-        blocking(move || Argon2::default().verify_password(pw.as_bytes(), stored_hash.as_str()).is_ok()).await?;
+    let verified = state
+        .hashing
+        .run(move || {
+            let hash = match &stored_hash {
+                Some(h) => h.as_str(),
+                None => dummy_hash(),
+            };
+            Argon2::default().verify_password(pw.as_bytes(), hash).is_ok()
+        })
+        .await?;
     match (verified, user) {
         (true, Some(user)) => Ok(user),
         _ => Err(ServiceError::InvalidCredentials),

@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod auth;
 pub mod feed;
+pub mod housekeeping;
 pub mod invalidation;
 pub mod work_items;
 
@@ -23,6 +24,11 @@ pub struct AppState {
     pub cache: Cache,
     pub metrics: Arc<Metrics>,
     pub auth: AuthSettings,
+    /// Bounds the password hashes running at once.
+    pub hashing: auth::HashLimiter,
+    /// Set when the process has been asked to stop: `/readyz` answers 503
+    /// while requests are still served (`server.drain_secs`).
+    pub draining: std::sync::atomic::AtomicBool,
     pub outbox: invalidation::OutboxSignal,
     /// The drainer's base interval (also the base of its backoff).
     pub outbox_interval: std::time::Duration,
@@ -48,6 +54,9 @@ pub enum ServiceError {
     Cache(#[from] CacheError),
     #[error("internal error: {0}")]
     Internal(&'static str),
+    /// A bounded resource (password hashing slots) stayed busy: 503.
+    #[error("overloaded: {0}")]
+    Overloaded(&'static str),
 }
 
 impl AppState {

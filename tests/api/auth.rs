@@ -166,25 +166,137 @@ async fn a_login_on_one_instance_works_on_another() {
     assert_eq!(other.get("/api/me", Some(&user.token)).await.status(), StatusCode::OK);
 }
 
+/// An app that takes the client from `X-Forwarded-For` when the peer is
+/// loopback (the test client), so one test can be many clients.
+fn behind_proxy(s: &mut calcache::config::Settings) {
+    s.auth.trust_forwarded_for = true;
+    s.auth.trusted_proxies = vec!["127.0.0.1".to_owned().try_into().unwrap()];
+}
+
+async fn login_from(app: &crate::helpers::TestApp, client: &str, username: &str, password: &str) -> reqwest::Response {
+    app.client
+        .post(app.url("/api/login"))
+        .header("x-forwarded-for", client)
+        .json(&json!({"username": username, "password": password}))
+        .send()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
-async fn failed_logins_are_throttled_per_username_across_instances() {
-    let app = spawn_app_with(|s| s.auth.login_max_failures_per_user = 3).await;
-    let other = spawn_sibling_with(&app, |s| s.auth.login_max_failures_per_user = 3).await;
+async fn failed_logins_are_throttled_per_username_and_client_across_instances() {
+    let limit = |s: &mut calcache::config::Settings| s.auth.login_max_failures_per_user_and_client = 3;
+    let app = spawn_app_with(limit).await;
+    let other = spawn_sibling_with(&app, limit).await;
     let user = app.new_user().await;
     let bystander = app.new_user().await;
     for _ in 0..3 {
         assert_eq!(app.login(&user.username, "wrong password").await.status(), StatusCode::UNAUTHORIZED);
     }
-    // Now even the right password is refused, on every instance, with 429.
+    // Now this client gets 429 for this name, even with the right password,
+    // on every instance.
     for instance in [&app, &other] {
         let res = instance.login(&user.username, &user.password).await;
         assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
-        assert!(res.headers().get("retry-after").is_some());
+        let retry: u64 = res.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+        assert!((1..=300).contains(&retry), "Retry-After is what is left of the window: {retry}");
         assert_eq!(res.json::<Value>().await.unwrap()["error"]["code"], "rate_limited");
     }
     // Another user is not affected, and existing sessions keep working.
     assert_eq!(app.login(&bystander.username, &bystander.password).await.status(), StatusCode::OK);
     assert_eq!(app.get("/api/me", Some(&user.token)).await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_stranger_cannot_lock_the_owner_out() {
+    let app = spawn_app_with(|s| {
+        behind_proxy(s);
+        s.auth.login_max_failures_per_user_and_client = 3;
+    })
+    .await;
+    let user = app.new_user().await;
+    // The attacker (who read the name in /api/users) fails far past the limit.
+    for _ in 0..6 {
+        let res = login_from(&app, "203.0.113.9", &user.username, "guess").await;
+        assert!(matches!(res.status().as_u16(), 401 | 429), "{}", res.status());
+    }
+    let res = login_from(&app, "203.0.113.9", &user.username, &user.password).await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS, "the guesser stays throttled, right password or not");
+    // The owner, from their own address, logs in.
+    let res = login_from(&app, "198.51.100.20", &user.username, &user.password).await;
+    assert_eq!(res.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn concurrent_guesses_are_counted_before_any_is_verified() {
+    let app = spawn_app_with(|s| {
+        s.auth.login_max_failures_per_user_and_client = 5;
+        s.auth.max_concurrent_hashes = std::num::NonZeroUsize::new(2).unwrap();
+        s.auth.hash_wait_ms = 60_000;
+    })
+    .await;
+    let user = app.new_user().await;
+    let guesses = (0..20).map(|i| {
+        let app = &app;
+        let name = user.username.clone();
+        async move { app.login(&name, &format!("guess number {i}")).await.status() }
+    });
+    let statuses = futures_util::future::join_all(guesses).await;
+    let evaluated = statuses.iter().filter(|s| **s == StatusCode::UNAUTHORIZED).count();
+    let refused = statuses.iter().filter(|s| **s == StatusCode::TOO_MANY_REQUESTS).count();
+    assert_eq!((evaluated, refused), (5, 15), "{statuses:?}");
+    // The right password from this client is refused too; the counter kept its window.
+    assert_eq!(app.login(&user.username, &user.password).await.status(), StatusCode::TOO_MANY_REQUESTS);
+    let mut redis = app.redis().await;
+    let client = calcache::domain::ClientAddr::from_ip("127.0.0.1".parse().unwrap());
+    let key = app.keys().login_attempts_user_client(&user.username, &client);
+    let ttl: i64 = redis::cmd("TTL").arg(&key).query_async(&mut redis).await.unwrap();
+    assert!((1..=300).contains(&ttl), "the counter expires: TTL {ttl}");
+    let text = app.metrics_text().await;
+    assert_eq!(
+        crate::helpers::metric(&text, "calcache_auth_refusals_total{reason=\"login_throttled\"}"),
+        16.0,
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn right_passwords_do_not_use_up_a_shared_address() {
+    // An office behind one address: many people log in, a few mistype.
+    let app = spawn_app_with(|s| s.auth.login_max_failures_per_client = 3).await;
+    let user = app.new_user().await;
+    for _ in 0..6 {
+        assert_eq!(app.login(&user.username, &user.password).await.status(), StatusCode::OK);
+    }
+    assert_eq!(app.login(&user.username, "typo").await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(app.login(&user.username, &user.password).await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn password_hashing_is_bounded_and_a_full_bound_answers_503() {
+    let app = spawn_app_with(|s| {
+        s.auth.max_concurrent_hashes = std::num::NonZeroUsize::new(2).unwrap();
+        s.auth.hash_wait_ms = 200;
+    })
+    .await;
+    let user = app.new_user().await;
+    // Every slot taken (as by two slow hashes): the next login waits its
+    // hash_wait_ms, then answers 503 without touching the password.
+    let held = app.state.hashing.permits().acquire_many(2).await.unwrap();
+    let res = app.login(&user.username, &user.password).await;
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(res.headers().get("retry-after").is_some());
+    assert_eq!(res.json::<Value>().await.unwrap()["error"]["code"], "unavailable");
+    let res = app.signup(&unique_name("late"), "long enough pw").await;
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    // One slot free again: a login queued behind it goes through.
+    drop(held);
+    let one = app.state.hashing.permits().acquire().await.unwrap();
+    assert_eq!(app.login(&user.username, &user.password).await.status(), StatusCode::OK);
+    drop(one);
+    assert_eq!(app.state.hashing.permits().available_permits(), 2, "every slot is given back");
+    let text = app.metrics_text().await;
+    assert_eq!(crate::helpers::metric(&text, "calcache_auth_refusals_total{reason=\"hashing_busy\"}"), 2.0, "{text}");
 }
 
 #[tokio::test]
@@ -197,4 +309,95 @@ async fn failed_logins_are_throttled_per_client_address() {
     }
     let res = app.login(&user, "correct horse battery").await;
     assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS, "this address has used up its failures");
+}
+
+#[tokio::test]
+async fn ipv6_clients_are_throttled_by_their_64() {
+    let app = spawn_app_with(|s| {
+        behind_proxy(s);
+        s.auth.login_max_failures_per_client = 3;
+    })
+    .await;
+    for i in 1..=3 {
+        let res = login_from(&app, &format!("2001:db8:7:7::{i:x}"), &unique_name("nobody"), "wrong password").await;
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    }
+    // A fresh address in the same /64 is the same client.
+    let res = login_from(&app, "2001:db8:7:7:ffff::1", &unique_name("nobody"), "wrong password").await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    // The next /64 is not.
+    let res = login_from(&app, "2001:db8:7:8::1", &unique_name("nobody"), "wrong password").await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn forwarded_for_from_an_untrusted_peer_is_ignored() {
+    // Trusting X-Forwarded-For, but only from 10.0.0.0/8: the test client
+    // (127.0.0.1) is not a proxy, so every spoofed address is still it.
+    let app = spawn_app_with(|s| {
+        s.auth.trust_forwarded_for = true;
+        s.auth.trusted_proxies = vec!["10.0.0.0/8".to_owned().try_into().unwrap()];
+        s.auth.login_max_failures_per_client = 3;
+    })
+    .await;
+    for i in 1..=3 {
+        let res = login_from(&app, &format!("203.0.113.{i}"), &unique_name("nobody"), "wrong password").await;
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    }
+    let res = login_from(&app, "203.0.113.99", &unique_name("nobody"), "wrong password").await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn only_the_proxys_own_entry_of_forwarded_for_counts() {
+    // A client prepends its own entries; the proxy appends the address it saw.
+    let app = spawn_app_with(|s| {
+        behind_proxy(s);
+        s.auth.login_max_failures_per_client = 2;
+    })
+    .await;
+    for i in 1..=2 {
+        let res =
+            login_from(&app, &format!("192.0.2.{i}, 203.0.113.5"), &unique_name("nobody"), "wrong password").await;
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    }
+    let res = login_from(&app, "192.0.2.77, 203.0.113.5", &unique_name("nobody"), "wrong password").await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn signups_are_throttled_per_client_address() {
+    let app = spawn_app_with(|s| {
+        behind_proxy(s);
+        s.auth.signup_max_per_client = 2;
+    })
+    .await;
+    let signup_from = |client: &'static str, name: String| {
+        let app = &app;
+        async move {
+            app.client
+                .post(app.url("/api/signup"))
+                .header("x-forwarded-for", client)
+                .json(&json!({"username": name, "password": "long enough pw"}))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let taken = unique_name("first");
+    assert_eq!(signup_from("198.51.100.1", taken.clone()).await.status(), StatusCode::CREATED);
+    // A conflict counts too: sign-up is no free oracle for taken names.
+    assert_eq!(signup_from("198.51.100.1", taken).await.status(), StatusCode::CONFLICT);
+    let refused_name = unique_name("third");
+    let res = signup_from("198.51.100.1", refused_name.clone()).await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(res.headers().get("retry-after").is_some());
+    assert_eq!(res.json::<Value>().await.unwrap()["error"]["code"], "rate_limited");
+    // Nothing was written for the refused sign-up.
+    let rows = app.sql_strings(&format!("SELECT username AS value FROM users WHERE username = '{refused_name}'")).await;
+    assert!(rows.is_empty(), "{rows:?}");
+    let text = app.metrics_text().await;
+    assert_eq!(crate::helpers::metric(&text, "calcache_auth_refusals_total{reason=\"signup_throttled\"}"), 1.0);
+    // Another address signs up.
+    assert_eq!(signup_from("198.51.100.2", unique_name("other")).await.status(), StatusCode::CREATED);
 }

@@ -7,6 +7,7 @@ mod bad_input;
 mod chaos;
 mod cluster;
 mod consistency;
+mod control_plane;
 mod faults;
 mod feed;
 #[allow(dead_code, reason = "a shared toolbox; not every module uses every helper")]

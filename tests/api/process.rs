@@ -20,6 +20,11 @@ struct Served {
 /// Runs `calcache serve` against the database and prefix of `app` (whose
 /// own server is only used to create the database).
 async fn serve(app: &crate::helpers::TestApp) -> Served {
+    serve_with(app, &[]).await
+}
+
+/// [`serve`] with more environment variables.
+async fn serve_with(app: &crate::helpers::TestApp, env: &[(&str, &str)]) -> Served {
     let log = std::env::temp_dir().join(format!("calcache-{}.log", uuid::Uuid::new_v4()));
     let out = std::fs::File::create(&log).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_calcache"))
@@ -33,6 +38,7 @@ async fn serve(app: &crate::helpers::TestApp) -> Served {
         .env("CALCACHE__REDIS__KEY_PREFIX", &app.prefix)
         .env("CALCACHE__SERVER__SHUTDOWN_TIMEOUT_SECS", "20")
         .env("RUST_LOG", "debug")
+        .envs(env.iter().copied())
         .stdout(out.try_clone().unwrap())
         .stderr(out)
         .spawn()
@@ -139,6 +145,41 @@ async fn sigterm_finishes_in_flight_requests_drains_the_outbox_and_exits_zero() 
     let (status, served) = tokio::task::spawn_blocking(move || (served.child.wait().unwrap(), served)).await.unwrap();
     assert!(status.success(), "exit status {status:?}");
     assert_eq!(app.outbox_depth().await, 0, "the outbox was drained before exit");
+    drop(served);
+}
+
+#[tokio::test]
+async fn sigterm_first_drains_readiness_while_requests_are_still_served() {
+    let app = spawn_app().await;
+    let user = app.new_user().await;
+    // A drain far longer than the test: the second signal ends it.
+    let mut served = serve_with(&app, &[("CALCACHE__SERVER__DRAIN_SECS", "600")]).await;
+    let client = reqwest::Client::new();
+    assert_eq!(client.get(served.url("/readyz")).send().await.unwrap().status(), StatusCode::OK);
+
+    served.sigterm();
+    let url = served.url("/readyz");
+    eventually(Duration::from_secs(10), "/readyz answers 503", || {
+        let (c, u) = (client.clone(), url.clone());
+        async move { c.get(u).send().await.is_ok_and(|r| r.status() == StatusCode::SERVICE_UNAVAILABLE) }
+    })
+    .await;
+    let res = client.get(served.url("/readyz")).send().await.unwrap();
+    assert_eq!(res.headers()["retry-after"], "1");
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unavailable");
+    assert_eq!(body["error"]["message"], "unavailable: draining");
+    // Everything else is still served while the balancer takes it out.
+    assert_eq!(client.get(served.url("/healthz")).send().await.unwrap().status(), StatusCode::OK);
+    let me = client.get(served.url("/api/me")).bearer_auth(&user.token).send().await.unwrap();
+    assert_eq!(me.status(), StatusCode::OK);
+
+    // A second signal cuts the drain short: the listener closes, exit 0.
+    served.sigterm();
+    let (status, served) = tokio::task::spawn_blocking(move || (served.child.wait().unwrap(), served)).await.unwrap();
+    assert!(status.success(), "exit status {status:?}");
+    let logs = std::fs::read_to_string(&served.log).unwrap();
+    assert!(logs.contains("stop requested"), "the drain is logged");
     drop(served);
 }
 
