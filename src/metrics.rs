@@ -170,6 +170,8 @@ pub struct Metrics {
     pub db_pool_idle: Gauge,
     pub db_pool_wait: Histogram,
     pub http_requests: HistogramFamily<RequestLabels>,
+    /// Live change streams (`service::changes`).
+    pub streams: crate::service::changes::StreamMetrics,
 }
 
 impl Default for Metrics {
@@ -241,6 +243,7 @@ impl Metrics {
             "Request latency by method, route and status class",
             http_requests.clone(),
         );
+        let streams = crate::service::changes::StreamMetrics::register(&mut registry);
         Self {
             registry,
             feed_requests,
@@ -255,6 +258,7 @@ impl Metrics {
             db_pool_idle,
             db_pool_wait,
             http_requests,
+            streams,
         }
     }
 

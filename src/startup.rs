@@ -51,6 +51,7 @@ fn build_parts(settings: &Settings) -> Result<(Arc<AppState>, Option<AuditSample
     let pool = db::build_pool(&settings.database, metrics.pool_observer());
     let mut cache = Cache::new(&settings.redis, &settings.cache, metrics.clone())?;
     let audit = (settings.cache.audit_sample_rate > 0.0).then(|| cache.enable_audit(settings.cache.audit_sample_rate));
+    let changes = crate::service::changes::Hub::new(settings.stream.clone(), metrics.streams.clone());
     let state = Arc::new(AppState {
         pool,
         cache,
@@ -58,6 +59,7 @@ fn build_parts(settings: &Settings) -> Result<(Arc<AppState>, Option<AuditSample
         auth: settings.auth.clone(),
         outbox: invalidation::OutboxSignal::default(),
         outbox_interval: Duration::from_millis(settings.cache.outbox_interval_ms.max(10)),
+        changes,
     });
     Ok((state, audit))
 }
@@ -65,6 +67,20 @@ fn build_parts(settings: &Settings) -> Result<(Arc<AppState>, Option<AuditSample
 /// Applies pending migrations (blocking pool).
 pub async fn run_migrations(pool: &PgPool) -> Result<usize, DbError> {
     db::run(pool, db::migrate).await
+}
+
+async fn close_streams_on_signal(state: Arc<AppState>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::warn!("cannot listen for signals; change streams are closed by the shutdown timeout");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::info!(streams = state.changes.open_streams(), "stopping: closing change streams");
+    state.changes.shut_down();
 }
 
 impl Application {
@@ -97,6 +113,7 @@ impl Application {
                 // ahead of it, `/api/work-items/{id}` would cost a regex
                 // match on every feed request.
                 .configure(routes::feed::config)
+                .configure(routes::changes::config)
                 .configure(routes::health::config)
                 .configure(routes::auth::config)
                 .configure(routes::work_items::config)
@@ -110,6 +127,11 @@ impl Application {
         .listen(listener)?
         .run();
 
+        crate::service::changes::Hub::start(&state, &settings.redis)?;
+        // SIGTERM/SIGINT: end the change streams first (actix stops on the
+        // same signals, and would otherwise wait out its shutdown timeout
+        // for streams that never finish on their own).
+        tokio::spawn(close_streams_on_signal(state.clone()));
         let shutdown = Arc::new(Notify::new());
         let drainer = tokio::spawn(invalidation::run_drainer(state.clone(), state.outbox_interval, shutdown.clone()));
         if let Some(samples) = audit {

@@ -93,6 +93,16 @@ impl Keys {
         k
     }
 
+    /// `<prefix>:changes:{u<id>}` — the user's change-notification channel
+    /// (Pub/Sub; sharded Pub/Sub on Redis Cluster, in the user's slot).
+    pub fn changes(&self, user: UserId) -> String {
+        let mut k = String::with_capacity(self.prefix.len() + 30);
+        k.push_str(&self.prefix);
+        k.push_str(":changes:");
+        Self::user_tag(&mut k, user);
+        k
+    }
+
     /// `<feed key>:lease` — held by the one request that fills a missing entry.
     pub fn lease(&self, feed_key: &str) -> String {
         format!("{feed_key}:lease")
@@ -148,6 +158,7 @@ mod tests {
             keys.feed(UserId(9), Some(3), &p),
             keys.session(UserId(9), &[0xab, 0x01]),
             keys.lease(&keys.feed(UserId(9), Some(3), &p)),
+            keys.changes(UserId(9)),
         ];
         for k in &all {
             assert_eq!(tag(k), "{u9}", "{k}");

@@ -5,6 +5,7 @@
 
 mod body;
 mod breaker;
+pub mod changes;
 mod feed;
 pub mod keys;
 mod ratelimit;
@@ -448,6 +449,8 @@ impl Cache {
                     sessions::push_revoke(pipe, &self.keys.session(*user, token_hash), tombstone_secs)
                 }
             }
+            // Live change streams: tell every process holding one (after the bump).
+            changes::push_publish(pipe, &self.keys, item, self.sharded_pubsub());
         }
         let wanted = self.wait_replicas;
         // Half the operation timeout, so a missing replica is reported as
