@@ -3,9 +3,12 @@
 use std::time::Duration;
 
 use reqwest::{Response, StatusCode};
+use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
-use crate::helpers::{OCT, TestApp, TestUser, eventually, item, metric, spawn_app, spawn_app_with, spawn_sibling};
+use crate::helpers::{
+    OCT, TestApp, TestUser, eventually, item, metric, spawn_app, spawn_app_with, spawn_sibling, spawn_sibling_with,
+};
 
 /// One Server-Sent Event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -372,4 +375,92 @@ async fn a_burst_of_writes_ends_on_the_final_version() {
         last = v;
     }
     assert_eq!(last, final_version);
+}
+
+fn redis_upstream() -> String {
+    crate::helpers::authority(crate::helpers::base_settings().redis.url.expose_secret())
+}
+
+fn through(proxy: &crate::proxy::Proxy) -> impl FnOnce(&mut calcache::config::Settings) {
+    let port = proxy.port;
+    move |s| {
+        s.redis.url = crate::helpers::with_authority(s.redis.url.expose_secret(), &format!("127.0.0.1:{port}")).into();
+        s.redis.breaker_cooldown_ms = 200;
+    }
+}
+
+fn direct(s: &mut calcache::config::Settings) {
+    s.redis.url = format!("redis://{}", redis_upstream()).into();
+}
+
+/// A bump that could not reach Redis after the commit is published by the
+/// outbox drainer that applies it: the open stream still hears of it.
+#[tokio::test]
+async fn a_deferred_bump_reaches_the_stream_when_the_drainer_applies_it() {
+    if crate::helpers::cluster_nodes().is_some() {
+        return; // the proxy stands in front of one Redis
+    }
+    let proxy = crate::proxy::Proxy::start(redis_upstream()).await;
+    let writer = spawn_app_with(through(&proxy)).await;
+    // The reader's drainer is held off, so the writer's applies the row
+    // once Redis is back (the row is due at once for every drainer).
+    let reader = spawn_sibling_with(&writer, |s| {
+        direct(s);
+        s.cache.outbox_interval_ms = 3_600_000;
+    })
+    .await;
+    let user = writer.new_user().await;
+    let created = writer.create_item(&user, item("doomed", "2026-10-06T09:00:00Z", "2026-10-06T10:00:00Z")).await;
+    let (mut sse, _) = live(&reader, &user).await;
+
+    proxy.cut().await;
+    let res = writer.delete(&format!("/api/work-items/{}", created["id"].as_str().unwrap()), &user.token).await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert!(writer.outbox_depth().await >= 1, "the bump waits in the outbox");
+    sse.nothing_for(Duration::from_millis(300)).await;
+    proxy.heal();
+    let ev = sse.next(Duration::from_secs(5)).await.expect("the drainer's publish");
+    assert_eq!(ev.event, "change");
+    assert!(reader.feed(&user, OCT).await.ids().is_empty());
+}
+
+/// When a process loses its subscription connection it cannot vouch for
+/// its streams any more: it ends them (no `end`), refuses new ones with 503
+/// until Redis answers, and a client reconnecting afterwards with its
+/// `Last-Event-ID` is told to refetch what it missed meanwhile.
+#[tokio::test]
+async fn a_lost_subscription_ends_streams_and_the_reconnect_catches_up() {
+    if crate::helpers::cluster_nodes().is_some() {
+        return; // the proxy stands in front of one Redis
+    }
+    let proxy = crate::proxy::Proxy::start(redis_upstream()).await;
+    let holder = spawn_app_with(through(&proxy)).await;
+    let writer = spawn_sibling_with(&holder, direct).await;
+    let user = writer.new_user().await;
+    let (mut sse, ready) = live(&holder, &user).await;
+
+    proxy.cut().await;
+    assert_eq!(sse.next(Duration::from_secs(5)).await, None, "ended without an end event");
+    // Missed by the holder: its subscription is down.
+    writer.create_item(&user, item("while cut", "2026-10-06T09:00:00Z", "2026-10-06T10:00:00Z")).await;
+    let res = open(&holder, &user.token, ready.id.as_deref()).await;
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unavailable");
+
+    proxy.heal();
+    // Polled with a deadline: the holder reconnects with backoff.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut poll = tokio::time::interval(Duration::from_millis(50));
+    let resumed = loop {
+        poll.tick().await;
+        let res = open(&holder, &user.token, ready.id.as_deref()).await;
+        if res.status() == StatusCode::OK {
+            break Sse::new(res);
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the holder never streamed again: {}", res.status());
+    };
+    let mut resumed = resumed;
+    let ev = resumed.next(SECOND).await.unwrap();
+    assert_eq!(ev.event, "change", "told to refetch what it missed: {ev:?}");
 }
