@@ -213,6 +213,16 @@ impl Link {
         Ok(())
     }
 
+    /// Names the connection in `CLIENT LIST` (single Redis only; a cluster
+    /// connection has one per node). Best effort.
+    async fn name(&mut self, name: &str) {
+        if let Self::Single(c) = self
+            && let Err(e) = redis::cmd("CLIENT").arg("SETNAME").arg(name).query_async::<()>(c).await
+        {
+            tracing::debug!(error = %e, "change notifications: CLIENT SETNAME failed");
+        }
+    }
+
     async fn unsubscribe(&mut self, channel: &str) -> Result<(), CacheError> {
         match self {
             Self::Single(c) => c.unsubscribe(channel).await?,
@@ -294,6 +304,7 @@ async fn connect_and_serve(
     let (push_tx, mut pushes) = mpsc::unbounded_channel();
     let connected = async {
         let mut link = target.connect(push_tx, timeout).await?;
+        link.name(&subscriber_name(keys)).await;
         for user in users.iter() {
             link.subscribe(&keys.changes(*user)).await?;
         }
@@ -372,6 +383,12 @@ async fn connect_and_serve(
             },
         }
     }
+}
+
+/// The subscriber connection's name in `CLIENT LIST`:
+/// `calcache-changes:<prefix>` (spaces, which names may not hold, as `_`).
+pub fn subscriber_name(keys: &Keys) -> String {
+    format!("calcache-changes:{}", keys.prefix().replace(' ', "_"))
 }
 
 /// `[channel, payload]` of a (sharded) message push.
