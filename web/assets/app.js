@@ -191,8 +191,8 @@
     if (window.calcacheLive) {
       await window.calcacheLive.start({
         refetch,
-        ended: (reason) =>
-          showSignIn(reason === 'logout' ? 'You have signed out.' : 'Your session has ended. Please sign in again.'),
+        // Signed out elsewhere (another tab or device), or expired.
+        ended: () => showSignIn('Your session has ended. Please sign in again.'),
       });
       if (state.me !== me) return; // signed out while waiting
     }
