@@ -90,8 +90,9 @@
       } catch (_) {
         // keep the default
       }
+      const h = handlers;
       stop();
-      if (handlers && handlers.ended) handlers.ended(reason);
+      if (h && h.ended) h.ended(reason);
     });
     es.addEventListener('error', () => {
       if (es !== source) return;
@@ -129,6 +130,7 @@
   }
 
   function stop() {
+    handlers = null;
     if (source) source.close();
     source = null;
     if (retryTimer) clearTimeout(retryTimer);
@@ -148,6 +150,20 @@
       pending = null;
     }
   }
+
+  // Back/forward cache: a page put away closes its stream (keeping the
+  // last id, and the page eligible for the cache); restored, it reconnects
+  // with that id and is told to refetch if anything changed meanwhile.
+  window.addEventListener('pagehide', (ev) => {
+    if (!ev.persisted || !source) return;
+    source.close();
+    source = null;
+  });
+  window.addEventListener('pageshow', (ev) => {
+    if (!ev.persisted || !handlers || source || retryTimer) return;
+    indicator('reconnecting');
+    connect();
+  });
 
   window.calcacheLive = { start, stop, feedStarted };
 })();
