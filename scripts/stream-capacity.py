@@ -92,7 +92,9 @@ async def open_stream(port: int, token: str, streams: list) -> None:
     await writer.drain()
     head = await reader.readuntil(b"\r\n\r\n")
     if not head.startswith(b"HTTP/1.1 200"):
-        raise RuntimeError(head.split(b"\r\n", 1)[0].decode())
+        body = await reader.read(500)
+        status = head.split(b"\r\n", 1)[0].decode()
+        raise RuntimeError(f"{status}: {body.decode(errors='replace')}")
     await reader.readuntil(b"event: ready")
     streams.append((reader, writer))
 
@@ -124,10 +126,13 @@ async def measure(args, port: int, pid: int, tokens: list[str]) -> None:
     deadline = time.monotonic() + 30
     while open_now() != 0:  # the closes counted out before the baseline (heartbeats find them)
         assert time.monotonic() < deadline, "warm-up streams never closed"
-        await asyncio.wait([asyncio.create_task(asyncio.Event().wait())], timeout=0.2)
+        try:
+            await asyncio.wait_for(asyncio.Event().wait(), 0.2)  # a poll interval
+        except asyncio.TimeoutError:
+            pass
     base_rss, base_redis = rss_kib(pid), redis_used_memory()
     t = time.monotonic()
-    batch = 500
+    batch = 100  # opens in flight at once (each checks its session in PostgreSQL)
     for start in range(0, args.streams, batch):
         await asyncio.gather(*(open_stream(port, tokens[i % len(tokens)], streams)
                                for i in range(start, min(start + batch, args.streams))))
