@@ -114,4 +114,4 @@ log "calcache ready at $BASE_URL"
 # --- the tests -------------------------------------------------------------------
 
 cd "$E2E"
-E2E_BASE_URL="$BASE_URL" node --test --test-concurrency="${E2E_CONCURRENCY:-1}" --test-timeout=300000 "$@" tests/
+E2E_BASE_URL="$BASE_URL" E2E_KEY_PREFIX="$PREFIX" REDIS_URL="$REDIS" node --test --test-concurrency="${E2E_CONCURRENCY:-1}" --test-timeout=300000 "$@" tests/

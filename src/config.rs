@@ -20,6 +20,7 @@ pub struct Settings {
     pub cache: CacheSettings,
     pub auth: AuthSettings,
     pub log: LogSettings,
+    pub stream: StreamSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -210,6 +211,34 @@ impl TrustedProxy {
 impl std::fmt::Display for TrustedProxy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         self.0.fmt(f)
+    }
+}
+
+/// Live change streams (`GET /api/calendar/changes`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamSettings {
+    /// A comment line this often keeps idle proxies from closing the stream
+    /// (and finds clients that went away).
+    pub heartbeat_secs: std::num::NonZeroU64,
+    /// How often each stream re-reads its user's version and re-checks its
+    /// session: the safety net under Pub/Sub, which may lose messages.
+    pub check_secs: std::num::NonZeroU64,
+    /// Open streams per user per process (tabs and devices), then 429.
+    pub max_per_user: std::num::NonZeroUsize,
+    /// Open streams per process, then 503 (a balancer tries another replica).
+    pub max_per_process: std::num::NonZeroUsize,
+    /// The reconnect delay the stream asks browsers to use (`retry:`).
+    pub retry_ms: std::num::NonZeroU64,
+}
+
+impl StreamSettings {
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_secs(self.heartbeat_secs.get())
+    }
+
+    pub fn check(&self) -> Duration {
+        Duration::from_secs(self.check_secs.get())
     }
 }
 

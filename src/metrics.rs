@@ -194,6 +194,8 @@ pub struct Metrics {
     pub http_requests: HistogramFamily<RequestLabels>,
     pub auth_refusals: Family<AuthRefusalLabels, Counter>,
     pub sessions_pruned: Counter,
+    /// Live change streams (`service::changes`).
+    pub streams: crate::service::changes::StreamMetrics,
 }
 
 impl Default for Metrics {
@@ -285,6 +287,7 @@ impl Metrics {
         );
         let sessions_pruned = Counter::default();
         registry.register("sessions_pruned", "Expired sessions deleted by housekeeping", sessions_pruned.clone());
+        let streams = crate::service::changes::StreamMetrics::register(&mut registry);
         Self {
             registry,
             feed_requests,
@@ -303,6 +306,7 @@ impl Metrics {
             http_requests,
             auth_refusals,
             sessions_pruned,
+            streams,
         }
     }
 

@@ -65,6 +65,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
         routes::auth::Docs::openapi(),
         routes::work_items::Docs::openapi(),
         routes::feed::Docs::openapi(),
+        routes::changes::Docs::openapi(),
         routes::health::Docs::openapi(),
         routes::openapi::Docs::openapi(),
     ] {

@@ -57,6 +57,7 @@ fn build_parts(settings: &Settings) -> Result<(Arc<AppState>, Option<AuditSample
     let mut cache = Cache::new(&settings.redis, &settings.cache, settings.database.request_timeout(), metrics.clone())?;
     let audit = (settings.cache.audit_sample_rate > 0.0).then(|| cache.enable_audit(settings.cache.audit_sample_rate));
     let hashing = crate::service::auth::HashLimiter::new(&settings.auth, metrics.clone());
+    let changes = crate::service::changes::Hub::new(settings.stream.clone(), metrics.streams.clone());
     let state = Arc::new(AppState {
         pool,
         cache,
@@ -66,6 +67,7 @@ fn build_parts(settings: &Settings) -> Result<(Arc<AppState>, Option<AuditSample
         draining: std::sync::atomic::AtomicBool::new(false),
         outbox: invalidation::OutboxSignal::default(),
         outbox_interval: Duration::from_millis(settings.cache.outbox_interval_ms.max(10)),
+        changes,
     });
     Ok((state, audit))
 }
@@ -103,6 +105,10 @@ async fn stop_on_signal(state: Arc<AppState>, server: ServerHandle, drain: Durat
         () = tokio::time::sleep(drain) => {}
         _ = wait_for_stop_signal() => tracing::info!("second stop signal: draining cut short"),
     }
+    // End the change streams first: actix's graceful stop would otherwise
+    // wait out its shutdown timeout for streams that never finish.
+    tracing::info!(streams = state.changes.open_streams(), "stopping: closing change streams");
+    state.changes.shut_down();
     server.stop(true).await;
 }
 
@@ -160,6 +166,7 @@ impl Application {
                 // ahead of it, `/api/work-items/{id}` would cost a regex
                 // match on every feed request.
                 .configure(routes::feed::config)
+                .configure(routes::changes::config)
                 .configure(routes::health::config)
                 .configure(routes::auth::config)
                 .configure(routes::work_items::config)
@@ -184,6 +191,7 @@ impl Application {
             let every = Duration::from_secs(settings.auth.session_prune_interval_secs);
             background.push(tokio::spawn(crate::service::housekeeping::run_session_pruner(state.clone(), every)));
         }
+        crate::service::changes::Hub::start(&state, &settings.redis)?;
         let shutdown = Arc::new(Notify::new());
         let drainer = tokio::spawn(invalidation::run_drainer(state.clone(), state.outbox_interval, shutdown.clone()));
         if let Some(samples) = audit {

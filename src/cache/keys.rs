@@ -96,11 +96,21 @@ impl Keys {
     }
 
     /// `<prefix>:write_fence:{u<id>}` — the set of writes in flight for the
-    /// user (see `fence.rs`). Expires `cache::Fences::ttl` after the latest write.
+    /// user (see `fence.rs`). Expires `cache::fence_ttl` after the latest write.
     pub fn fence(&self, user: UserId) -> String {
         let mut k = String::with_capacity(self.prefix.len() + 40);
         k.push_str(&self.prefix);
         k.push_str(":write_fence:");
+        Self::user_tag(&mut k, user);
+        k
+    }
+
+    /// `<prefix>:changes:{u<id>}` — the user's change-notification channel
+    /// (Pub/Sub; sharded Pub/Sub on Redis Cluster, in the user's slot).
+    pub fn changes(&self, user: UserId) -> String {
+        let mut k = String::with_capacity(self.prefix.len() + 30);
+        k.push_str(&self.prefix);
+        k.push_str(":changes:");
         Self::user_tag(&mut k, user);
         k
     }
@@ -189,6 +199,7 @@ mod tests {
             keys.session(UserId(9), &[0xab, 0x01]),
             keys.lease(&keys.feed(UserId(9), Some(3), &p)),
             keys.fence(UserId(9)),
+            keys.changes(UserId(9)),
         ];
         for k in &all {
             assert_eq!(tag(k), "{u9}", "{k}");

@@ -5,6 +5,7 @@
 
 mod body;
 mod breaker;
+pub mod changes;
 mod feed;
 mod fence;
 pub mod keys;
@@ -505,6 +506,8 @@ impl Cache {
                     sessions::push_revoke(pipe, &self.keys.session(*user, token_hash), tombstone_secs)
                 }
             }
+            // Live change streams: tell every process holding one (after the bump).
+            changes::push_publish(pipe, &self.keys, item, self.sharded_pubsub());
         }
         self.send_per_user(by_user).await?;
         for item in items {

@@ -2,6 +2,7 @@
 //! response; none of them touches Redis or Diesel.
 
 pub mod auth;
+pub mod changes;
 pub mod extract;
 pub mod feed;
 pub mod health;

@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod changes;
 pub mod feed;
 pub mod housekeeping;
 pub mod invalidation;
@@ -32,6 +33,8 @@ pub struct AppState {
     pub outbox: invalidation::OutboxSignal,
     /// The drainer's base interval (also the base of its backoff).
     pub outbox_interval: std::time::Duration,
+    /// Open live change streams of this process.
+    pub changes: changes::Hub,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -20,6 +20,7 @@ const CONTRACT: &[(&str, &str, bool, &[u16])] = &[
     ("patch", "/api/work-items/{id}", true, &[200, 400, 401, 404, 413, 415, 503]),
     ("delete", "/api/work-items/{id}", true, &[204, 400, 401, 404, 503]),
     ("get", "/api/calendar/feed", true, &[200, 400, 401, 503]),
+    ("get", "/api/calendar/changes", true, &[200, 400, 401, 429, 503]),
     ("get", "/healthz", false, &[200]),
     ("get", "/readyz", false, &[200, 503]),
     ("get", "/metrics", false, &[200]),

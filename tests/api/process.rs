@@ -231,3 +231,26 @@ async fn no_password_or_token_ever_reaches_the_logs() {
         assert!(!logs.contains(secret), "a secret reached the logs: {secret}");
     }
 }
+
+/// SIGTERM ends the binary's change streams at once (no `end` event, so
+/// browsers reconnect elsewhere) instead of letting them hold the graceful
+/// stop for `server.shutdown_timeout_secs` (20 s here), and the process
+/// exits 0.
+#[tokio::test]
+async fn sigterm_ends_change_streams_at_once_and_exits_zero() {
+    let app = spawn_app().await;
+    let user = app.new_user().await;
+    let mut served = serve(&app).await;
+    let res =
+        reqwest::Client::new().get(served.url("/api/calendar/changes")).bearer_auth(&user.token).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let mut sse = crate::changes::Sse::new(res);
+    assert_eq!(sse.next(Duration::from_secs(5)).await.unwrap().event, "ready");
+    served.sigterm();
+    // Well within the 20 s shutdown timeout, which the stream would
+    // otherwise have held.
+    assert_eq!(sse.next(Duration::from_secs(10)).await, None, "the stream ended without an end event");
+    let (status, served) = tokio::task::spawn_blocking(move || (served.child.wait().unwrap(), served)).await.unwrap();
+    assert!(status.success(), "exit status {status:?}");
+    drop(served);
+}

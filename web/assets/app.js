@@ -159,6 +159,7 @@
   }
 
   function showSignIn(message) {
+    if (window.calcacheLive) window.calcacheLive.stop(); // live updates (assets/live.js)
     if (state.calendar) {
       state.calendar.destroy();
       state.calendar = null;
@@ -186,6 +187,15 @@
     state.me = me;
     $('account-name').textContent = me.username;
     showView('calendar');
+    // Live updates (assets/live.js): subscribed before the first fetch.
+    if (window.calcacheLive) {
+      await window.calcacheLive.start({
+        refetch,
+        // Signed out elsewhere (another tab or device), or expired.
+        ended: () => showSignIn('Your session has ended. Please sign in again.'),
+      });
+      if (state.me !== me) return; // signed out while waiting
+    }
     if (!state.calendar) {
       state.calendar = createCalendar();
       state.calendar.render();
@@ -221,6 +231,7 @@
 
   // The events source: FullCalendar asks for a range, we fetch it fresh.
   function fetchFeed(info, success, failure) {
+    if (window.calcacheLive) window.calcacheLive.feedStarted();
     const params = new URLSearchParams({ start: info.startStr, end: info.endStr });
     const type = $('filter-type').value;
     const status = $('filter-status').value;
