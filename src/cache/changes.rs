@@ -108,7 +108,6 @@ enum Command {
 #[derive(Debug, Clone)]
 pub struct ChangeBus {
     commands: mpsc::UnboundedSender<Command>,
-    up: Arc<AtomicBool>,
     timeout: Duration,
 }
 
@@ -130,8 +129,8 @@ impl ChangeBus {
         let up = Arc::new(AtomicBool::new(false));
         let target = Target::new(redis)?;
         let keys = Keys::new(redis.key_prefix.clone());
-        tokio::spawn(run(target, keys, rx, events, up.clone(), redis.timeout()));
-        Ok(Self { commands, up, timeout: redis.timeout().max(Duration::from_millis(500)) })
+        tokio::spawn(run(target, keys, rx, events, up, redis.timeout()));
+        Ok(Self { commands, timeout: redis.timeout().max(Duration::from_millis(500)) })
     }
 
     /// Subscribes to the user's channel; returns once Redis confirmed it, so
@@ -147,11 +146,6 @@ impl ChangeBus {
 
     pub fn unsubscribe(&self, user: UserId) {
         let _ = self.commands.send(Command::Unsubscribe(user));
-    }
-
-    /// True while the subscription connection is established.
-    pub fn is_up(&self) -> bool {
-        self.up.load(Ordering::Relaxed)
     }
 }
 
