@@ -127,7 +127,8 @@ async fn document_states_the_contracts_limits() {
     let status = property(&doc, "PatchWorkItem", "status");
     assert_eq!(status["enum"], serde_json::json!(["not_started", "in_progress", "completed", "cancelled"]));
 
-    // Input timestamps: RFC 3339 or a bare date. Output: RFC 3339.
+    // Input timestamps: RFC 3339 or a bare date. Output: RFC 3339, but a
+    // feed event's start and end may be dates (all-day events, v1.1).
     let start = property(&doc, "CreateWorkItem", "start");
     let formats: Vec<&str> = start["anyOf"].as_array().unwrap().iter().filter_map(|s| s["format"].as_str()).collect();
     assert_eq!(formats, ["date-time", "date"]);
@@ -135,7 +136,10 @@ async fn document_states_the_contracts_limits() {
         assert_eq!(property(&doc, "WorkItem", field)["format"], "date-time", "WorkItem.{field}");
     }
     for field in ["start", "end"] {
-        assert_eq!(property(&doc, "FeedEvent", field)["format"], "date-time", "FeedEvent.{field}");
+        let event_time = property(&doc, "FeedEvent", field);
+        let formats: Vec<&str> =
+            event_time["anyOf"].as_array().unwrap().iter().filter_map(|s| s["format"].as_str()).collect();
+        assert_eq!(formats, ["date-time", "date"], "FeedEvent.{field}");
     }
 
     // Unknown fields are refused, and the document says so.

@@ -263,18 +263,14 @@
       },
       eventDataTransform(raw) {
         const props = raw.extendedProps || {};
-        const event = Object.assign({}, raw, {
+        // All-day events arrive as dates (FullCalendar's form), timed ones
+        // as instants: nothing to convert.
+        return Object.assign({}, raw, {
           backgroundColor: COLORS[props.workType],
           borderColor: COLORS[props.workType],
           textColor: '#ffffff',
           classNames: [`wt-${props.workType}`, `st-${props.status}`],
         });
-        if (raw.allDay) {
-          // Whole days in UTC, whatever the browser's time zone.
-          event.start = utcDate(raw.start);
-          event.end = raw.end ? utcDate(raw.end) : undefined;
-        }
-        return event;
       },
       eventDidMount(info) {
         const props = info.event.extendedProps;
