@@ -40,6 +40,22 @@ pub async fn no_store(
     Ok(res)
 }
 
+/// `HEAD` wherever `GET` works (RFC 9110 §9.3.2): a HEAD request is routed
+/// as the GET it stands for, so it gets the same status and headers (the
+/// header guard, `Content-Length`, `X-Cache`) from the same handler;
+/// actix-http, which remembers that the request line said HEAD, sends no
+/// body. A path without GET answers HEAD with its JSON 405. Innermost of the
+/// app's middleware, so metrics and logs still say HEAD.
+pub async fn head_as_get(
+    mut req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    if req.method() == actix_web::http::Method::HEAD {
+        req.head_mut().method = actix_web::http::Method::GET;
+    }
+    next.call(req).await
+}
+
 /// Safety net: an error response whose body is not JSON (actix's own 404s,
 /// 405s, 413s, payload and extractor errors) is replaced by the contract's
 /// error body for its status, so no plain-text or HTML error leaves.

@@ -47,7 +47,7 @@ pub fn config(cfg: &mut web::ServiceConfig) {
         web::resource("/api/calendar/feed")
             .wrap(from_fn(no_store))
             .route(web::get().to(feed))
-            .default_service(super::allow("GET")),
+            .default_service(super::allow("GET, HEAD")),
     );
 }
 

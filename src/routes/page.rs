@@ -35,24 +35,17 @@ impl WebDir {
 
 /// The page's routes; `startup` provides the [`WebDir`] as app data.
 pub fn config(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/")
-            .route(web::get().to(index))
-            .route(web::head().to(index))
-            .default_service(web::to(super::method_not_allowed)),
-    )
-    .service(
-        web::resource("/favicon.ico")
-            .route(web::get().to(favicon))
-            .route(web::head().to(favicon))
-            .default_service(web::to(super::method_not_allowed)),
-    )
-    .service(
-        web::resource("/assets/{path:.*}")
-            .route(web::get().to(asset))
-            .route(web::head().to(asset))
-            .default_service(web::to(super::method_not_allowed)),
-    );
+    cfg.service(web::resource("/").route(web::get().to(index)).default_service(web::to(super::method_not_allowed)))
+        .service(
+            web::resource("/favicon.ico")
+                .route(web::get().to(favicon))
+                .default_service(web::to(super::method_not_allowed)),
+        )
+        .service(
+            web::resource("/assets/{path:.*}")
+                .route(web::get().to(asset))
+                .default_service(web::to(super::method_not_allowed)),
+        );
 }
 
 #[derive(Debug, thiserror::Error)]

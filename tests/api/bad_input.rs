@@ -281,6 +281,34 @@ async fn chunked_upload(port: u16, path: &str, body: Vec<u8>) -> (String, Option
     .unwrap()
 }
 
+/// No field of the API is nullable: a JSON `null` is a 400 naming the field,
+/// never read as "absent" (a PATCH that silently changes nothing), and
+/// nothing is written.
+#[tokio::test]
+async fn a_null_is_a_400_naming_the_field() {
+    let app = spawn_app().await;
+    let user = app.new_user().await;
+    let item =
+        app.create_item(&user, crate::helpers::item("keep", "2026-10-06T09:00:00Z", "2026-10-06T10:00:00Z")).await;
+    let path = format!("/api/work-items/{}", item["id"].as_str().unwrap());
+    for field in ["title", "description", "work_type", "status", "start", "end", "all_day", "assignee_ids"] {
+        let res = app.patch_json(&path, &user.token, &json!({ field: null })).await;
+        assert_error(res, StatusCode::BAD_REQUEST, "invalid_input", Some(field), &format!("PATCH {field}: null")).await;
+    }
+    // Mixed with valid fields: still refused, and nothing changed.
+    let res = app.patch_json(&path, &user.token, &json!({"title": "changed", "end": null})).await;
+    assert_error(res, StatusCode::BAD_REQUEST, "invalid_input", Some("end"), "PATCH title + end: null").await;
+    let now: Value = app.get(&path, Some(&user.token)).await.json().await.unwrap();
+    assert_eq!((&now["title"], &now["end"]), (&json!("keep"), &item["end"]));
+
+    let create = json!({"title": "x", "work_type": "task", "start": "2026-10-06", "status": null});
+    let res = app.post_json("/api/work-items", Some(&user.token), &create).await;
+    assert_error(res, StatusCode::BAD_REQUEST, "invalid_input", Some("status"), "POST status: null").await;
+    let res = app.post_json("/api/login", None, &json!({"username": null, "password": "x"})).await;
+    assert_error(res, StatusCode::BAD_REQUEST, "invalid_input", Some("username"), "login username: null").await;
+    assert_eq!(app.feed(&user, "start=2026-10-01&end=2026-11-01").await.titles(), ["keep"]);
+}
+
 /// A client that sends its head or body too slowly is cut off after
 /// `server.client_timeout_ms` instead of holding a connection forever.
 #[tokio::test]

@@ -205,11 +205,64 @@ async fn undocumented_methods_are_405_with_allow() {
             let allow = res.headers().get("allow").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
             let mut advertised: Vec<String> = allow.split(',').map(|m| m.trim().to_owned()).collect();
             advertised.sort();
+            // HEAD is allowed wherever GET is (and not documented apart).
             let mut expected = documented.clone();
+            if documented.iter().any(|m| m == "GET") {
+                expected.push("HEAD".to_owned());
+            }
             expected.sort();
             assert_eq!(advertised, expected, "{method} {path}: Allow: {allow}");
             let body: Value = res.json().await.unwrap();
             assert_eq!(body["error"]["code"], "method_not_allowed", "{method} {path}");
         }
     }
+}
+
+/// `HEAD` wherever `GET` works: every GET route of the document, the page and
+/// an asset answer HEAD with GET's status and headers and no body; a route
+/// without GET answers HEAD with its 405.
+#[tokio::test]
+async fn head_works_wherever_get_does() {
+    let app = spawn_app().await;
+    let user = app.new_user().await;
+    let item = app.create_item(&user, crate::helpers::item("x", "2026-10-06T09:00:00Z", "2026-10-06T10:00:00Z")).await;
+    let id = item["id"].as_str().unwrap().to_owned();
+    let doc = document(&app).await;
+    let mut paths: Vec<String> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(_, item)| item.get("get").is_some())
+        .map(|(path, _)| path.replace("{id}", &id))
+        .collect();
+    paths
+        .iter_mut()
+        .filter(|p| p.as_str() == "/api/calendar/feed")
+        .for_each(|p| p.push_str("?start=2026-10-01&end=2026-11-01"));
+    paths.extend(["/".to_owned(), "/assets/app.js".to_owned()]);
+    for path in &paths {
+        // The feed twice first, so GET and HEAD both see a warm entry.
+        for _ in 0..2 {
+            app.client.get(app.url(path)).bearer_auth(&user.token).send().await.unwrap();
+        }
+        let get = app.client.get(app.url(path)).bearer_auth(&user.token).send().await.unwrap();
+        let head = app.client.head(app.url(path)).bearer_auth(&user.token).send().await.unwrap();
+        assert_eq!(head.status(), get.status(), "HEAD {path}");
+        assert!(get.status().is_success(), "GET {path}: {}", get.status());
+        for (name, value) in get.headers() {
+            if ["date", "content-length"].contains(&name.as_str()) {
+                continue;
+            }
+            assert_eq!(head.headers().get(name), Some(value), "HEAD {path}: {name}");
+        }
+        let get_len = get.bytes().await.unwrap().len();
+        let declared = head.headers().get("content-length").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        assert_eq!(head.bytes().await.unwrap().len(), 0, "HEAD {path} sent a body");
+        if path != "/metrics" {
+            assert_eq!(declared, Some(get_len.to_string()), "HEAD {path}: Content-Length");
+        }
+    }
+    let res = app.client.head(app.url("/api/login")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(res.headers().get("allow").and_then(|v| v.to_str().ok()), Some("POST"));
 }
