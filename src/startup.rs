@@ -90,6 +90,7 @@ impl Application {
                 .app_data(routes::query_config())
                 .app_data(web::PayloadConfig::new(BODY_LIMIT))
                 .wrap(from_fn(head_as_get))
+                .wrap(from_fn(crate::middleware::slow_head::head_arrived))
                 .wrap(ErrorHandlers::new().default_handler(json_errors))
                 .wrap(from_fn(record_metrics))
                 .wrap(TracingLogger::<crate::telemetry::RootSpan>::new())
@@ -106,7 +107,10 @@ impl Application {
                 .default_service(web::to(routes::not_found))
         })
         .workers(settings.server.worker_count())
-        .client_request_timeout(Duration::from_millis(settings.server.client_timeout_ms))
+        // A slow request head gets the contract's JSON 408 from
+        // `slow_head`; actix's own (empty) 408 is only the fallback.
+        .on_connect(crate::middleware::slow_head::on_connect(Duration::from_millis(settings.server.client_timeout_ms)))
+        .client_request_timeout(Duration::from_millis(settings.server.client_timeout_ms.saturating_mul(2)))
         .shutdown_timeout(settings.server.shutdown_timeout_secs)
         .listen(listener)?
         .run();

@@ -1,5 +1,8 @@
 //! Cross-cutting HTTP behaviour: the feed's header guard, JSON bodies for
-//! every error actix produces itself, request metrics.
+//! every error actix produces itself, request metrics, HEAD as GET, the JSON
+//! 408 for a slow request head (`slow_head`).
+
+pub mod slow_head;
 
 use std::time::Instant;
 

@@ -327,13 +327,28 @@ async fn slow_clients_are_cut_off() {
     let took = took.expect("the server kept the slow connection open");
     assert!(took >= Duration::from_millis(400), "cut off too early: {took:?}");
 
-    // The head: half of it, then nothing. actix's client_request_timeout
-    // answers 408 and closes. (That 408 is written by actix-http itself,
-    // before there is a request for any middleware to see: its body is
-    // empty, not the contract's JSON.)
+    // The head: half of it, then nothing. The same JSON 408, then the
+    // connection is closed (actix's own, empty 408 would come only at twice
+    // the timeout).
     let (answer, took) = raw_exchange(app.port, b"POST /api/login HTTP/1.1\r\nHost: 127".to_vec(), deadline).await;
-    assert!(took.is_some(), "the server kept a half-sent head open: {answer:?}");
+    let took = took.unwrap_or_else(|| panic!("the server kept a half-sent head open: {answer:?}"));
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    assert!(answer.contains("content-type: application/json"), "{answer}");
+    let body: Value = serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap_or("")).unwrap_or(Value::Null);
+    assert_eq!(body["error"]["code"], "request_timeout", "{answer}");
+    assert!(took >= Duration::from_millis(400), "cut off too early: {took:?}");
+    // Nothing at all (a connection opened and left idle): the same.
+    let (answer, _) = raw_exchange(app.port, Vec::new(), deadline).await;
+    assert!(answer.starts_with("HTTP/1.1 408") && answer.contains("request_timeout"), "{answer:?}");
+    // A connection whose first request came in time is not cut at the
+    // deadline: its second request, after the timeout, is answered.
+    let (answer, _) = raw_exchange(
+        app.port,
+        b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".to_vec(),
+        Duration::from_millis(800),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200") && !answer.contains("408"), "{answer:?}");
 
     assert_still_serving(&app).await;
 }
