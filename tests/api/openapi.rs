@@ -266,3 +266,123 @@ async fn head_works_wherever_get_does() {
     assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(res.headers().get("allow").and_then(|v| v.to_str().ok()), Some("POST"));
 }
+
+/// The repository root (where `docs/` is).
+fn repo_file(path: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+/// `docs/openapi.json` is the document the server serves, committed so a
+/// change to the API shows in review as a change to that file. After an
+/// intended change: `CALCACHE_BLESS=1 cargo test --test api openapi::` rewrites it.
+#[tokio::test]
+async fn the_committed_openapi_snapshot_is_what_the_server_serves() {
+    let app = spawn_app().await;
+    let served = document(&app).await;
+    let path = repo_file("docs/openapi.json");
+    let pretty = serde_json::to_string_pretty(&served).unwrap() + "\n";
+    if std::env::var_os("CALCACHE_BLESS").is_some() {
+        std::fs::write(&path, &pretty).unwrap();
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    let committed: Value = serde_json::from_str(&committed).unwrap_or(Value::Null);
+    assert!(
+        committed == served,
+        "docs/openapi.json differs from the served document; if the change is intended, \
+         run `CALCACHE_BLESS=1 cargo test --test api openapi::` and commit the file"
+    );
+}
+
+/// The rows of the first Markdown table after `heading` in `text`, cells trimmed.
+fn table_after(text: &str, heading: &str) -> Vec<Vec<String>> {
+    let section = text.split(heading).nth(1).unwrap_or_else(|| panic!("no {heading:?} in docs/api.md"));
+    section
+        .lines()
+        .skip_while(|l| !l.starts_with('|'))
+        .take_while(|l| l.starts_with('|'))
+        .skip(2) // header and separator
+        .map(|l| l.trim_matches('|').split('|').map(|c| c.trim().trim_matches('`').to_owned()).collect())
+        .collect()
+}
+
+/// `docs/api.md` states exactly the routes, their session requirement and
+/// their statuses, and the error codes, that the OpenAPI document has.
+#[tokio::test]
+async fn docs_api_md_agrees_with_the_openapi_document() {
+    let app = spawn_app().await;
+    let doc = document(&app).await;
+    let text = std::fs::read_to_string(repo_file("docs/api.md")).unwrap();
+
+    let mut documented: Vec<(String, String, bool, Vec<String>)> = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let session = op["security"].as_array().is_some_and(|s| !s.is_empty());
+            let statuses = op["responses"].as_object().unwrap().keys().cloned().collect();
+            documented.push((method.to_uppercase(), path.clone(), session, statuses));
+        }
+    }
+    let mut stated: Vec<(String, String, bool, Vec<String>)> = table_after(&text, "## Routes")
+        .into_iter()
+        .map(|row| {
+            let mut statuses: Vec<String> = row[3].split_whitespace().map(str::to_owned).collect();
+            statuses.sort();
+            (row[0].clone(), row[1].clone(), row[2] == "yes", statuses)
+        })
+        .collect();
+    documented.sort();
+    stated.sort();
+    assert_eq!(stated, documented, "docs/api.md's route table (method, path, session, statuses)");
+
+    let codes = doc["components"]["schemas"]["ErrorDetail"]["properties"]["code"]["enum"].as_array().unwrap();
+    let mut codes: Vec<&str> = codes.iter().filter_map(Value::as_str).collect();
+    let errors = table_after(&text, "## Errors");
+    let mut listed: Vec<&str> = errors.iter().map(|row| row[0].as_str()).collect();
+    codes.sort_unstable();
+    listed.sort_unstable();
+    assert_eq!(listed, codes, "docs/api.md's error codes");
+    for row in &errors {
+        let status: u16 = row[1].parse().unwrap();
+        assert_eq!(
+            calcache::error::code_for_status(actix_web::http::StatusCode::from_u16(status).unwrap()),
+            row[0],
+            "{row:?}"
+        );
+    }
+}
+
+/// The README and the docs link only to files in the repository (no
+/// `../shared/...`, nothing missing), so a clone stands alone.
+#[test]
+fn docs_link_only_to_files_in_the_repository() {
+    let root = repo_file("").canonicalize().unwrap();
+    let mut files = vec![root.join("README.md"), root.join("BENCHMARKS.md")];
+    for dir in ["docs", "results"] {
+        let mut stack = vec![root.join(dir)];
+        while let Some(d) = stack.pop() {
+            for entry in std::fs::read_dir(&d).unwrap().flatten() {
+                let p = entry.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if p.extension().is_some_and(|e| e == "md") {
+                    files.push(p);
+                }
+            }
+        }
+    }
+    let mut checked = 0;
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for target in text.split("](").skip(1).filter_map(|rest| rest.split(')').next()) {
+            let target = target.split('#').next().unwrap_or("").trim();
+            if target.is_empty() || target.starts_with("http://") || target.starts_with("https://") {
+                continue;
+            }
+            let resolved = file.parent().unwrap().join(target);
+            let real =
+                resolved.canonicalize().unwrap_or_else(|_| panic!("{}: {target} does not exist", file.display()));
+            assert!(real.starts_with(&root), "{}: {target} is outside the repository", file.display());
+            checked += 1;
+        }
+    }
+    assert!(checked > 5, "only {checked} links found");
+}
