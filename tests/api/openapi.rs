@@ -386,3 +386,24 @@ fn docs_link_only_to_files_in_the_repository() {
     }
     assert!(checked > 5, "only {checked} links found");
 }
+
+/// Every benchmark report has its tables as JSON beside it
+/// (`cargo test --bench hit_rates -- --tables-json results/*/` writes them).
+#[test]
+fn every_benchmark_report_has_machine_readable_results() {
+    let mut reports = 0;
+    for entry in std::fs::read_dir(repo_file("results")).unwrap().flatten() {
+        let dir = entry.path();
+        if !dir.join("report.md").is_file() {
+            continue;
+        }
+        reports += 1;
+        let json = std::fs::read_to_string(dir.join("results.json"))
+            .unwrap_or_else(|_| panic!("{} has report.md but no results.json", dir.display()));
+        let json: Value = serde_json::from_str(&json).unwrap();
+        let tables = json["tables"].as_array().unwrap();
+        let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+        assert_eq!(tables.len(), md.matches("\n| ---").count(), "{}: one JSON table per Markdown table", dir.display());
+    }
+    assert!(reports > 0);
+}
