@@ -247,7 +247,10 @@
       height: 'auto',
       firstDay: 1,
       nowIndicator: true,
-      dayMaxEvents: true,
+      // A busy day stays one cell high: three events and "+N more" (a
+      // popover with the whole day). `dayMaxEvents: true` alone does nothing
+      // with `height: 'auto'`, which grows the cells instead.
+      dayMaxEventRows: 4,
       navLinks: true,
       selectable: true,
       selectMirror: true,
