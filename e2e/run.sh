@@ -45,7 +45,7 @@ npm_ci_if_needed() {
 }
 npm_ci_if_needed "$E2E"
 npm_ci_if_needed "$ROOT/web" # its postinstall copies FullCalendar into web/assets/vendor/
-if [[ ! -f "$ROOT/web/assets/vendor/fullcalendar/index.global.min.js" ]]; then
+if ! compgen -G "$ROOT/web/assets/vendor/fullcalendar-*/index.global.min.js" >/dev/null; then
   (cd "$ROOT/web" && npm run --silent build)
 fi
 

@@ -81,7 +81,18 @@ impl Application {
 
         let body = BodyConfig { limit: BODY_LIMIT, timeout: Duration::from_millis(settings.server.client_timeout_ms) };
         let data = web::Data::from(state.clone());
-        let web_dir = web::Data::new(routes::page::WebDir::new(settings.server.web_dir.clone()));
+        let web_dir = routes::page::WebDir::new(settings.server.web_dir.clone());
+        let missing = routes::page::missing_page_files(&web_dir);
+        if !missing.is_empty() {
+            // The API works without them; the calendar page does not.
+            tracing::warn!(
+                web_dir = %settings.server.web_dir.display(),
+                missing = ?missing,
+                "the calendar page's files are missing: run `npm ci` in web/ (it copies FullCalendar into \
+                 web/assets/vendor/), or point server.web_dir at a directory that has them"
+            );
+        }
+        let web_dir = web::Data::new(web_dir);
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(data.clone())

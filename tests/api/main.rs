@@ -13,6 +13,7 @@ mod helpers;
 mod migrations;
 mod openapi;
 mod ops;
+mod page;
 mod process;
 #[allow(dead_code, reason = "a shared toolbox")]
 mod proxy;
