@@ -150,7 +150,7 @@ fn clean_message(message: &str) -> String {
 /// and silently ignore it (a PATCH of `{"end": null}` would change nothing),
 /// so a `null` is refused instead, naming the field. (The OpenAPI document
 /// says so too: `crate::openapi` drops `null` from request bodies' fields.)
-/// `None` also when the body is not an object; the typed parse reports that.
+/// Checked once the typed parse has succeeded.
 fn null_field(bytes: &[u8]) -> Option<String> {
     let object: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(bytes).ok()?;
     object.into_iter().find(|(_, v)| v.is_null()).map(|(k, _)| k)
@@ -161,9 +161,6 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     // objects only.
     if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err(ApiError::invalid("body", "must be a JSON object"));
-    }
-    if let Some(field) = null_field(bytes) {
-        return Err(ApiError::invalid(field, "must not be null (leave the field out instead)"));
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
@@ -176,6 +173,11 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         ApiError::invalid(field_of(&path, &message), clean_message(&message))
     })?;
     de.end().map_err(|_| ApiError::invalid("body", "has trailing characters after the JSON value"))?;
+    // After the typed parse, so its errors (unknown fields, wrong types)
+    // come first; what is left is a `null` it read as "absent".
+    if let Some(field) = null_field(bytes) {
+        return Err(ApiError::invalid(field, "must not be null (leave the field out instead)"));
+    }
     Ok(value)
 }
 
