@@ -15,7 +15,7 @@ use crate::cache::{Cache, CacheError};
 use crate::config::Settings;
 use crate::db::{self, DbError, PgPool};
 use crate::metrics::Metrics;
-use crate::middleware::{head_as_get, json_errors, record_metrics};
+use crate::middleware::{json_errors, record_metrics, request_head};
 use crate::routes::{self, extract::BODY_LIMIT, extract::BodyConfig};
 use crate::service::{AppState, invalidation};
 
@@ -100,8 +100,7 @@ impl Application {
                 .app_data(body)
                 .app_data(routes::query_config())
                 .app_data(web::PayloadConfig::new(BODY_LIMIT))
-                .wrap(from_fn(head_as_get))
-                .wrap(from_fn(crate::middleware::slow_head::head_arrived))
+                .wrap(from_fn(request_head))
                 .wrap(ErrorHandlers::new().default_handler(json_errors))
                 .wrap(from_fn(record_metrics))
                 .wrap(TracingLogger::<crate::telemetry::RootSpan>::new())

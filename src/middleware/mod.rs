@@ -43,16 +43,21 @@ pub async fn no_store(
     Ok(res)
 }
 
-/// `HEAD` wherever `GET` works (RFC 9110 §9.3.2): a HEAD request is routed
-/// as the GET it stands for, so it gets the same status and headers (the
-/// header guard, `Content-Length`, `X-Cache`) from the same handler;
-/// actix-http, which remembers that the request line said HEAD, sends no
-/// body. A path without GET answers HEAD with its JSON 405. Innermost of the
-/// app's middleware, so metrics and logs still say HEAD.
-pub async fn head_as_get(
+/// What the request head settles before routing, in one layer (each
+/// middleware layer costs the hit path a boxed future):
+/// - the connection's watch for a slow first head ends (`slow_head`);
+/// - `HEAD` wherever `GET` works (RFC 9110 §9.3.2): a HEAD request is routed
+///   as the GET it stands for, so it gets the same status and headers (the
+///   header guard, `Content-Length`, `X-Cache`) from the same handler;
+///   actix-http, which remembers that the request line said HEAD, sends no
+///   body. A path without GET answers HEAD with its JSON 405.
+///
+/// Innermost of the app's middleware, so metrics and logs still say HEAD.
+pub async fn request_head(
     mut req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    slow_head::head_arrived(&req);
     if req.method() == actix_web::http::Method::HEAD {
         req.head_mut().method = actix_web::http::Method::GET;
     }

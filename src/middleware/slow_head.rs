@@ -5,7 +5,7 @@
 //! before any request exists for middleware to see. So calcache keeps its own
 //! watch over the first request head of each connection (the one actix
 //! times): [`on_connect`] starts a timer holding a duplicate of the socket,
-//! [`head_arrived`] (middleware, so for every request) tells it the head came;
+//! [`head_arrived`] (from the `request_head` middleware) tells it the head came;
 //! if the timer fires first, it writes the contract's 408 JSON to the socket
 //! and shuts it down, and actix, reading end-of-stream, drops the
 //! connection. actix's own timer stays as a fallback at twice the time.
@@ -16,10 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use actix_web::Error;
-use actix_web::body::MessageBody;
-use actix_web::dev::{Extensions, ServiceRequest, ServiceResponse};
-use actix_web::middleware::Next;
+use actix_web::dev::{Extensions, ServiceRequest};
 use tokio::sync::Notify;
 
 /// The connection's watch: notified when its first request head has arrived
@@ -74,16 +71,13 @@ fn time_out(socket: &socket2::Socket) {
     tracing::debug!(sent = sent.is_ok(), closed = closed.is_ok(), "slow request head: 408");
 }
 
-/// Middleware: the request's head has arrived; the connection's watch ends.
-pub async fn head_arrived(
-    req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<impl MessageBody>, Error> {
+/// The request's head has arrived: its connection's watch ends (called by
+/// the `request_head` middleware for every request).
+pub fn head_arrived(req: &ServiceRequest) {
     if let Some(watch) = req.conn_data::<HeadWatch>()
         && !watch.seen.swap(true, Ordering::Relaxed)
     {
         // `notify_one` stores a permit if the timer task is not waiting yet.
         watch.arrived.notify_one();
     }
-    next.call(req).await
 }
