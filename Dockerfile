@@ -4,52 +4,63 @@
 #
 # Stages:
 #   web      FullCalendar's browser files from npm (web/assets/vendor/)
-#   build    dependencies in their own layer, then the calcache binary
+#   chef     the Rust toolchain, libpq and cargo-chef
+#   planner  `cargo chef prepare`: the dependency recipe of Cargo.toml + Cargo.lock
+#   build    `cargo chef cook` builds the dependencies (a layer reused until
+#            the recipe changes), then the calcache binary from the sources
 #   runtime  debian slim + libpq5 + ca-certificates, non-root, ~100 MB
 #
-# The dependency layer is rebuilt only when Cargo.toml or Cargo.lock change:
-# it compiles every dependency against placeholder sources (cargo-stubs),
-# and the real sources are copied afterwards. No cargo-chef needed.
+# The page's files (web/) are copied only into the runtime stage, after the
+# binary: a change to the page rebuilds no Rust, and a change to the sources
+# rebuilds calcache only, not its dependencies.
 
 ARG RUST_VERSION=1.95
 ARG NODE_VERSION=20
 ARG DEBIAN_RELEASE=bookworm
+ARG CARGO_CHEF_VERSION=0.1.78
 
 # ---------------------------------------------------------------------------
 FROM node:${NODE_VERSION}-${DEBIAN_RELEASE}-slim AS web
 WORKDIR /web
-COPY web/package.json web/package-lock.json web/copy-vendor.mjs ./
-# postinstall copies the files the page loads into assets/vendor/
+COPY web/package.json web/package-lock.json web/copy-vendor.mjs web/index.html ./
+# postinstall copies the files the page loads into assets/vendor/<name>-<version>/
 RUN npm ci --no-audit --no-fund
 
 # ---------------------------------------------------------------------------
-FROM rust:${RUST_VERSION}-slim-${DEBIAN_RELEASE} AS build
+FROM rust:${RUST_VERSION}-slim-${DEBIAN_RELEASE} AS chef
+ARG CARGO_CHEF_VERSION
 # pq-sys links libpq, found through pkg-config
 RUN apt-get update \
     && apt-get install -y --no-install-recommends libpq-dev pkg-config \
-    && rm -rf /var/lib/apt/lists/*
+    && rm -rf /var/lib/apt/lists/* \
+    && cargo install cargo-chef --locked --version "${CARGO_CHEF_VERSION}"
 ENV CARGO_TERM_COLOR=never \
     CARGO_PROFILE_RELEASE_STRIP=symbols
 WORKDIR /src
 
-# 1. Dependencies only: this layer stays cached until the manifest or the lock changes.
-COPY deploy/cargo-stubs.sh /usr/local/bin/cargo-stubs
+# ---------------------------------------------------------------------------
+FROM chef AS planner
 COPY Cargo.toml Cargo.lock ./
-RUN cargo-stubs \
-    && cargo build --release --locked \
-    && rm -rf src target/release/calcache target/release/deps/calcache-* \
-              target/release/deps/libcalcache-* target/release/.fingerprint/calcache-*
+COPY src ./src
+COPY benches ./benches
+COPY tests ./tests
+RUN cargo chef prepare --recipe-path recipe.json
+
+# ---------------------------------------------------------------------------
+FROM chef AS build
+# 1. Dependencies only: this layer stays cached until recipe.json (the
+#    manifest's dependencies and the lock file) changes.
+COPY --from=planner /src/recipe.json recipe.json
+RUN cargo chef cook --release --locked --bin calcache --recipe-path recipe.json
 
 # 2. The application. migrations/ is embedded at compile time
-# (embed_migrations!), and so may be pages of web/ (include_str!).
+# (embed_migrations!); benches/ and tests/ only because Cargo.toml names them.
+COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY migrations ./migrations
-COPY web ./web
-# placeholders for tests/benches/examples named in Cargo.toml; touch so the
-# real sources are newer than anything built from placeholders
-RUN cargo-stubs \
-    && touch src/main.rs src/lib.rs \
-    && cargo build --release --locked \
+COPY benches ./benches
+COPY tests ./tests
+RUN cargo build --release --locked --bin calcache \
     && install -D -m 0755 target/release/calcache /out/calcache
 
 # ---------------------------------------------------------------------------

@@ -10,6 +10,10 @@
 //!   cargo bench --bench hit_rates -- --hit-path   # hit path vs miss path only (needs wrk)
 //!   cargo bench --bench hit_rates -- --hit-path --baseline OLD/calcache --baseline-config OLD/config
 //!                                                 # and another build's hit path, in the same run
+//!   cargo test --bench hit_rates -- --tables-json results/*/   # (re)write results.json from report.md
+//!
+//! Next to every `report.md` goes `results.json`: the same tables, machine-
+//! readable (see [`tables_json`]).
 //!
 //! Needs PostgreSQL and Redis (DATABASE_URL / REDIS_URL, defaults on
 //! 127.0.0.1); scripts/test.sh or scripts/run.sh start them if needed.
@@ -623,10 +627,80 @@ fn svg_chart(rows: &[Row]) -> String {
     s
 }
 
+/// The tables of a report as JSON: `{"tables": [{"section", "columns",
+/// "rows"}]}`, one object per Markdown table under the `##` heading it
+/// follows (or the `#` title), each row an object by column name. A cell
+/// that is a number is a number; a number with a unit (`1.0 ms`, `50.4 %`,
+/// `16.1 µs`) is `{"value": 1.0, "unit": "ms"}`; `0 of 60573` is
+/// `{"value": 0, "of": 60573}`; anything else stays a string.
+fn tables_json(md: &str) -> serde_json::Value {
+    use serde_json::{Value, json};
+    fn cell(text: &str) -> Value {
+        let text = text.trim().trim_matches('*');
+        let number = |s: &str| {
+            let s = s.replace(',', "");
+            s.parse::<i64>().map(|n| json!(n)).ok().or_else(|| s.parse::<f64>().ok().map(|n| json!(n)))
+        };
+        if let Some(n) = number(text) {
+            return n;
+        }
+        let parts: Vec<&str> = text.split_whitespace().collect();
+        match parts.as_slice() {
+            [n, "of", total] if number(n).is_some() && number(total).is_some() => {
+                json!({"value": number(n), "of": number(total)})
+            }
+            [n, unit] if number(n).is_some() && unit.len() <= 3 => json!({"value": number(n), "unit": unit}),
+            _ => Value::String(text.to_owned()),
+        }
+    }
+    let split =
+        |line: &str| -> Vec<String> { line.trim().trim_matches('|').split('|').map(|c| c.trim().to_owned()).collect() };
+    let mut tables = Vec::new();
+    let mut section = String::new();
+    let mut lines = md.lines().peekable();
+    while let Some(line) = lines.next() {
+        if let Some(heading) = line.strip_prefix("## ").or_else(|| line.strip_prefix("# ")) {
+            section = heading.trim().to_owned();
+            continue;
+        }
+        let is_table = line.starts_with('|') && lines.peek().is_some_and(|next| next.starts_with("| ---"));
+        if !is_table {
+            continue;
+        }
+        let columns = split(line);
+        lines.next(); // the separator
+        let mut rows = Vec::new();
+        while let Some(row) = lines.next_if(|l| l.starts_with('|')) {
+            let object: serde_json::Map<String, Value> =
+                columns.iter().cloned().zip(split(row).iter().map(|c| cell(c))).collect();
+            rows.push(Value::Object(object));
+        }
+        tables.push(json!({"section": section, "columns": columns, "rows": rows}));
+    }
+    json!({"tables": tables})
+}
+
+/// Writes `report.md` and its `results.json` into `dir`.
+fn write_report(dir: &std::path::Path, md: &str) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("report.md"), md).unwrap();
+    let json = serde_json::to_string_pretty(&tables_json(md)).unwrap() + "\n";
+    std::fs::write(dir.join("results.json"), json).unwrap();
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.iter().any(|a| a == "--list") {
         return; // `cargo bench -- --list` and friends
+    }
+    if let Some(i) = args.iter().position(|a| a == "--tables-json") {
+        for dir in &args[i + 1..] {
+            let dir = std::path::Path::new(dir);
+            let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+            write_report(dir, &md);
+            println!("wrote {}", dir.join("results.json").display());
+        }
+        return;
     }
     let quick = args.iter().any(|a| a == "--quick");
     let hit_path_only = args.iter().any(|a| a == "--hit-path");
@@ -651,8 +725,7 @@ fn main() {
             let report = format!("# calcache hit path vs miss path\n\nCommand: `cargo bench --bench hit_rates -- {cmd}`.\n\n{md}");
             let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
             let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("results").join(format!("{stamp}-hit-path"));
-            std::fs::create_dir_all(&dir).unwrap();
-            std::fs::write(dir.join("report.md"), &report).unwrap();
+            write_report(&dir, &report);
             println!("{report}\nwritten to results/{stamp}-hit-path/");
             return;
         }
@@ -715,8 +788,7 @@ fn main() {
         let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("results");
         for dir in [root.join(&stamp), root.join("latest")] {
-            std::fs::create_dir_all(&dir).unwrap();
-            std::fs::write(dir.join("report.md"), &md).unwrap();
+            write_report(&dir, &md);
             std::fs::write(dir.join("chart.svg"), svg_chart(&rows)).unwrap();
         }
         println!("{md}");

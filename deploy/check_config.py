@@ -271,11 +271,22 @@ def runtime_image_is_small_non_root_and_healthchecked():
     assert "CALCACHE_ENV=production" in envs, envs
     copies = " ".join(r for w, r in final if w == "COPY")
     assert "config/" in copies and "web/" in copies, copies
-    build = instr[stages[1]:stages[2]] if len(stages) > 2 else []
-    builds = [r for w, r in build if w == "RUN" and "cargo build" in r]
-    assert len(builds) == 2, "expected a dependency build and an application build"
-    first_copy = [r for w, r in build if w == "COPY"]
-    assert "src" not in " ".join(first_copy[:2]), "sources copied before the dependency layer"
+    # The build stage: dependencies cooked by cargo-chef from the planner's
+    # recipe before any source is copied, then one build of the binary; the
+    # page's files only in the runtime stage (a CSS change rebuilds no Rust).
+    names = {r.split()[-1]: i for i, (w, r) in enumerate(instr) if w == "FROM" and " AS " in r.upper()}
+    assert {"planner", "build", "runtime"} <= set(names), names
+    nxt = lambda i: min([s for s in stages if s > i] + [len(instr)])
+    build = instr[names["build"]:nxt(names["build"])]
+    runs = [(i, r) for i, (w, r) in enumerate(build) if w == "RUN"]
+    cook = [i for i, r in runs if "cargo chef cook" in r and "--release" in r]
+    builds = [i for i, r in runs if "cargo build" in r and "--locked" in r]
+    assert cook and len(builds) == 1, "expected cargo chef cook, then one application build"
+    src_copies = [i for i, (w, r) in enumerate(build) if w == "COPY" and r.split()[0] == "src"]
+    assert src_copies and cook[0] < src_copies[0] < builds[0], "sources copied before the dependency layer"
+    assert not any(w == "COPY" and "web" in r for w, r in build), "web/ copied into the build stage"
+    planner = instr[names["planner"]:nxt(names["planner"])]
+    assert any(w == "RUN" and "cargo chef prepare" in r for w, r in planner), "no cargo chef prepare"
 
 
 # --- the operations guide ------------------------------------------------------

@@ -123,19 +123,19 @@ check_fails "compose: schema rejects an unknown depends_on condition (negative c
 # The topology, balancer and image checks (one PASS/FAIL line each).
 run_suite config "$VENV/bin/python" deploy/check_config.py
 
-# The Dockerfile's dependency layer: with only Cargo.toml, Cargo.lock and the
-# placeholders cargo-stubs makes, Cargo must accept the manifest, and the lock
-# file must be up to date (`cargo build --locked` in the image needs both).
-# `cargo tree --locked` resolves the graph without compiling (offline: from
-# what `cargo build` already fetched here).
+# The Dockerfile's build: `cargo chef` plans and cooks the dependencies from
+# Cargo.toml and Cargo.lock, then `cargo build --release --locked` builds the
+# binary from what the image copies (the manifest, the lock, src/, benches/,
+# tests/). With exactly those files, the lock file must be up to date
+# (`--locked`). `cargo tree --locked` resolves the graph without compiling
+# (offline: from what `cargo build` already fetched here).
 dependency_layer() {
     local ctx=$TMP/image-context host
     host=$(rustc -vV | sed -n 's/^host: //p')
-    mkdir -p "$ctx" && cp Cargo.toml Cargo.lock "$ctx/" &&
-        (cd "$ctx" && sh "$ROOT/deploy/cargo-stubs.sh" >/dev/null &&
-            cargo tree --locked --offline --target "$host" -e normal,build --prefix none >/dev/null)
+    mkdir -p "$ctx" && cp -r Cargo.toml Cargo.lock src benches tests "$ctx/" &&
+        (cd "$ctx" && cargo tree --locked --offline --target "$host" -e normal,build --prefix none >/dev/null)
 }
-check "image: dependency layer (Cargo.toml + Cargo.lock + placeholders) resolves --locked" dependency_layer
+check "image: what the build stage copies resolves --locked" dependency_layer
 
 # --- b) nginx -t on the compose configuration -----------------------------------
 

@@ -6,9 +6,10 @@
 #   bash e2e/run.sh                      # all tests
 #   bash e2e/run.sh --test-name-pattern=delete    # extra args go to `node --test`
 #
-# Environment: CALCACHE_BIN (default ./target/debug/calcache), E2E_PG_BASE
-# (default postgres://postgres@127.0.0.1:5432), REDIS_URL (default
-# redis://127.0.0.1:6379), E2E_UPDATE_SCREENSHOT=1 to refresh
+# Environment: CALCACHE_BIN (default ./target/debug/calcache), DATABASE_URL
+# (the server its database is created on, as every suite; default
+# postgres://postgres@127.0.0.1:5432/calcache; E2E_PG_BASE, a server URL
+# without a database, wins), REDIS_URL (default redis://127.0.0.1:6379), E2E_UPDATE_SCREENSHOT=1 to refresh
 # docs/screenshot.png. Artifacts (screenshot, server log) go to e2e/artifacts/.
 set -euo pipefail
 
@@ -19,7 +20,9 @@ ARTIFACTS="$E2E/artifacts"
 mkdir -p "$ARTIFACTS"
 
 BIN="${CALCACHE_BIN:-./target/debug/calcache}"
-PG_BASE="${E2E_PG_BASE:-postgres://postgres@127.0.0.1:5432}"
+# The server of DATABASE_URL: scheme://user@host:port, without /database or ?params.
+DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/calcache}"
+PG_BASE="${E2E_PG_BASE:-${DATABASE_URL%/*}}"
 REDIS="${REDIS_URL:-redis://127.0.0.1:6379}"
 START_SECONDS=$SECONDS
 
@@ -42,7 +45,7 @@ npm_ci_if_needed() {
 }
 npm_ci_if_needed "$E2E"
 npm_ci_if_needed "$ROOT/web" # its postinstall copies FullCalendar into web/assets/vendor/
-if [[ ! -f "$ROOT/web/assets/vendor/fullcalendar/index.global.min.js" ]]; then
+if ! compgen -G "$ROOT/web/assets/vendor/fullcalendar-*/index.global.min.js" >/dev/null; then
   (cd "$ROOT/web" && npm run --silent build)
 fi
 

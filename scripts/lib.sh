@@ -1,6 +1,8 @@
 # Shared set-up for scripts/run.sh and scripts/test.sh: install what a fresh
 # Debian/Ubuntu machine lacks, start PostgreSQL and Redis when nothing answers
-# on the configured addresses, reuse them when something does.
+# on the configured addresses, reuse them when something does. A server started
+# here leaves a `<name>-<port>.started` file in $STATE_DIR; scripts/stop.sh
+# stops exactly those.
 # shellcheck shell=bash
 
 set -euo pipefail
@@ -90,6 +92,9 @@ ensure_postgres() {
     "${run_as[@]}" "$bin/pg_ctl" -D "$data" -l "$data/server.log" -w \
       -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -k /tmp -c max_connections=300" start >/dev/null
     wait_for "PostgreSQL" 30 answers "$PG_HOST" "$PG_PORT"
+    # What scripts/stop.sh stops: only servers these scripts started.
+    echo "$data" >"$STATE_DIR/postgres-$PG_PORT.started"
+    log "scripts/stop.sh stops it again"
   fi
   local admin="${DATABASE_URL%/*}/postgres"
   if ! psql "$admin" -tAc "SELECT 1 FROM pg_database WHERE datname = '$PG_DB'" | grep -q 1; then
@@ -111,4 +116,6 @@ ensure_redis() {
     --maxmemory-policy volatile-lru --pidfile "$STATE_DIR/redis-$REDIS_PORT.pid" \
     --logfile "$STATE_DIR/redis-$REDIS_PORT.log" --dir "$STATE_DIR"
   wait_for "Redis" 30 answers "$REDIS_HOST" "$REDIS_PORT"
+  echo "$STATE_DIR/redis-$REDIS_PORT.pid" >"$STATE_DIR/redis-$REDIS_PORT.started"
+  log "scripts/stop.sh stops it again"
 }

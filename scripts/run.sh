@@ -11,9 +11,12 @@ if [[ -f web/package.json && ! -d web/node_modules ]]; then
   command -v npm >/dev/null || apt_install nodejs npm
   (cd web && npm ci --no-audit --no-fund --loglevel=error)
 fi
-log "building calcache (release)"
-cargo build --release --quiet
+# Not --quiet: a clean release build takes minutes on two cores, and cargo's
+# progress shows it is working.
+log "building calcache (release; a clean build takes a few minutes)"
+cargo build --release
 export CALCACHE_ENV="${CALCACHE_ENV:-local}"
 ./target/release/calcache demo
 log "open http://127.0.0.1:${CALCACHE__SERVER__PORT:-8080}/ and sign in as demo / demo-password"
+log "Ctrl-C stops calcache; scripts/stop.sh stops the PostgreSQL and Redis this script started"
 exec ./target/release/calcache serve "$@"

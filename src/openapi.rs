@@ -71,12 +71,79 @@ pub fn document() -> utoipa::openapi::OpenApi {
     ] {
         doc.merge(part);
     }
-    doc
+    no_null_in_request_bodies(doc)
+}
+
+/// Request bodies refuse `null` in every field (`routes::extract`), while
+/// utoipa documents an `Option` field as `T | null`: drop the `null` from
+/// the top-level properties of every schema a request body names, so the
+/// document tells clients what the server accepts. Done on the JSON form;
+/// should it ever fail to convert back, the document is left as it was.
+fn no_null_in_request_bodies(doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    use serde_json::Value;
+    let Ok(mut json) = serde_json::to_value(&doc) else {
+        return doc;
+    };
+    let mut bodies: Vec<String> = Vec::new();
+    for item in json["paths"].as_object().into_iter().flat_map(|paths| paths.values()) {
+        for op in item.as_object().into_iter().flat_map(|ops| ops.values()) {
+            for content in op["requestBody"]["content"].as_object().into_iter().flat_map(|c| c.values()) {
+                if let Some(name) =
+                    content["schema"]["$ref"].as_str().and_then(|r| r.strip_prefix("#/components/schemas/"))
+                {
+                    bodies.push(name.to_owned());
+                }
+            }
+        }
+    }
+    for name in bodies {
+        let Some(properties) = json["components"]["schemas"][&name]["properties"].as_object_mut() else {
+            continue;
+        };
+        for prop in properties.values_mut() {
+            let is_null = |v: &Value| v.get("type").and_then(Value::as_str) == Some("null");
+            if let Some(branches) = prop.get_mut("oneOf").and_then(Value::as_array_mut) {
+                branches.retain(|b| !is_null(b));
+                if let [only] = branches.as_slice() {
+                    let only = only.clone();
+                    if let Some(obj) = prop.as_object_mut() {
+                        obj.remove("oneOf");
+                        if let Some(only) = only.as_object() {
+                            obj.extend(only.clone());
+                        }
+                    }
+                }
+            }
+            if let Some(types) = prop.get_mut("type").and_then(Value::as_array_mut) {
+                types.retain(|t| t.as_str() != Some("null"));
+                if let [only] = types.as_slice() {
+                    prop["type"] = only.clone();
+                }
+            }
+        }
+    }
+    serde_json::from_value(json).unwrap_or(doc)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_body_fields_are_never_nullable() {
+        let json = serde_json::to_value(document()).unwrap_or_default();
+        for schema in ["CreateWorkItem", "PatchWorkItem", "SignupRequest", "LoginRequest"] {
+            let properties =
+                json["components"]["schemas"][schema]["properties"].as_object().cloned().unwrap_or_default();
+            assert!(!properties.is_empty(), "{schema}");
+            for (field, prop) in properties {
+                let text = prop.to_string();
+                assert!(!text.contains(r#""null""#), "{schema}.{field} is nullable: {text}");
+            }
+        }
+        // Responses keep theirs.
+        assert!(json["components"]["schemas"].is_object());
+    }
 
     #[test]
     fn every_security_requirement_names_a_scheme() {

@@ -15,7 +15,7 @@ use crate::cache::{Cache, CacheError};
 use crate::config::Settings;
 use crate::db::{self, DbError, PgPool};
 use crate::metrics::Metrics;
-use crate::middleware::{json_errors, record_metrics};
+use crate::middleware::{json_errors, record_metrics, request_head};
 use crate::routes::{self, extract::BODY_LIMIT, extract::BodyConfig};
 use crate::service::{AppState, invalidation};
 
@@ -150,7 +150,18 @@ impl Application {
 
         let body = BodyConfig { limit: BODY_LIMIT, timeout: Duration::from_millis(settings.server.client_timeout_ms) };
         let data = web::Data::from(state.clone());
-        let web_dir = web::Data::new(routes::page::WebDir::new(settings.server.web_dir.clone()));
+        let web_dir = routes::page::WebDir::new(settings.server.web_dir.clone());
+        let missing = routes::page::missing_page_files(&web_dir);
+        if !missing.is_empty() {
+            // The API works without them; the calendar page does not.
+            tracing::warn!(
+                web_dir = %settings.server.web_dir.display(),
+                missing = ?missing,
+                "the calendar page's files are missing: run `npm ci` in web/ (it copies FullCalendar into \
+                 web/assets/vendor/), or point server.web_dir at a directory that has them"
+            );
+        }
+        let web_dir = web::Data::new(web_dir);
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(data.clone())
@@ -158,6 +169,7 @@ impl Application {
                 .app_data(body)
                 .app_data(routes::query_config())
                 .app_data(web::PayloadConfig::new(BODY_LIMIT))
+                .wrap(from_fn(request_head))
                 .wrap(ErrorHandlers::new().default_handler(json_errors))
                 .wrap(from_fn(record_metrics))
                 .wrap(TracingLogger::<crate::telemetry::RootSpan>::new())
@@ -175,7 +187,10 @@ impl Application {
                 .default_service(web::to(routes::not_found))
         })
         .workers(settings.server.worker_count())
-        .client_request_timeout(Duration::from_millis(settings.server.client_timeout_ms))
+        // A slow request head gets the contract's JSON 408 from
+        // `slow_head`; actix's own (empty) 408 is only the fallback.
+        .on_connect(crate::middleware::slow_head::on_connect(Duration::from_millis(settings.server.client_timeout_ms)))
+        .client_request_timeout(Duration::from_millis(settings.server.client_timeout_ms.saturating_mul(2)))
         .shutdown_timeout(settings.server.shutdown_timeout_secs)
         // Signals are ours (below): a stop first drains readiness.
         .disable_signals()

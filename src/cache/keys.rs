@@ -50,12 +50,14 @@ impl Keys {
         k
     }
 
-    /// `<prefix>:calendar_feed:{u<id>}:v<version>:gz:<type|*>:<status|*>:<start>:<end>`
+    /// `<prefix>:calendar_feed:{u<id>}:v<version>:gz2:<type|*>:<status|*>:<start>:<end>`
     /// with start and end in UTC, so equal ranges share one entry whatever
-    /// offset the client wrote them in. `version` is `None` for the `ttl`
-    /// strategy, which has no versions. `gz` names the stored encoding
-    /// (gzip-compressed JSON), so a release that stores bodies differently
-    /// uses other keys and replicas of both can share one Redis mid-rollout.
+    /// offset (or `timeZone`) the client wrote them in: the body does not
+    /// depend on the zone. `version` is `None` for the `ttl` strategy, which
+    /// has no versions. `gz2` names the stored body (gzip-compressed JSON,
+    /// second form: all-day events as dates; `gz` held them as instants), so
+    /// a release that stores bodies differently uses other keys and replicas
+    /// of both can share one Redis mid-rollout.
     pub fn feed(&self, user: UserId, version: Option<u64>, p: &FeedParams) -> String {
         let mut k = String::with_capacity(self.prefix.len() + 120);
         k.push_str(&self.prefix);
@@ -66,9 +68,9 @@ impl Keys {
             Some(v) => {
                 k.push_str(":v");
                 k.push_str(itoa::Buffer::new().format(v));
-                k.push_str(":gz:");
+                k.push_str(":gz2:");
             }
-            None => k.push_str(":ttl:gz:"),
+            None => k.push_str(":ttl:gz2:"),
         }
         k.push_str(p.work_type.map_or("*", WorkType::as_str));
         k.push(':');
@@ -166,13 +168,13 @@ mod tests {
         let mut p = params("2026-09-28", "2026-11-09");
         assert_eq!(
             keys.feed(UserId(42), Some(7), &p),
-            "calcache:calendar_feed:{u42}:v7:gz:*:*:2026-09-28T00:00:00Z:2026-11-09T00:00:00Z"
+            "calcache:calendar_feed:{u42}:v7:gz2:*:*:2026-09-28T00:00:00Z:2026-11-09T00:00:00Z"
         );
         p.work_type = Some(WorkType::Task);
         p.status = Some(Status::InProgress);
         assert_eq!(
             keys.feed(UserId(42), None, &p),
-            "calcache:calendar_feed:{u42}:ttl:gz:task:in_progress:2026-09-28T00:00:00Z:2026-11-09T00:00:00Z"
+            "calcache:calendar_feed:{u42}:ttl:gz2:task:in_progress:2026-09-28T00:00:00Z:2026-11-09T00:00:00Z"
         );
     }
 

@@ -6,6 +6,7 @@ use uuid::Uuid;
 
 use super::schema::{work_item_assignees as assignees, work_items};
 use super::{DbError, FeedRow, NewWorkItem, WorkItemChanges, WorkItemRow};
+use crate::domain::all_day_span;
 
 /// A work item with its assignees (sorted ids).
 #[derive(Debug, Clone)]
@@ -105,10 +106,16 @@ pub struct FeedFilter<'a> {
 /// `start`.
 pub fn feed(conn: &mut PgConnection, f: FeedFilter<'_>) -> Result<Vec<FeedRow>, DbError> {
     let mine = assignees::table.filter(assignees::user_id.eq(f.user)).select(assignees::work_item_id);
+    // An all-day item covers whole UTC days, which may reach up to a day
+    // beyond its stored instants (`domain::all_day_span`): the query takes a
+    // day's margin for those, and the exact test below drops the extras.
+    let day = chrono::Duration::days(1);
+    let timed_overlap =
+        work_items::start_at.lt(f.end).and(work_items::end_at.gt(f.start).or(work_items::start_at.ge(f.start)));
     let mut query = work_items::table
         .filter(work_items::owner_id.eq(f.user).or(work_items::id.eq_any(mine)))
-        .filter(work_items::start_at.lt(f.end))
-        .filter(work_items::end_at.gt(f.start).or(work_items::start_at.ge(f.start)))
+        .filter(work_items::start_at.lt(f.end + day))
+        .filter(timed_overlap.or(work_items::all_day.and(work_items::end_at.gt(f.start - day))))
         .select(FeedRow::as_select())
         .order((work_items::start_at.asc(), work_items::id.asc()))
         .into_boxed();
@@ -118,7 +125,16 @@ pub fn feed(conn: &mut PgConnection, f: FeedFilter<'_>) -> Result<Vec<FeedRow>, 
     if let Some(s) = f.status {
         query = query.filter(work_items::status.eq(s));
     }
-    query.load(conn).map_err(DbError::from)
+    let mut rows: Vec<FeedRow> = query.load(conn)?;
+    rows.retain(|r| {
+        if !r.all_day {
+            return true;
+        }
+        let (first, after_last) = all_day_span(r.start_at, r.end_at);
+        let midnight = |d: chrono::NaiveDate| d.and_time(chrono::NaiveTime::MIN).and_utc();
+        midnight(first) < f.end && midnight(after_last) > f.start
+    });
+    Ok(rows)
 }
 
 /// Assignees of many items at once (for listing).

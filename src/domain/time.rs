@@ -1,6 +1,6 @@
 use std::fmt;
 
-use chrono::{DateTime, Datelike, NaiveDate, SecondsFormat, SubsecRound, Timelike, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, NaiveTime, SecondsFormat, SubsecRound, Timelike, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::{AnyOfBuilder, KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type};
@@ -28,6 +28,17 @@ impl Timestamp {
     /// (year 10000 in UTC) is refused rather than stored and answered as an
     /// unparseable `+10000-01-01T04:00:00Z`.
     pub fn parse(s: &str) -> Result<Self, String> {
+        Self::parse_in(s, None)
+    }
+
+    /// As [`Timestamp::parse`], but a date-time without an offset
+    /// (`2026-10-06T00:00:00`, what FullCalendar sends with a named
+    /// `timeZone`) is wall-clock time in `zone` when one is given. A bare date
+    /// stays midnight UTC (the contract's meaning) and an offset always wins.
+    /// A wall-clock time that a daylight-saving change skips is read with the
+    /// offset in force before the change; one that occurs twice, as the
+    /// earlier instant.
+    pub fn parse_in(s: &str, zone: Option<Zone>) -> Result<Self, String> {
         let s = s.trim();
         if let Ok(dt) = DateTime::parse_from_rfc3339(s) {
             return Self::within_years(dt.with_timezone(&Utc));
@@ -39,7 +50,10 @@ impl Timestamp {
             return Self::within_years(dt.and_utc());
         }
         if let Ok(dt) = chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f") {
-            return Self::within_years(dt.and_utc());
+            return Self::within_years(match zone {
+                None => dt.and_utc(),
+                Some(zone) => zone.to_utc(dt),
+            });
         }
         Err("must be an RFC 3339 timestamp with an offset (2026-10-06T09:00:00Z) or a date (2026-10-06)".into())
     }
@@ -96,6 +110,52 @@ impl Timestamp {
             if micros.is_multiple_of(1000) { digits(out, micros / 1000, 3) } else { digits(out, micros, 6) }
         }
         out.push('Z');
+    }
+}
+
+/// The days an all-day item covers, FullCalendar's way: the first day, and
+/// the day after the last (exclusive). Items are stored as instants; an
+/// all-day item's days are its UTC dates (the page and the API store UTC
+/// midnights), an end inside a day includes that day, and every item covers
+/// at least its first day (so `end == start` is a one-day event).
+pub fn all_day_span(start: DateTime<Utc>, end: DateTime<Utc>) -> (NaiveDate, NaiveDate) {
+    // Dates stay in the years 0001 to 9999, as timestamps do.
+    let next = |d: NaiveDate| d.succ_opt().filter(|n| n.year() <= 9999).unwrap_or(d);
+    let first = start.date_naive();
+    let mut after_last = end.date_naive();
+    if end.time() != NaiveTime::MIN {
+        after_last = next(after_last);
+    }
+    if after_last <= first {
+        after_last = next(first);
+    }
+    (first, after_last)
+}
+
+/// A feed request's `timeZone`: an IANA time zone name (`America/Chicago`)
+/// or `UTC`, as FullCalendar sends it for a calendar whose `timeZone` is not
+/// `local`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Zone(chrono_tz::Tz);
+
+impl Zone {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        s.parse::<chrono_tz::Tz>()
+            .map(Self)
+            .map_err(|_| "must be an IANA time zone name (America/Los_Angeles) or UTC".into())
+    }
+
+    /// The instant of a wall-clock time in this zone.
+    fn to_utc(self, local: chrono::NaiveDateTime) -> DateTime<Utc> {
+        use chrono::{LocalResult, Offset, TimeZone};
+        match self.0.from_local_datetime(&local) {
+            LocalResult::Single(dt) | LocalResult::Ambiguous(dt, _) => dt.with_timezone(&Utc),
+            // Skipped by a daylight-saving change: the offset before it.
+            LocalResult::None => {
+                let before = self.0.offset_from_utc_datetime(&(local - chrono::Duration::days(1))).fix();
+                (local - before).and_utc()
+            }
+        }
     }
 }
 
@@ -190,6 +250,34 @@ mod tests {
     }
 
     #[test]
+    fn naive_datetime_is_wall_clock_time_in_the_zone() {
+        let la = Some(Zone::parse("America/Los_Angeles").unwrap());
+        let at = |s: &str, zone| Timestamp::parse_in(s, zone).unwrap().to_string();
+        assert_eq!(at("2026-10-06T00:00:00", la), "2026-10-06T07:00:00Z"); // PDT
+        assert_eq!(at("2026-12-06T00:00:00", la), "2026-12-06T08:00:00Z"); // PST
+        assert_eq!(at("2026-10-06T00:00:00", Some(Zone::parse("UTC").unwrap())), "2026-10-06T00:00:00Z");
+        // An offset wins over the zone, and a bare date stays midnight UTC.
+        assert_eq!(at("2026-10-06T00:00:00+02:00", la), "2026-10-05T22:00:00Z");
+        assert_eq!(at("2026-10-06", la), "2026-10-06T00:00:00Z");
+        // 02:30 does not exist on 2026-03-08 in Los Angeles; 01:30 on 2026-11-01 occurs twice.
+        assert_eq!(at("2026-03-08T02:30:00", la), "2026-03-08T10:30:00Z");
+        assert_eq!(at("2026-11-01T01:30:00", la), "2026-11-01T08:30:00Z");
+        // Santiago skips midnight (to 01:00) on 2026-09-06.
+        let santiago = Some(Zone::parse("America/Santiago").unwrap());
+        assert_eq!(at("2026-09-06T00:00:00", santiago), "2026-09-06T04:00:00Z");
+    }
+
+    #[test]
+    fn zones_are_iana_names() {
+        for good in ["UTC", "Europe/Berlin", "America/Los_Angeles", "Asia/Kolkata"] {
+            assert!(Zone::parse(good).is_ok(), "{good}");
+        }
+        for bad in ["", "local", "Mars/Olympus", "+02:00", "europe/berlin "] {
+            assert!(Zone::parse(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
     fn precision_is_truncated_to_microseconds() {
         assert_eq!(ts("2026-10-06T09:00:00.123456789Z").to_string(), "2026-10-06T09:00:00.123456Z");
     }
@@ -243,5 +331,23 @@ mod tests {
         assert!(TimeRange::new(a, ts("2027-02-05")).is_ok()); // 400 days
         let too_long = TimeRange::new(a, ts("2027-02-05T00:00:01Z")).map(|_| ()).unwrap_err();
         assert_eq!(too_long.field, "end");
+    }
+
+    fn span(start: &str, end: &str) -> (String, String) {
+        let (a, b) = all_day_span(ts(start).as_utc(), ts(end).as_utc());
+        (a.to_string(), b.to_string())
+    }
+
+    #[test]
+    fn all_day_items_cover_their_utc_dates_end_exclusive() {
+        let s = |a: &str, b: &str| (a.to_owned(), b.to_owned());
+        assert_eq!(span("2026-10-06", "2026-10-07"), s("2026-10-06", "2026-10-07"));
+        assert_eq!(span("2026-12-24", "2026-12-27"), s("2026-12-24", "2026-12-27"));
+        // end == start: one day; an end inside a day includes that day.
+        assert_eq!(span("2026-10-06", "2026-10-06"), s("2026-10-06", "2026-10-07"));
+        assert_eq!(span("2026-10-06T09:00:00Z", "2026-10-06T17:00:00Z"), s("2026-10-06", "2026-10-07"));
+        assert_eq!(span("2026-10-06T09:00:00Z", "2026-10-08T00:00:01Z"), s("2026-10-06", "2026-10-09"));
+        // The last representable day does not overflow.
+        assert_eq!(span("9999-12-31", "9999-12-31T12:00:00Z"), s("9999-12-31", "9999-12-31"));
     }
 }

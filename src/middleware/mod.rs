@@ -1,5 +1,8 @@
 //! Cross-cutting HTTP behaviour: the feed's header guard, JSON bodies for
-//! every error actix produces itself, request metrics.
+//! every error actix produces itself, request metrics, HEAD as GET, the JSON
+//! 408 for a slow request head (`slow_head`).
+
+pub mod slow_head;
 
 use std::time::Instant;
 
@@ -38,6 +41,30 @@ pub async fn no_store(
     h.remove(header::ETAG);
     h.remove(header::LAST_MODIFIED);
     Ok(res)
+}
+
+/// What the request head settles before routing, in one layer (each
+/// middleware layer costs the hit path a boxed future):
+/// - the connection's watch for a slow first head ends (`slow_head`);
+/// - `HEAD` wherever `GET` works (RFC 9110 §9.3.2): a HEAD request is routed
+///   as the GET it stands for, so it gets the same status and headers (the
+///   header guard, `Content-Length`, `X-Cache`) from the same handler;
+///   actix-http, which remembers that the request line said HEAD, sends no
+///   body. A path without GET answers HEAD with its JSON 405, and so does
+///   the change stream (a GET that never ends).
+///
+/// Innermost of the app's middleware, so metrics and logs still say HEAD.
+pub async fn request_head(
+    mut req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    slow_head::head_arrived(&req);
+    // Not for the change stream: its GET never ends, so there is no
+    // finished answer whose head a HEAD could get (it answers 405, Allow: GET).
+    if req.method() == actix_web::http::Method::HEAD && req.path() != crate::routes::changes::PATH {
+        req.head_mut().method = actix_web::http::Method::GET;
+    }
+    next.call(req).await
 }
 
 /// Safety net: an error response whose body is not JSON (actix's own 404s,

@@ -30,13 +30,13 @@ pub fn config(cfg: &mut web::ServiceConfig) {
             web::resource("/api/me")
                 .wrap(from_fn(require_session))
                 .route(web::get().to(me))
-                .default_service(super::allow("GET")),
+                .default_service(super::allow("GET, HEAD")),
         )
         .service(
             web::resource("/api/users")
                 .wrap(from_fn(require_session))
                 .route(web::get().to(users))
-                .default_service(super::allow("GET")),
+                .default_service(super::allow("GET, HEAD")),
         );
 }
 

@@ -18,13 +18,13 @@ use crate::service::{self, AppState};
 #[openapi(paths(changes))]
 pub struct Docs;
 
+/// The stream's path (HEAD is not routed as GET here: see `middleware`).
+pub const PATH: &str = "/api/calendar/changes";
+
 pub fn config(cfg: &mut web::ServiceConfig) {
     // The feed's header guard: no proxy or browser keeps any answer of it.
     cfg.service(
-        web::resource("/api/calendar/changes")
-            .wrap(from_fn(no_store))
-            .route(web::get().to(changes))
-            .default_service(super::allow("GET")),
+        web::resource(PATH).wrap(from_fn(no_store)).route(web::get().to(changes)).default_service(super::allow("GET")),
     );
 }
 

@@ -145,6 +145,17 @@ fn clean_message(message: &str) -> String {
     }
 }
 
+/// The first field of a JSON object whose value is `null`. No field of the
+/// API is nullable: serde would read `null` as "absent" for an optional one
+/// and silently ignore it (a PATCH of `{"end": null}` would change nothing),
+/// so a `null` is refused instead, naming the field. (The OpenAPI document
+/// says so too: `crate::openapi` drops `null` from request bodies' fields.)
+/// Checked once the typed parse has succeeded.
+fn null_field(bytes: &[u8]) -> Option<String> {
+    let object: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(bytes).ok()?;
+    object.into_iter().find(|(_, v)| v.is_null()).map(|(k, _)| k)
+}
+
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     // serde would read a struct from an array by position; the API speaks
     // objects only.
@@ -162,6 +173,11 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         ApiError::invalid(field_of(&path, &message), clean_message(&message))
     })?;
     de.end().map_err(|_| ApiError::invalid("body", "has trailing characters after the JSON value"))?;
+    // After the typed parse, so its errors (unknown fields, wrong types)
+    // come first; what is left is a `null` it read as "absent".
+    if let Some(field) = null_field(bytes) {
+        return Err(ApiError::invalid(field, "must not be null (leave the field out instead)"));
+    }
     Ok(value)
 }
 
@@ -231,5 +247,21 @@ mod tests {
         assert_eq!(field(r#"{"title":"x""#), "body");
         assert_eq!(field(r#"{"title":"x","work_type":"task","start":"2026-10-06"} trailing"#), "body");
         assert_eq!(field(&"[".repeat(10_000)), "body");
+    }
+
+    #[test]
+    fn a_null_is_refused_naming_the_field() {
+        assert_eq!(field(r#"{"title":"x","work_type":"task","start":"2026-10-06","end":null}"#), "end");
+        assert_eq!(field(r#"{"title":null,"work_type":"task","start":"2026-10-06"}"#), "title");
+        let patch = parse_json::<crate::service::work_items::PatchWorkItem>(br#"{"all_day":null}"#);
+        assert!(
+            matches!(&patch, Err(ApiError::InvalidInput(v)) if v.field == "all_day" && v.reason.contains("null")),
+            "{patch:?}"
+        );
+        // Nested nulls are the typed parse's business (a null id is no id).
+        assert_eq!(
+            field(r#"{"title":"x","work_type":"task","start":"2026-10-06","assignee_ids":[null]}"#),
+            "assignee_ids[0]"
+        );
     }
 }

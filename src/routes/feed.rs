@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use super::extract::Claimed;
 use crate::cache::{FeedOutcome, FeedParams};
-use crate::domain::{Status, TimeRange, Timestamp, ValidationError, WorkType};
+use crate::domain::{Status, TimeRange, Timestamp, ValidationError, WorkType, Zone};
 use crate::error::{ApiError, ErrorBody};
 use crate::middleware::no_store;
 use crate::service::feed::FeedEvent;
@@ -47,13 +47,15 @@ pub fn config(cfg: &mut web::ServiceConfig) {
         web::resource("/api/calendar/feed")
             .wrap(from_fn(no_store))
             .route(web::get().to(feed))
-            .default_service(super::allow("GET")),
+            .default_service(super::allow("GET, HEAD")),
     );
 }
 
 /// The query string as sent. Unknown parameters (FullCalendar's `_`) are
-/// ignored; `timeZone` is accepted and has no effect, since every time in
-/// the answer carries its offset (UTC).
+/// ignored. `timeZone` says in which zone a `start` or `end` without an
+/// offset is meant (FullCalendar sends such times for a named `timeZone`);
+/// the answer is the same for every zone (timed events in UTC with their
+/// offset, all-day events as dates), so it only moves the range.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct RawFeedQuery {
@@ -69,9 +71,12 @@ pub struct RawFeedQuery {
     /// Only items with this status (empty: all).
     #[param(schema_with = status_filter)]
     status: Option<String>,
-    /// Accepted for FullCalendar; ignored (every time in the answer is UTC).
+    /// The zone of a `start` or `end` written without an offset
+    /// (`2026-10-01T00:00:00`, as FullCalendar sends them for a named time
+    /// zone): an IANA name or `UTC`. Bare dates stay midnight UTC; times with
+    /// an offset are unaffected. Empty: none.
     #[serde(rename = "timeZone")]
-    #[allow(dead_code, reason = "accepted for FullCalendar; answers are in UTC")]
+    #[param(example = "America/Los_Angeles")]
     time_zone: Option<String>,
 }
 
@@ -79,9 +84,15 @@ impl TryFrom<RawFeedQuery> for FeedParams {
     type Error = ValidationError;
 
     fn try_from(q: RawFeedQuery) -> Result<Self, ValidationError> {
+        let zone = q
+            .time_zone
+            .filter(|s| !s.is_empty())
+            .map(|s| Zone::parse(&s))
+            .transpose()
+            .map_err(|reason| ValidationError::new("timeZone", reason))?;
         let ts = |name: &'static str, v: Option<String>| -> Result<Timestamp, ValidationError> {
             let v = v.filter(|s| !s.is_empty()).ok_or_else(|| ValidationError::new(name, "is required"))?;
-            Timestamp::parse(&v).map_err(|reason| ValidationError::new(name, reason))
+            Timestamp::parse_in(&v, zone).map_err(|reason| ValidationError::new(name, reason))
         };
         let range = TimeRange::new(ts("start", q.start)?, ts("end", q.end)?)?;
         // An empty filter (a select showing "all") means no filter.
@@ -116,7 +127,7 @@ impl TryFrom<RawFeedQuery> for FeedParams {
             (the bytes the cache stores); absent otherwise"),
     )),
     (status = 400, description = "`invalid_input`: a missing or malformed parameter, end not after start, \
-        a range over 400 days", body = ErrorBody),
+        a range over 400 days, an unknown `timeZone`", body = ErrorBody),
     (status = 401, description = "`unauthenticated`: no live session", body = ErrorBody),
     (status = 503, description = "`unavailable`: PostgreSQL is unavailable and the cache cannot answer", body = ErrorBody),
 ))]

@@ -11,9 +11,9 @@ use crate::service::AppState;
 pub struct Docs;
 
 pub fn config(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/healthz").route(web::get().to(healthz)).default_service(super::allow("GET")))
-        .service(web::resource("/readyz").route(web::get().to(readyz)).default_service(super::allow("GET")))
-        .service(web::resource("/metrics").route(web::get().to(metrics)).default_service(super::allow("GET")));
+    cfg.service(web::resource("/healthz").route(web::get().to(healthz)).default_service(super::allow("GET, HEAD")))
+        .service(web::resource("/readyz").route(web::get().to(readyz)).default_service(super::allow("GET, HEAD")))
+        .service(web::resource("/metrics").route(web::get().to(metrics)).default_service(super::allow("GET, HEAD")));
 }
 
 /// The process is up.

@@ -9,7 +9,9 @@ use crate::error::ApiError;
 
 pub fn config(cfg: &mut web::ServiceConfig) {
     cfg.service(
-        web::resource("/api/openapi.json").route(web::get().to(openapi_json)).default_service(super::allow("GET")),
+        web::resource("/api/openapi.json")
+            .route(web::get().to(openapi_json))
+            .default_service(super::allow("GET, HEAD")),
     );
 }
 

@@ -1,11 +1,19 @@
 //! The browser calendar: `GET /` (the page) and its static assets under
 //! `/assets/`. Files are read at run time from the web directory
 //! (`server.web_dir`, default `./web`): `index.html` and `assets/**`, where
-//! `npm ci` in `web/` puts FullCalendar (`assets/vendor/`). Nothing else of
-//! the directory (package files, `node_modules`) is reachable.
+//! `npm ci` in `web/` puts FullCalendar (`assets/vendor/<name>-<version>/`).
+//! Nothing else of the directory (package files, `node_modules`) is reachable.
+//!
+//! Assets are served by actix-files (`NamedFile`: `ETag`, `Last-Modified`,
+//! conditional requests, `Range`), after this module has checked the path.
+//! Files under `vendor/` have the version in their path, so they are cached
+//! for a year as `immutable`; the page's own files are revalidated
+//! (`no-cache`). [`missing_page_files`] tells at start-up which files the
+//! page loads are missing (say, `npm ci` was never run in `web/`).
 
 use std::path::{Path, PathBuf};
-use std::time::UNIX_EPOCH;
+
+use actix_files::NamedFile;
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -35,24 +43,17 @@ impl WebDir {
 
 /// The page's routes; `startup` provides the [`WebDir`] as app data.
 pub fn config(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/")
-            .route(web::get().to(index))
-            .route(web::head().to(index))
-            .default_service(web::to(super::method_not_allowed)),
-    )
-    .service(
-        web::resource("/favicon.ico")
-            .route(web::get().to(favicon))
-            .route(web::head().to(favicon))
-            .default_service(web::to(super::method_not_allowed)),
-    )
-    .service(
-        web::resource("/assets/{path:.*}")
-            .route(web::get().to(asset))
-            .route(web::head().to(asset))
-            .default_service(web::to(super::method_not_allowed)),
-    );
+    cfg.service(web::resource("/").route(web::get().to(index)).default_service(web::to(super::method_not_allowed)))
+        .service(
+            web::resource("/favicon.ico")
+                .route(web::get().to(favicon))
+                .default_service(web::to(super::method_not_allowed)),
+        )
+        .service(
+            web::resource("/assets/{path:.*}")
+                .route(web::get().to(asset))
+                .default_service(web::to(super::method_not_allowed)),
+        );
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -61,43 +62,15 @@ enum PageError {
     Read { path: PathBuf, source: std::io::Error },
     #[error("the file reader was cancelled")]
     Cancelled,
+    #[error("bad content type")]
+    ContentType(#[from] mime::FromStrError),
 }
 
-/// One file as read from disk.
-struct StaticFile {
-    bytes: Vec<u8>,
-    etag: String,
-}
-
-/// Reads `path` on the blocking pool; `Ok(None)` when there is no such file.
-/// When `confine_to` is given, the file's real path (symlinks resolved) must
-/// lie inside it.
-async fn read_file(path: PathBuf, confine_to: Option<PathBuf>) -> Result<Option<StaticFile>, PageError> {
-    web::block(move || -> Result<Option<StaticFile>, PageError> {
-        let not_found =
-            |e: &std::io::Error| matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory);
-        let real = match path.canonicalize() {
-            Ok(real) => real,
-            Err(e) if not_found(&e) => return Ok(None),
-            Err(source) => return Err(PageError::Read { path, source }),
-        };
-        if let Some(root) = confine_to {
-            let root = root.canonicalize().map_err(|source| PageError::Read { path: root.clone(), source })?;
-            if !real.starts_with(&root) {
-                return Ok(None);
-            }
-        }
-        let meta = std::fs::metadata(&real).map_err(|source| PageError::Read { path: real.clone(), source })?;
-        if !meta.is_file() {
-            return Ok(None);
-        }
-        let bytes = std::fs::read(&real).map_err(|source| PageError::Read { path: real.clone(), source })?;
-        let modified = meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos());
-        let etag = format!("W/\"{:x}-{:x}\"", bytes.len(), modified);
-        Ok(Some(StaticFile { bytes, etag }))
-    })
-    .await
-    .map_err(|_| PageError::Cancelled)?
+/// Reads `index.html` on the blocking pool.
+async fn read_index(path: PathBuf) -> Result<Vec<u8>, PageError> {
+    web::block(move || std::fs::read(&path).map_err(|source| PageError::Read { path, source }))
+        .await
+        .map_err(|_| PageError::Cancelled)?
 }
 
 fn internal(e: PageError) -> ApiError {
@@ -118,12 +91,8 @@ async fn signed_in(req: &HttpRequest, state: &AppState) -> bool {
 /// (`data-session`), so a signed-out visitor gets the sign-in form without
 /// a 401 round trip, as the contract's `GET /` promises.
 async fn index(req: HttpRequest, dir: web::Data<WebDir>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let path = dir.root.join("index.html");
-    let file = read_file(path.clone(), None)
-        .await
-        .map_err(internal)?
-        .ok_or_else(|| internal(PageError::Read { path, source: std::io::ErrorKind::NotFound.into() }))?;
-    let html = String::from_utf8_lossy(&file.bytes);
+    let bytes = read_index(dir.root.join("index.html")).await.map_err(internal)?;
+    let html = String::from_utf8_lossy(&bytes);
     let session = if signed_in(&req, &state).await { "signed-in" } else { "signed-out" };
     let html = html.replacen("data-session=\"unknown\"", &format!("data-session=\"{session}\""), 1);
     Ok(HttpResponse::Ok()
@@ -154,21 +123,66 @@ async fn favicon(req: HttpRequest, dir: web::Data<WebDir>) -> Result<HttpRespons
 
 async fn serve_asset(req: &HttpRequest, dir: &WebDir, relative: PathBuf) -> Result<HttpResponse, ApiError> {
     let root = dir.root.join("assets");
-    let file = read_file(root.join(&relative), Some(root)).await.map_err(internal)?.ok_or(ApiError::NotFound)?;
+    let (file, real) = open_file(root.join(&relative), root).await.map_err(internal)?.ok_or(ApiError::NotFound)?;
+    let mime: mime::Mime = content_type(&relative).parse().map_err(|e: mime::FromStrError| internal(e.into()))?;
+    let named = NamedFile::from_file(file, &real)
+        .map_err(|source| internal(PageError::Read { path: real.clone(), source }))?
+        .set_content_type(mime)
+        .disable_content_disposition()
+        .use_etag(true)
+        .use_last_modified(true);
+    let mut res = named.into_response(req);
+    let cache = if relative.starts_with("vendor") { IMMUTABLE } else { "no-cache" };
+    let h = res.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    Ok(res)
+}
 
-    let fresh = req
-        .headers()
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|tag| tag.trim() == file.etag || tag.trim() == "*"));
-    let mut res = if fresh { HttpResponse::NotModified() } else { HttpResponse::Ok() };
-    res.insert_header((header::CACHE_CONTROL, "no-cache"))
-        .insert_header((header::ETAG, file.etag.as_str()))
-        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"));
-    if fresh {
-        return Ok(res.finish());
-    }
-    Ok(res.insert_header((header::CONTENT_TYPE, HeaderValue::from_static(content_type(&relative)))).body(file.bytes))
+/// For files whose path names their version (`vendor/fullcalendar-6.1.21/…`):
+/// a new version is a new URL, so browsers may keep this one for a year
+/// without asking again.
+const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+
+/// Opens `path` on the blocking pool, with its real path; `Ok(None)` when
+/// there is no such regular file or its real path (symlinks resolved) lies
+/// outside `confine_to`.
+async fn open_file(path: PathBuf, confine_to: PathBuf) -> Result<Option<(std::fs::File, PathBuf)>, PageError> {
+    web::block(move || -> Result<Option<(std::fs::File, PathBuf)>, PageError> {
+        let not_found =
+            |e: &std::io::Error| matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory);
+        let real = match path.canonicalize() {
+            Ok(real) => real,
+            Err(e) if not_found(&e) => return Ok(None),
+            Err(source) => return Err(PageError::Read { path, source }),
+        };
+        let root = confine_to.canonicalize().map_err(|source| PageError::Read { path: confine_to.clone(), source })?;
+        if !real.starts_with(&root) || !real.is_file() {
+            return Ok(None);
+        }
+        let file = std::fs::File::open(&real).map_err(|source| PageError::Read { path: real.clone(), source })?;
+        Ok(Some((file, real)))
+    })
+    .await
+    .map_err(|_| PageError::Cancelled)?
+}
+
+/// The files `index.html` loads from `/assets/` (its `src` and `href`
+/// attributes) that are not in the web directory, or `index.html` itself
+/// when that is missing: what start-up warns about, so a page without its
+/// vendor files is a clear message in the log instead of a silent 404 in
+/// the browser.
+pub fn missing_page_files(dir: &WebDir) -> Vec<PathBuf> {
+    let index = dir.root.join("index.html");
+    let Ok(html) = std::fs::read_to_string(&index) else {
+        return vec![index];
+    };
+    html.split(['"', '\''])
+        .filter_map(|part| part.strip_prefix("/assets/"))
+        .filter_map(safe_relative_path)
+        .map(|relative| dir.root.join("assets").join(relative))
+        .filter(|path| !path.is_file())
+        .collect()
 }
 
 /// The request's asset path as a relative path of plain names, or `None`
@@ -215,8 +229,8 @@ mod tests {
     fn plain_asset_paths_are_accepted() {
         assert_eq!(safe_relative_path("app.js"), Some(PathBuf::from("app.js")));
         assert_eq!(
-            safe_relative_path("vendor/fullcalendar/index.global.min.js"),
-            Some(PathBuf::from("vendor/fullcalendar/index.global.min.js"))
+            safe_relative_path("vendor/fullcalendar-6.1.21/index.global.min.js"),
+            Some(PathBuf::from("vendor/fullcalendar-6.1.21/index.global.min.js"))
         );
     }
 
@@ -250,15 +264,32 @@ mod tests {
         assert_eq!(content_type(Path::new("LICENSE")), "application/octet-stream");
     }
 
+    #[test]
+    fn missing_page_files_names_what_index_html_loads_and_is_not_there() {
+        let dir = std::env::temp_dir().join(format!("calcache-page-{}", uuid::Uuid::new_v4()));
+        let web = WebDir::new(&dir);
+        assert_eq!(missing_page_files(&web), vec![dir.join("index.html")]);
+        let made = std::fs::create_dir_all(dir.join("assets")).and_then(|()| {
+            std::fs::write(
+                dir.join("index.html"),
+                r#"<link href="/assets/app.css"><script src='/assets/vendor/lib-1.0/lib.js'></script><a href="/other">"#,
+            )?;
+            std::fs::write(dir.join("assets/app.css"), "body{}")
+        });
+        assert!(made.is_ok());
+        assert_eq!(missing_page_files(&web), vec![dir.join("assets/vendor/lib-1.0/lib.js")]);
+        let _cleanup = std::fs::remove_dir_all(&dir);
+    }
+
     #[actix_web::test]
     async fn a_missing_file_is_none_and_a_file_outside_the_root_is_refused() {
         let dir = std::env::temp_dir().join(format!("calcache-page-{}", uuid::Uuid::new_v4()));
         let assets = dir.join("assets");
         let made = std::fs::create_dir_all(&assets).and_then(|()| std::fs::write(dir.join("secret.txt"), "no"));
         assert!(made.is_ok());
-        let missing = read_file(assets.join("nope.js"), Some(assets.clone())).await;
+        let missing = open_file(assets.join("nope.js"), assets.clone()).await;
         assert!(matches!(missing, Ok(None)));
-        let outside = read_file(assets.join("..").join("secret.txt"), Some(assets.clone())).await;
+        let outside = open_file(assets.join("..").join("secret.txt"), assets.clone()).await;
         assert!(matches!(outside, Ok(None)));
         let _cleanup = std::fs::remove_dir_all(&dir);
     }

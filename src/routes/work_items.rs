@@ -36,7 +36,7 @@ pub fn config(cfg: &mut web::ServiceConfig) {
             .route(web::get().to(get))
             .route(web::patch().to(update))
             .route(web::delete().to(delete))
-            .default_service(super::allow("GET, PATCH, DELETE")),
+            .default_service(super::allow("GET, HEAD, PATCH, DELETE")),
     );
 }
 

@@ -1,6 +1,7 @@
 //! The calendar feed: FullCalendar's "events JSON feed" for one user.
 
 use bytes::Bytes;
+use chrono::NaiveDate;
 use serde::Serialize;
 
 use super::auth::{self, Claim};
@@ -8,7 +9,7 @@ use super::{AppState, ServiceError};
 use crate::cache::{FeedBody, FeedOutcome, FeedParams};
 use crate::db::work_items::{self as items, FeedFilter};
 use crate::db::{self, FeedRow};
-use crate::domain::{Timestamp, UserId};
+use crate::domain::{Timestamp, UserId, all_day_span};
 
 #[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -21,6 +22,31 @@ pub struct ExtendedProps<'a> {
     status: &'a str,
 }
 
+/// An event's start or end as FullCalendar reads it: an RFC 3339 instant for
+/// a timed event, a date (`2026-10-06`) for an all-day one, so that a page in
+/// any time zone shows it on the days it covers (contract v1.1).
+#[derive(Serialize)]
+#[serde(untagged)]
+enum EventTime {
+    At(Timestamp),
+    Day(NaiveDate),
+}
+
+fn event_time_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{AnyOfBuilder, KnownFormat, ObjectBuilder, SchemaFormat, Type};
+    let string =
+        |format| ObjectBuilder::new().schema_type(Type::String).format(Some(SchemaFormat::KnownFormat(format)));
+    AnyOfBuilder::new()
+        .item(string(KnownFormat::DateTime))
+        .item(string(KnownFormat::Date))
+        .description(Some(
+            "An RFC 3339 timestamp in UTC for a timed event; a date for an all-day event (`allDay: true`), \
+             the end exclusive.",
+        ))
+        .build()
+        .into()
+}
+
 /// One event as FullCalendar reads it.
 #[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -29,21 +55,27 @@ pub struct FeedEvent<'a> {
     #[schema(pattern = "^work-item-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")]
     id: String,
     title: &'a str,
-    #[schema(value_type = String, format = DateTime)]
-    start: Timestamp,
-    #[schema(value_type = String, format = DateTime)]
-    end: Timestamp,
+    #[schema(schema_with = event_time_schema)]
+    start: EventTime,
+    #[schema(schema_with = event_time_schema)]
+    end: EventTime,
     all_day: bool,
     extended_props: ExtendedProps<'a>,
 }
 
 impl<'a> From<&'a FeedRow> for FeedEvent<'a> {
     fn from(r: &'a FeedRow) -> Self {
+        let (start, end) = if r.all_day {
+            let (first, after_last) = all_day_span(r.start_at, r.end_at);
+            (EventTime::Day(first), EventTime::Day(after_last))
+        } else {
+            (EventTime::At(Timestamp::from_utc(r.start_at)), EventTime::At(Timestamp::from_utc(r.end_at)))
+        };
         Self {
             id: format!("work-item-{}", r.id),
             title: &r.title,
-            start: Timestamp::from_utc(r.start_at),
-            end: Timestamp::from_utc(r.end_at),
+            start,
+            end,
             all_day: r.all_day,
             extended_props: ExtendedProps { work_item_id: r.id, work_type: &r.work_type, status: &r.status },
         }

@@ -281,6 +281,34 @@ async fn chunked_upload(port: u16, path: &str, body: Vec<u8>) -> (String, Option
     .unwrap()
 }
 
+/// No field of the API is nullable: a JSON `null` is a 400 naming the field,
+/// never read as "absent" (a PATCH that silently changes nothing), and
+/// nothing is written.
+#[tokio::test]
+async fn a_null_is_a_400_naming_the_field() {
+    let app = spawn_app().await;
+    let user = app.new_user().await;
+    let item =
+        app.create_item(&user, crate::helpers::item("keep", "2026-10-06T09:00:00Z", "2026-10-06T10:00:00Z")).await;
+    let path = format!("/api/work-items/{}", item["id"].as_str().unwrap());
+    for field in ["title", "description", "work_type", "status", "start", "end", "all_day", "assignee_ids"] {
+        let res = app.patch_json(&path, &user.token, &json!({ field: null })).await;
+        assert_error(res, StatusCode::BAD_REQUEST, "invalid_input", Some(field), &format!("PATCH {field}: null")).await;
+    }
+    // Mixed with valid fields: still refused, and nothing changed.
+    let res = app.patch_json(&path, &user.token, &json!({"title": "changed", "end": null})).await;
+    assert_error(res, StatusCode::BAD_REQUEST, "invalid_input", Some("end"), "PATCH title + end: null").await;
+    let now: Value = app.get(&path, Some(&user.token)).await.json().await.unwrap();
+    assert_eq!((&now["title"], &now["end"]), (&json!("keep"), &item["end"]));
+
+    let create = json!({"title": "x", "work_type": "task", "start": "2026-10-06", "status": null});
+    let res = app.post_json("/api/work-items", Some(&user.token), &create).await;
+    assert_error(res, StatusCode::BAD_REQUEST, "invalid_input", Some("status"), "POST status: null").await;
+    let res = app.post_json("/api/login", None, &json!({"username": null, "password": "x"})).await;
+    assert_error(res, StatusCode::BAD_REQUEST, "invalid_input", Some("username"), "login username: null").await;
+    assert_eq!(app.feed(&user, "start=2026-10-01&end=2026-11-01").await.titles(), ["keep"]);
+}
+
 /// A client that sends its head or body too slowly is cut off after
 /// `server.client_timeout_ms` instead of holding a connection forever.
 #[tokio::test]
@@ -299,13 +327,28 @@ async fn slow_clients_are_cut_off() {
     let took = took.expect("the server kept the slow connection open");
     assert!(took >= Duration::from_millis(400), "cut off too early: {took:?}");
 
-    // The head: half of it, then nothing. actix's client_request_timeout
-    // answers 408 and closes. (That 408 is written by actix-http itself,
-    // before there is a request for any middleware to see: its body is
-    // empty, not the contract's JSON.)
+    // The head: half of it, then nothing. The same JSON 408, then the
+    // connection is closed (actix's own, empty 408 would come only at twice
+    // the timeout).
     let (answer, took) = raw_exchange(app.port, b"POST /api/login HTTP/1.1\r\nHost: 127".to_vec(), deadline).await;
-    assert!(took.is_some(), "the server kept a half-sent head open: {answer:?}");
+    let took = took.unwrap_or_else(|| panic!("the server kept a half-sent head open: {answer:?}"));
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    assert!(answer.contains("content-type: application/json"), "{answer}");
+    let body: Value = serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap_or("")).unwrap_or(Value::Null);
+    assert_eq!(body["error"]["code"], "request_timeout", "{answer}");
+    assert!(took >= Duration::from_millis(400), "cut off too early: {took:?}");
+    // Nothing at all (a connection opened and left idle): the same.
+    let (answer, _) = raw_exchange(app.port, Vec::new(), deadline).await;
+    assert!(answer.starts_with("HTTP/1.1 408") && answer.contains("request_timeout"), "{answer:?}");
+    // A connection whose first request came in time is not cut at the
+    // deadline: its second request, after the timeout, is answered.
+    let (answer, _) = raw_exchange(
+        app.port,
+        b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".to_vec(),
+        Duration::from_millis(800),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200") && !answer.contains("408"), "{answer:?}");
 
     assert_still_serving(&app).await;
 }

@@ -66,6 +66,69 @@ async fn feed_shape_order_and_half_open_overlap() {
 }
 
 #[tokio::test]
+async fn all_day_events_are_dates_and_time_zone_moves_naive_bounds() {
+    let app = spawn_app().await;
+    let user = app.new_user().await;
+    let holiday = app
+        .create_item(
+            &user,
+            json!({"title": "holiday", "work_type": "activity", "start": "2026-10-12", "end": "2026-10-15", "all_day": true}),
+        )
+        .await;
+    let one_day = app
+        .create_item(&user, json!({"title": "one day", "work_type": "task", "start": "2026-10-13", "all_day": true}))
+        .await;
+    // 09:00 in Los Angeles (PDT) is 16:00 UTC.
+    app.create_item(&user, item("timed", "2026-10-13T16:00:00Z", "2026-10-13T17:00:00Z")).await;
+
+    let feed = app.feed(&user, "start=2026-10-12&end=2026-10-19").await;
+    assert_eq!(feed.status, StatusCode::OK);
+    let by_title = |title: &str| feed.body.as_array().unwrap().iter().find(|e| e["title"] == title).unwrap().clone();
+    let (h, d, t) = (by_title("holiday"), by_title("one day"), by_title("timed"));
+    assert_eq!((&h["start"], &h["end"], &h["allDay"]), (&json!("2026-10-12"), &json!("2026-10-15"), &json!(true)));
+    assert_eq!((&d["start"], &d["end"]), (&json!("2026-10-13"), &json!("2026-10-14")), "end == start is one day");
+    assert_eq!((&t["start"], &t["end"]), (&json!("2026-10-13T16:00:00Z"), &json!("2026-10-13T17:00:00Z")));
+    // The work item itself keeps its instants.
+    assert_eq!((&holiday["start"], &holiday["end"]), (&json!("2026-10-12T00:00:00Z"), &json!("2026-10-15T00:00:00Z")));
+    assert_eq!(one_day["end"], "2026-10-13T00:00:00Z");
+
+    // Naive bounds are wall-clock time in `timeZone`: 08:30 to 12:00 in Los
+    // Angeles holds the timed event (16:00Z); read as UTC they would not. The
+    // all-day items cover the whole of 2026-10-13 (UTC) either way; "one day"
+    // is stored as the instant 00:00Z, and still belongs to any range that
+    // touches its day.
+    let naive = "start=2026-10-13T08:30:00&end=2026-10-13T12:00:00";
+    let titles = |q: String| {
+        let (app, user) = (&app, &user);
+        async move {
+            let mut t = app.feed(user, &q).await.titles();
+            t.sort();
+            t
+        }
+    };
+    assert_eq!(titles(format!("{naive}&timeZone=America%2FLos_Angeles")).await, ["holiday", "one day", "timed"]);
+    assert_eq!(titles(naive.to_owned()).await, ["holiday", "one day"], "without timeZone, naive times are UTC");
+    assert_eq!(titles(format!("{naive}&timeZone=UTC")).await, ["holiday", "one day"]);
+    assert_eq!(titles(format!("{naive}&timeZone=")).await, ["holiday", "one day"], "empty timeZone = none");
+    // An offset wins over timeZone.
+    assert_eq!(
+        titles("start=2026-10-13T08:30:00Z&end=2026-10-13T12:00:00Z&timeZone=America%2FLos_Angeles".into()).await,
+        ["holiday", "one day"]
+    );
+
+    // The same UTC range written two ways is one cache entry.
+    let first = app.feed(&user, "start=2026-10-20T00:00:00&end=2026-10-27T00:00:00&timeZone=Europe%2FBerlin").await;
+    let second = app.feed(&user, "start=2026-10-19T22:00:00Z&end=2026-10-26T23:00:00Z").await;
+    assert_eq!(first.headers["x-cache"], "MISS");
+    assert_eq!(second.headers["x-cache"], "HIT");
+
+    let bad = app.feed(&user, "start=2026-10-13T08:30:00&end=2026-10-13T12:00:00&timeZone=Mars%2FOlympus").await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert_eq!(bad.body["error"]["field"], "timeZone", "{}", bad.body);
+    assert_guarded(&bad.headers, "bad timeZone");
+}
+
+#[tokio::test]
 async fn feed_filters_by_type_and_status() {
     let app = spawn_app().await;
     let user = app.new_user().await;

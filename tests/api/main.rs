@@ -16,6 +16,7 @@ mod helpers;
 mod migrations;
 mod openapi;
 mod ops;
+mod page;
 mod partial;
 mod process;
 #[allow(dead_code, reason = "a shared toolbox")]

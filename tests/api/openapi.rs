@@ -128,7 +128,8 @@ async fn document_states_the_contracts_limits() {
     let status = property(&doc, "PatchWorkItem", "status");
     assert_eq!(status["enum"], serde_json::json!(["not_started", "in_progress", "completed", "cancelled"]));
 
-    // Input timestamps: RFC 3339 or a bare date. Output: RFC 3339.
+    // Input timestamps: RFC 3339 or a bare date. Output: RFC 3339, but a
+    // feed event's start and end may be dates (all-day events, v1.1).
     let start = property(&doc, "CreateWorkItem", "start");
     let formats: Vec<&str> = start["anyOf"].as_array().unwrap().iter().filter_map(|s| s["format"].as_str()).collect();
     assert_eq!(formats, ["date-time", "date"]);
@@ -136,7 +137,10 @@ async fn document_states_the_contracts_limits() {
         assert_eq!(property(&doc, "WorkItem", field)["format"], "date-time", "WorkItem.{field}");
     }
     for field in ["start", "end"] {
-        assert_eq!(property(&doc, "FeedEvent", field)["format"], "date-time", "FeedEvent.{field}");
+        let event_time = property(&doc, "FeedEvent", field);
+        let formats: Vec<&str> =
+            event_time["anyOf"].as_array().unwrap().iter().filter_map(|s| s["format"].as_str()).collect();
+        assert_eq!(formats, ["date-time", "date"], "FeedEvent.{field}");
     }
 
     // Unknown fields are refused, and the document says so.
@@ -202,11 +206,216 @@ async fn undocumented_methods_are_405_with_allow() {
             let allow = res.headers().get("allow").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
             let mut advertised: Vec<String> = allow.split(',').map(|m| m.trim().to_owned()).collect();
             advertised.sort();
+            // HEAD is allowed wherever GET is (and not documented apart),
+            // but for the change stream, whose GET never ends.
             let mut expected = documented.clone();
+            if documented.iter().any(|m| m == "GET") && path.as_str() != "/api/calendar/changes" {
+                expected.push("HEAD".to_owned());
+            }
             expected.sort();
             assert_eq!(advertised, expected, "{method} {path}: Allow: {allow}");
             let body: Value = res.json().await.unwrap();
             assert_eq!(body["error"]["code"], "method_not_allowed", "{method} {path}");
         }
     }
+}
+
+/// `HEAD` wherever `GET` works: every GET route of the document, the page and
+/// an asset answer HEAD with GET's status and headers and no body; a route
+/// without GET answers HEAD with its 405.
+#[tokio::test]
+async fn head_works_wherever_get_does() {
+    let app = spawn_app().await;
+    let user = app.new_user().await;
+    let item = app.create_item(&user, crate::helpers::item("x", "2026-10-06T09:00:00Z", "2026-10-06T10:00:00Z")).await;
+    let id = item["id"].as_str().unwrap().to_owned();
+    let doc = document(&app).await;
+    let mut paths: Vec<String> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(path, item)| item.get("get").is_some() && path.as_str() != "/api/calendar/changes")
+        .map(|(path, _)| path.replace("{id}", &id))
+        .collect();
+    paths
+        .iter_mut()
+        .filter(|p| p.as_str() == "/api/calendar/feed")
+        .for_each(|p| p.push_str("?start=2026-10-01&end=2026-11-01"));
+    paths.extend(["/".to_owned(), "/assets/app.js".to_owned()]);
+    for path in &paths {
+        // The feed twice first, so GET and HEAD both see a warm entry.
+        for _ in 0..2 {
+            app.client.get(app.url(path)).bearer_auth(&user.token).send().await.unwrap();
+        }
+        let get = app.client.get(app.url(path)).bearer_auth(&user.token).send().await.unwrap();
+        let head = app.client.head(app.url(path)).bearer_auth(&user.token).send().await.unwrap();
+        assert_eq!(head.status(), get.status(), "HEAD {path}");
+        assert!(get.status().is_success(), "GET {path}: {}", get.status());
+        for (name, value) in get.headers() {
+            if ["date", "content-length"].contains(&name.as_str()) {
+                continue;
+            }
+            assert_eq!(head.headers().get(name), Some(value), "HEAD {path}: {name}");
+        }
+        let get_len = get.bytes().await.unwrap().len();
+        let declared = head.headers().get("content-length").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        assert_eq!(head.bytes().await.unwrap().len(), 0, "HEAD {path} sent a body");
+        if path != "/metrics" {
+            assert_eq!(declared, Some(get_len.to_string()), "HEAD {path}: Content-Length");
+        }
+    }
+    let res = app.client.head(app.url("/api/login")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(res.headers().get("allow").and_then(|v| v.to_str().ok()), Some("POST"));
+    // The change stream has no finished answer to take a head from.
+    let res = app.client.head(app.url("/api/calendar/changes")).bearer_auth(&user.token).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(res.headers().get("allow").and_then(|v| v.to_str().ok()), Some("GET"));
+}
+
+/// The repository root (where `docs/` is).
+fn repo_file(path: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+/// `docs/openapi.json` is the document the server serves, committed so a
+/// change to the API shows in review as a change to that file. After an
+/// intended change: `CALCACHE_BLESS=1 cargo test --test api openapi::` rewrites it.
+#[tokio::test]
+async fn the_committed_openapi_snapshot_is_what_the_server_serves() {
+    let app = spawn_app().await;
+    let served = document(&app).await;
+    let path = repo_file("docs/openapi.json");
+    let pretty = serde_json::to_string_pretty(&served).unwrap() + "\n";
+    if std::env::var_os("CALCACHE_BLESS").is_some() {
+        std::fs::write(&path, &pretty).unwrap();
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    let committed: Value = serde_json::from_str(&committed).unwrap_or(Value::Null);
+    assert!(
+        committed == served,
+        "docs/openapi.json differs from the served document; if the change is intended, \
+         run `CALCACHE_BLESS=1 cargo test --test api openapi::` and commit the file"
+    );
+}
+
+/// The rows of the first Markdown table after `heading` in `text`, cells trimmed.
+fn table_after(text: &str, heading: &str) -> Vec<Vec<String>> {
+    let section = text.split(heading).nth(1).unwrap_or_else(|| panic!("no {heading:?} in docs/api.md"));
+    section
+        .lines()
+        .skip_while(|l| !l.starts_with('|'))
+        .take_while(|l| l.starts_with('|'))
+        .skip(2) // header and separator
+        .map(|l| l.trim_matches('|').split('|').map(|c| c.trim().trim_matches('`').to_owned()).collect())
+        .collect()
+}
+
+/// `docs/api.md` states exactly the routes, their session requirement and
+/// their statuses, and the error codes, that the OpenAPI document has.
+#[tokio::test]
+async fn docs_api_md_agrees_with_the_openapi_document() {
+    let app = spawn_app().await;
+    let doc = document(&app).await;
+    let text = std::fs::read_to_string(repo_file("docs/api.md")).unwrap();
+
+    let mut documented: Vec<(String, String, bool, Vec<String>)> = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let session = op["security"].as_array().is_some_and(|s| !s.is_empty());
+            let statuses = op["responses"].as_object().unwrap().keys().cloned().collect();
+            documented.push((method.to_uppercase(), path.clone(), session, statuses));
+        }
+    }
+    let mut stated: Vec<(String, String, bool, Vec<String>)> = table_after(&text, "## Routes")
+        .into_iter()
+        .map(|row| {
+            let mut statuses: Vec<String> = row[3].split_whitespace().map(str::to_owned).collect();
+            statuses.sort();
+            (row[0].clone(), row[1].clone(), row[2] == "yes", statuses)
+        })
+        .collect();
+    documented.sort();
+    stated.sort();
+    assert_eq!(stated, documented, "docs/api.md's route table (method, path, session, statuses)");
+
+    let codes = doc["components"]["schemas"]["ErrorDetail"]["properties"]["code"]["enum"].as_array().unwrap();
+    let mut codes: Vec<&str> = codes.iter().filter_map(Value::as_str).collect();
+    let errors = table_after(&text, "## Errors");
+    let mut listed: Vec<&str> = errors.iter().map(|row| row[0].as_str()).collect();
+    codes.sort_unstable();
+    listed.sort_unstable();
+    assert_eq!(listed, codes, "docs/api.md's error codes");
+    for row in &errors {
+        let status: u16 = row[1].parse().unwrap();
+        // `outcome_unknown` shares 503 with `unavailable`, which is what a
+        // bare 503 maps to.
+        if row[0] == "outcome_unknown" {
+            assert_eq!(status, 503, "{row:?}");
+            continue;
+        }
+        assert_eq!(
+            calcache::error::code_for_status(actix_web::http::StatusCode::from_u16(status).unwrap()),
+            row[0],
+            "{row:?}"
+        );
+    }
+}
+
+/// The README and the docs link only to files in the repository (no
+/// `../shared/...`, nothing missing), so a clone stands alone.
+#[test]
+fn docs_link_only_to_files_in_the_repository() {
+    let root = repo_file("").canonicalize().unwrap();
+    let mut files = vec![root.join("README.md"), root.join("BENCHMARKS.md")];
+    for dir in ["docs", "results"] {
+        let mut stack = vec![root.join(dir)];
+        while let Some(d) = stack.pop() {
+            for entry in std::fs::read_dir(&d).unwrap().flatten() {
+                let p = entry.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if p.extension().is_some_and(|e| e == "md") {
+                    files.push(p);
+                }
+            }
+        }
+    }
+    let mut checked = 0;
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for target in text.split("](").skip(1).filter_map(|rest| rest.split(')').next()) {
+            let target = target.split('#').next().unwrap_or("").trim();
+            if target.is_empty() || target.starts_with("http://") || target.starts_with("https://") {
+                continue;
+            }
+            let resolved = file.parent().unwrap().join(target);
+            let real =
+                resolved.canonicalize().unwrap_or_else(|_| panic!("{}: {target} does not exist", file.display()));
+            assert!(real.starts_with(&root), "{}: {target} is outside the repository", file.display());
+            checked += 1;
+        }
+    }
+    assert!(checked > 5, "only {checked} links found");
+}
+
+/// Every benchmark report has its tables as JSON beside it
+/// (`cargo test --bench hit_rates -- --tables-json results/*/` writes them).
+#[test]
+fn every_benchmark_report_has_machine_readable_results() {
+    let mut reports = 0;
+    for entry in std::fs::read_dir(repo_file("results")).unwrap().flatten() {
+        let dir = entry.path();
+        if !dir.join("report.md").is_file() {
+            continue;
+        }
+        reports += 1;
+        let json = std::fs::read_to_string(dir.join("results.json"))
+            .unwrap_or_else(|_| panic!("{} has report.md but no results.json", dir.display()));
+        let json: Value = serde_json::from_str(&json).unwrap();
+        let tables = json["tables"].as_array().unwrap();
+        let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+        assert_eq!(tables.len(), md.matches("\n| ---").count(), "{}: one JSON table per Markdown table", dir.display());
+    }
+    assert!(reports > 0);
 }

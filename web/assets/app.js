@@ -258,7 +258,10 @@
       height: 'auto',
       firstDay: 1,
       nowIndicator: true,
-      dayMaxEvents: true,
+      // A busy day stays one cell high: three events and "+N more" (a
+      // popover with the whole day). `dayMaxEvents: true` alone does nothing
+      // with `height: 'auto'`, which grows the cells instead.
+      dayMaxEventRows: 4,
       navLinks: true,
       selectable: true,
       selectMirror: true,
@@ -274,18 +277,14 @@
       },
       eventDataTransform(raw) {
         const props = raw.extendedProps || {};
-        const event = Object.assign({}, raw, {
+        // All-day events arrive as dates (FullCalendar's form), timed ones
+        // as instants: nothing to convert.
+        return Object.assign({}, raw, {
           backgroundColor: COLORS[props.workType],
           borderColor: COLORS[props.workType],
           textColor: '#ffffff',
           classNames: [`wt-${props.workType}`, `st-${props.status}`],
         });
-        if (raw.allDay) {
-          // Whole days in UTC, whatever the browser's time zone.
-          event.start = utcDate(raw.start);
-          event.end = raw.end ? utcDate(raw.end) : undefined;
-        }
-        return event;
       },
       eventDidMount(info) {
         const props = info.event.extendedProps;
