@@ -311,7 +311,8 @@ async fn a_lost_version_key_never_brings_back_an_old_entry() {
     let version_key = app.keys().version(UserId(user.id));
     let mut redis = app.redis().await;
     let v1: u64 = redis::cmd("GET").arg(&version_key).query_async(&mut redis).await.unwrap();
-    assert!(v1 > 1_000_000_000_000_000_000, "initialized from the clock, not 0 or 1: {v1}");
+    // Redis' clock in microseconds (see cache/version.rs).
+    assert!(v1 > 1_000_000_000_000_000, "initialized from the clock, not 0 or 1: {v1}");
 
     // Evicted/flushed version key, then a delete, then the key lost again:
     // neither the "before" nor the "after" entries may come back as current.
