@@ -15,35 +15,18 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
 BIN=${1:-target/release/calcache}
 CONFIG=${2:-$ROOT/config}
-[[ -x $BIN ]] || die "no binary at $BIN (cargo build --release)"
 apt_install valgrind wrk
-ensure_postgres
-ensure_redis
-
-work=$(mktemp -d -t calcache-callgrind.XXXXXX)
-db="calcache_callgrind_$(date +%s)_$$"
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-vg=""
-cleanup() {
-  [[ -n $vg ]] && kill "$vg" 2>/dev/null && wait "$vg" 2>/dev/null
-  psql "${DATABASE_URL%/*}/postgres" -qAt -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null 2>&1 || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-psql "${DATABASE_URL%/*}/postgres" -qAt -c "CREATE DATABASE \"$db\"" >/dev/null
-
-export DATABASE_URL="${DATABASE_URL%/*}/$db" CALCACHE_ENV=local CALCACHE_CONFIG_DIR=$CONFIG
-export CALCACHE__SERVER__WORKERS=1 CALCACHE__LOG__FORMAT=json RUST_LOG=${RUST_LOG:-info}
-export CALCACHE__REDIS__KEY_PREFIX="callgrind-$db" CALCACHE__REDIS__TIMEOUT_MS=5000
-"$BIN" demo >"$work/demo.log" 2>&1 || { tail "$work/demo.log" >&2; die "calcache demo failed"; }
+export RUST_LOG=${RUST_LOG:-info} CALCACHE__REDIS__TIMEOUT_MS=5000
+bench_setup callgrind "$BIN" "$CONFIG"
+work=$BENCH_WORK port=$BENCH_PORT
 
 valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$work/cg.out" \
   "$BIN" serve --port "$port" >"$work/serve.log" 2>&1 &
 vg=$!
+BENCH_PID=$vg
 wait_for "calcache under valgrind" 120 curl -sf "http://127.0.0.1:$port/healthz" -o /dev/null
 
-token=$(curl -sf -XPOST "http://127.0.0.1:$port/api/login" -H 'content-type: application/json' \
-  -d '{"username":"demo","password":"demo-password"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+token=$(demo_token)
 read -r start end < <(python3 -c '
 import datetime as d
 first = d.date.today().replace(day=1)

@@ -119,3 +119,37 @@ ensure_redis() {
   echo "$STATE_DIR/redis-$REDIS_PORT.pid" >"$STATE_DIR/redis-$REDIS_PORT.started"
   log "scripts/stop.sh stops it again"
 }
+
+# For the benchmark scripts: a throw-away database with the demo data loaded
+# by BIN (config from CONFIG_DIR), a free port in $BENCH_PORT, a scratch
+# directory in $BENCH_WORK, and a trap that stops $BENCH_PID and drops the
+# database on exit. Set RUST_LOG and CALCACHE__* before calling.
+#   bench_setup NAME BIN CONFIG_DIR
+bench_setup() {
+  local name="$1" bin="$2" config="$3"
+  [[ -x $bin ]] || die "no binary at $bin (cargo build --release)"
+  ensure_postgres
+  ensure_redis
+  BENCH_WORK=$(mktemp -d -t "calcache-$name.XXXXXX")
+  BENCH_DB="calcache_${name}_$(date +%s)_$$"
+  BENCH_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  BENCH_PID=""
+  BENCH_ADMIN_URL="${DATABASE_URL%/*}/postgres"
+  trap bench_cleanup EXIT
+  psql "$BENCH_ADMIN_URL" -qAt -c "CREATE DATABASE \"$BENCH_DB\"" >/dev/null
+  export DATABASE_URL="${DATABASE_URL%/*}/$BENCH_DB" CALCACHE_ENV=local CALCACHE_CONFIG_DIR=$config
+  export CALCACHE__SERVER__WORKERS=1 CALCACHE__LOG__FORMAT=json CALCACHE__REDIS__KEY_PREFIX="$name-$BENCH_DB"
+  "$bin" demo >"$BENCH_WORK/demo.log" 2>&1 || { tail "$BENCH_WORK/demo.log" >&2; die "calcache demo failed"; }
+}
+
+bench_cleanup() {
+  [[ -n $BENCH_PID ]] && kill "$BENCH_PID" 2>/dev/null && wait "$BENCH_PID" 2>/dev/null
+  psql "$BENCH_ADMIN_URL" -qAt -c "DROP DATABASE IF EXISTS \"$BENCH_DB\" WITH (FORCE)" >/dev/null 2>&1 || true
+  rm -rf "$BENCH_WORK"
+}
+
+# The demo user's session token from the server on $BENCH_PORT.
+demo_token() {
+  curl -sf -XPOST "http://127.0.0.1:$BENCH_PORT/api/login" -H 'content-type: application/json' \
+    -d '{"username":"demo","password":"demo-password"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])'
+}

@@ -403,19 +403,14 @@ async fn a_deferred_bump_reaches_the_stream_when_the_drainer_applies_it() {
         return; // a single redis-server of the test's own
     }
     let redis = crate::proxy::RedisServer::start().await;
-    let mut admin = redis.admin().await;
-    redis::cmd("ACL")
-        .arg(&["SETUSER", "nobump", "on", ">pw", "~*", "&*", "+@all", "-incr"][..])
-        .query_async::<()>(&mut admin)
-        .await
-        .unwrap();
+    let nobump = redis.user_without("nobump", "incr").await;
     let on = |s: &mut calcache::config::Settings, url: String| {
         s.redis.mode = calcache::config::RedisMode::Single;
         s.redis.url = url.into();
         // Both drainers held off: the test applies the row itself.
         s.cache.outbox_interval_ms = 3_600_000;
     };
-    let writer = spawn_app_with(|s| on(s, format!("redis://nobump:pw@127.0.0.1:{}", redis.port))).await;
+    let writer = spawn_app_with(|s| on(s, nobump)).await;
     let reader = spawn_sibling_with(&writer, |s| on(s, redis.url())).await;
     let user = reader.new_user().await;
     let created = reader.create_item(&user, item("doomed", "2026-10-06T09:00:00Z", "2026-10-06T10:00:00Z")).await;

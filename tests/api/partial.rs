@@ -98,14 +98,10 @@ async fn a_bump_refused_after_the_commit_keeps_every_process_off_the_old_entry()
     // its transaction commits, and its version bump is refused.
     let redis = RedisServer::start().await;
     let mut admin = redis.admin().await;
-    redis::cmd("ACL")
-        .arg(&["SETUSER", "nobump", "on", ">pw", "~*", "&*", "+@all", "-incr"][..])
-        .query_async::<()>(&mut admin)
-        .await
-        .unwrap();
+    let nobump = redis.user_without("nobump", "incr").await;
     let hold_drainer = |s: &mut calcache::config::Settings| s.cache.outbox_interval_ms = 3_600_000;
     let writer = spawn_app_with(|s| {
-        on_redis(s, format!("redis://nobump:pw@127.0.0.1:{}", redis.port));
+        on_redis(s, nobump);
         hold_drainer(s);
     })
     .await;

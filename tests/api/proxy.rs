@@ -185,6 +185,19 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// A Redis user `name` (password `pw`) that may do everything but run
+    /// `command`: a real server-side refusal of one kind of write (its URL
+    /// is `redis://<name>:pw@127.0.0.1:<port>`).
+    pub async fn user_without(&self, name: &str, command: &str) -> String {
+        let deny = format!("-{command}");
+        redis::cmd("ACL")
+            .arg(&["SETUSER", name, "on", ">pw", "~*", "&*", "+@all", deny.as_str()][..])
+            .query_async::<()>(&mut self.admin().await)
+            .await
+            .unwrap();
+        format!("redis://{name}:pw@127.0.0.1:{}", self.port)
+    }
+
     /// A connection for driving the server from the test (CONFIG, ACL, …).
     pub async fn admin(&self) -> redis::aio::MultiplexedConnection {
         redis::Client::open(self.url()).unwrap().get_multiplexed_async_connection().await.unwrap()
