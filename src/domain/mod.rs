@@ -37,6 +37,6 @@ mod work_item;
 pub use client::ClientAddr;
 pub use error::ValidationError;
 pub use ids::{UserId, WorkItemId};
-pub use time::{MAX_FEED_RANGE_DAYS, TimeRange, Timestamp, Zone, all_day_span};
+pub use time::{MAX_FEED_RANGE_DAYS, TimeRange, Timestamp, Zone, all_day_span, date_time_or_date_schema};
 pub use user::{Password, Username};
 pub use work_item::{AssigneeIds, Description, Status, Title, WorkType};

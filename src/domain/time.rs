@@ -183,17 +183,22 @@ impl From<Timestamp> for String {
 /// `format = DateTime` on their fields.)
 impl PartialSchema for Timestamp {
     fn schema() -> RefOr<Schema> {
-        let string =
-            |format| ObjectBuilder::new().schema_type(Type::String).format(Some(SchemaFormat::KnownFormat(format)));
-        AnyOfBuilder::new()
-            .item(string(KnownFormat::DateTime))
-            .item(string(KnownFormat::Date))
-            .description(Some(
-                "An RFC 3339 timestamp with an offset (2026-10-06T09:00:00Z), or a date (2026-10-06) meaning \
-                 midnight UTC. Years 0001 to 9999 (in UTC).",
-            ))
-            .into()
+        date_time_or_date_schema(
+            "An RFC 3339 timestamp with an offset (2026-10-06T09:00:00Z), or a date (2026-10-06) meaning \
+             midnight UTC. Years 0001 to 9999 (in UTC).",
+        )
+        .into()
     }
+}
+
+/// The OpenAPI schema of a string that is an RFC 3339 timestamp or a date.
+pub fn date_time_or_date_schema(description: &str) -> AnyOfBuilder {
+    let string =
+        |format| ObjectBuilder::new().schema_type(Type::String).format(Some(SchemaFormat::KnownFormat(format)));
+    AnyOfBuilder::new()
+        .item(string(KnownFormat::DateTime))
+        .item(string(KnownFormat::Date))
+        .description(Some(description))
 }
 impl ToSchema for Timestamp {}
 

@@ -33,18 +33,12 @@ enum EventTime {
 }
 
 fn event_time_schema() -> utoipa::openapi::schema::Schema {
-    use utoipa::openapi::schema::{AnyOfBuilder, KnownFormat, ObjectBuilder, SchemaFormat, Type};
-    let string =
-        |format| ObjectBuilder::new().schema_type(Type::String).format(Some(SchemaFormat::KnownFormat(format)));
-    AnyOfBuilder::new()
-        .item(string(KnownFormat::DateTime))
-        .item(string(KnownFormat::Date))
-        .description(Some(
-            "An RFC 3339 timestamp in UTC for a timed event; a date for an all-day event (`allDay: true`), \
-             the end exclusive.",
-        ))
-        .build()
-        .into()
+    crate::domain::date_time_or_date_schema(
+        "An RFC 3339 timestamp in UTC for a timed event; a date for an all-day event (`allDay: true`), \
+         the end exclusive.",
+    )
+    .build()
+    .into()
 }
 
 /// One event as FullCalendar reads it.
