@@ -123,6 +123,10 @@ pub enum CacheStrategy {
     Ttl,
     /// No cache: every feed from PostgreSQL.
     None,
+    /// `versioned`, plus a version per time bucket (`cache.bucket_days`,
+    /// a UTC week by default): a write bumps only the buckets its item
+    /// covers, so the views of other weeks stay cached (`cache/buckets.rs`).
+    Bucketed,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -141,6 +145,17 @@ pub struct CacheSettings {
     /// Share of cache hits (0.0..=1.0) the freshness auditor re-checks
     /// against PostgreSQL; 0 turns the auditor off.
     pub audit_sample_rate: f64,
+    /// `bucketed` strategy: the width of a time bucket in days (1 to 31),
+    /// aligned to Mondays 00:00 UTC (7: ISO weeks). Every process sharing a
+    /// Redis must use the same width (it is part of the keys).
+    #[serde(default = "CacheSettings::default_bucket_days")]
+    pub bucket_days: u32,
+}
+
+impl CacheSettings {
+    const fn default_bucket_days() -> u32 {
+        7
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -353,6 +368,9 @@ impl Settings {
                     RedisSettings::MIN_SPARE_CONNECTIONS
                 ),
             });
+        }
+        if !(1..=31).contains(&self.cache.bucket_days) {
+            return Err(ConfigError::Invalid { key: "cache.bucket_days", reason: "must be 1 to 31".into() });
         }
         if self.auth.trust_forwarded_for && self.auth.trusted_proxies.is_empty() {
             return Err(ConfigError::Invalid {

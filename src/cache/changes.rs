@@ -431,7 +431,12 @@ mod tests {
     fn publishes_ride_in_the_users_pipeline() {
         let keys = Keys::new("p");
         let mut pipe = redis::pipe();
-        push_publish(&mut pipe, &keys, &Invalidation::FeedVersion { user: UserId(3), fence: None }, true);
+        push_publish(
+            &mut pipe,
+            &keys,
+            &Invalidation::FeedVersion { user: UserId(3), fence: None, extents: None },
+            true,
+        );
         push_publish(&mut pipe, &keys, &Invalidation::Session { user: UserId(3), token_hash: vec![0xab, 0x01] }, false);
         let packed = String::from_utf8_lossy(&pipe.get_packed_pipeline()).into_owned();
         assert!(

@@ -105,7 +105,62 @@ struct Lookup {
     version: Option<u64>,
     /// The entry's key; `None` when the version is not set yet.
     key: Option<String>,
-    entry: Option<Vec<u8>>,
+    /// What the entry must carry (`bucketed`: the range's bucket versions);
+    /// `None` when some bucket version is not set yet.
+    stamp: Option<Stamp>,
+    /// The entry, already checked against the stamp, without it.
+    entry: Option<Bytes>,
+}
+
+/// What an entry must carry to be served: under `bucketed`, the version of
+/// every bucket its range covers, as they were read before its rows were
+/// queried (`buckets.rs`); nothing under the other strategies. Stored in
+/// front of the gzip, 8 bytes per bucket, and compared value by value — no
+/// hash, so no collision can make an old entry match.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct Stamp(Vec<u64>);
+
+impl Stamp {
+    fn header_len(&self) -> usize {
+        self.0.len() * 8
+    }
+
+    /// The stored entry's body if it carries exactly this stamp (and is a
+    /// body calcache stored, see `looks_stored`).
+    fn accept(&self, entry: Vec<u8>) -> Option<Bytes> {
+        let header = self.header_len();
+        if entry.len() <= header || !looks_stored(&entry[header..]) {
+            return None;
+        }
+        if header == 0 {
+            return Some(Bytes::from(entry));
+        }
+        let matches = entry[..header].chunks_exact(8).zip(&self.0).all(|(stored, v)| stored == v.to_le_bytes());
+        matches.then(|| Bytes::from(entry).slice(header..))
+    }
+
+    /// The entry to store for `gzip`.
+    fn encode(&self, gzip: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.header_len() + gzip.len());
+        for v in &self.0 {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out.extend_from_slice(gzip);
+        out
+    }
+
+    /// The single-flight key: requests share a fill only when they would
+    /// store the same entry under the same stamp (one that read newer bucket
+    /// versions must not take an older fill's rows).
+    fn flight(&self, key: &str) -> String {
+        let mut k = String::with_capacity(key.len() + self.0.len() * 17);
+        k.push_str(key);
+        for v in &self.0 {
+            k.push('#');
+            k.push_str(itoa::Buffer::new().format(*v));
+        }
+        k
+    }
 }
 
 /// Releases the fill lease at `key` if `holder` still holds it (compare and
@@ -136,6 +191,17 @@ impl Drop for InflightGuard<'_> {
     }
 }
 
+/// How a strategy reads the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Plan {
+    /// Entries under the user-wide version.
+    Versioned,
+    /// Entries under the user-wide version, stamped with bucket versions.
+    Bucketed,
+    /// Entries without versions, until their TTL.
+    Ttl,
+}
+
 enum Role {
     Leader(watch::Sender<Option<FeedBody>>),
     Follower(watch::Receiver<Option<FeedBody>>),
@@ -163,7 +229,7 @@ impl Cache {
         load: impl AsyncFnOnce() -> Result<Bytes, E>,
     ) -> Result<(FeedOutcome, FeedBody), E> {
         let span = tracing::Span::current();
-        let versioned = match self.strategy {
+        let plan = match self.strategy {
             // A Redis that came back with old data: neither its entries nor
             // its session checks are to be believed yet.
             _ if self.distrusted() => {
@@ -173,13 +239,13 @@ impl Cache {
                 let cached = self.session_state(user, token_hash).await.unwrap_or(SessionState::Unknown);
                 return Box::pin(Self::bypass(&span, cached, authorize, load)).await;
             }
-            CacheStrategy::Versioned => true,
-            CacheStrategy::Ttl => false,
+            CacheStrategy::Versioned => Plan::Versioned,
+            CacheStrategy::Bucketed => Plan::Bucketed,
+            CacheStrategy::Ttl => Plan::Ttl,
         };
 
-        let guess = if versioned { self.read_path.guess(user) } else { None };
-        let looked_up =
-            self.run(async |conn| self.lookup(conn, user, token_hash, params, versioned, guess).await).await;
+        let guess = if plan == Plan::Ttl { None } else { self.read_path.guess(user) };
+        let looked_up = self.run(async |conn| self.lookup(conn, user, token_hash, params, plan, guess).await).await;
         let found = match looked_up {
             Ok(found) => found,
             Err(e) => {
@@ -198,28 +264,29 @@ impl Cache {
             span.record("cache.version", v);
             self.read_path.remember(user, v);
         }
-        if let Some(entry) = found.entry {
+        if let Some(gzip) = found.entry {
             span.record("cache.outcome", "HIT");
             tracing::debug!(user_id = %user, version = found.version, "feed cache hit");
-            let gzip = Bytes::from(entry);
             if let Some(version) = found.version {
-                self.maybe_audit(user, params, version, &gzip);
+                self.maybe_audit(user, params, version, found.stamp.as_ref().map_or(&[], |s| &s.0), &gzip);
             }
             return Ok((FeedOutcome::Hit, FeedBody::Gzip(gzip)));
         }
         // Boxed, like every path that is not a hit (see `bypass`).
-        Box::pin(self.miss(&span, user, params, versioned, found.key, load)).await
+        Box::pin(self.miss(&span, user, params, plan, found.key, found.stamp, load)).await
     }
 
     /// A lookup that found no entry (or a version not yet set): set the
     /// version if need be, then fill.
+    #[expect(clippy::too_many_arguments, reason = "the lookup's findings, passed on as they are")]
     async fn miss<E>(
         &self,
         span: &tracing::Span,
         user: UserId,
         params: &FeedParams,
-        versioned: bool,
+        plan: Plan,
         key: Option<String>,
+        stamp: Option<Stamp>,
         load: impl AsyncFnOnce() -> Result<Bytes, E>,
     ) -> Result<(FeedOutcome, FeedBody), E> {
         let key = match key {
@@ -241,8 +308,26 @@ impl Cache {
                 }
             }
         };
-        tracing::debug!(user_id = %user, versioned, "feed cache miss");
-        let (outcome, body) = self.fill(key, load).await?;
+        let stamp = match stamp {
+            Some(stamp) => stamp,
+            None if plan != Plan::Bucketed => Stamp::default(),
+            // Bucket versions missing (first look at these weeks, expired,
+            // evicted): set them, now that the session is confirmed, and
+            // take all of the range's as one snapshot.
+            None => {
+                let keys = self.range_bucket_keys(user, params);
+                let ttl = super::Buckets::ttl(self.feed_ttl_secs);
+                match self.run(async |c| super::version::init_buckets(c, &keys, ttl).await).await {
+                    Ok(values) => Stamp(values),
+                    Err(e) => {
+                        tracing::warn!(user_id = %user, error = %e, "bucket versions unavailable; answering from PostgreSQL");
+                        return Self::from_db(span, load).await;
+                    }
+                }
+            }
+        };
+        tracing::debug!(user_id = %user, ?plan, "feed cache miss");
+        let (outcome, body) = self.fill(key, &stamp, load).await?;
         span.record("cache.outcome", outcome.as_str());
         Ok((outcome, body))
     }
@@ -270,30 +355,42 @@ impl Cache {
         load().await.map(|json| (FeedOutcome::Bypass, FeedBody::Json(json)))
     }
 
+    /// The bucket version keys of a feed range (`bucketed`); empty otherwise.
+    pub(super) fn range_bucket_keys(&self, user: UserId, params: &FeedParams) -> Vec<String> {
+        match self.buckets {
+            Some(b) => b.of_range(&params.range).map(|i| self.keys.bucket(user, b.days(), i)).collect(),
+            None => Vec::new(),
+        }
+    }
+
     /// One round trip when `guess` is the current version, two otherwise.
     /// Reads only: a missing version is left for `miss` to set, after the
     /// session is confirmed (a forged token must not create keys).
+    ///
+    /// The pipeline: the session, the fence, the user-wide version, under
+    /// `bucketed` the range's bucket versions (`MGET`), and the entry under
+    /// the guessed version — all keys in the user's hash slot.
     async fn lookup(
         &self,
         conn: &mut super::Conn,
         user: UserId,
         token_hash: &[u8],
         params: &FeedParams,
-        versioned: bool,
+        plan: Plan,
         guess: Option<u64>,
     ) -> Result<Lookup, RedisError> {
         let session_key = self.keys.session(user, token_hash);
-        if !versioned {
+        if plan == Plan::Ttl {
             let key = self.keys.feed(user, None, params);
             let (session, entry): (Option<String>, Option<Vec<u8>>) =
                 redis::pipe().cmd("GET").arg(&session_key).cmd("GET").arg(&key).query_async(conn).await?;
-            let entry = entry.filter(|e| looks_stored(e));
             return Ok(Lookup {
                 session: SessionState::from_cached(session.as_deref()),
                 fenced: false,
                 version: None,
                 key: Some(key),
-                entry,
+                stamp: Some(Stamp::default()),
+                entry: entry.and_then(|e| Stamp::default().accept(e)),
             });
         }
         let mut pipe = redis::pipe();
@@ -303,33 +400,49 @@ impl Cache {
             .arg(self.keys.fence(user))
             .cmd("GET")
             .arg(self.keys.version(user));
+        let bucket_keys = self.range_bucket_keys(user, params);
+        if plan == Plan::Bucketed {
+            pipe.cmd("MGET").arg(&bucket_keys);
+        }
         let guessed = guess.map(|g| (g, self.keys.feed(user, Some(g), params)));
-        let (session, fenced, version, guessed_entry) = match &guessed {
-            Some((g, guess_key)) => {
-                let (s, f, v, e): (Option<String>, bool, Option<u64>, Option<Vec<u8>>) =
-                    pipe.cmd("GET").arg(guess_key).query_async(conn).await?;
-                (s, f, v, e.filter(|_| v == Some(*g)))
-            }
-            None => {
-                let (s, f, v): (Option<String>, bool, Option<u64>) = pipe.query_async(conn).await?;
-                (s, f, v, None)
-            }
+        if let Some((_, guess_key)) = &guessed {
+            pipe.cmd("GET").arg(guess_key);
+        }
+        let mut answers: Vec<redis::Value> = pipe.query_async(conn).await?;
+        answers.reverse();
+        let mut next = || answers.pop().unwrap_or(redis::Value::Nil);
+        let session: Option<String> = redis::from_redis_value(next())?;
+        let fenced: bool = redis::from_redis_value(next())?;
+        let version: Option<u64> = redis::from_redis_value(next())?;
+        let stamp = if plan == Plan::Bucketed {
+            let values: Vec<Option<u64>> = redis::from_redis_value(next())?;
+            values.into_iter().collect::<Option<Vec<u64>>>().map(Stamp)
+        } else {
+            Some(Stamp::default())
         };
+        let guessed_entry: Option<Vec<u8>> = if guessed.is_some() { redis::from_redis_value(next())? } else { None };
         let session = SessionState::from_cached(session.as_deref());
         let Some(version) = version.filter(|_| !fenced) else {
-            return Ok(Lookup { session, fenced, version: None, key: None, entry: None });
+            return Ok(Lookup { session, fenced, version: None, key: None, stamp: None, entry: None });
         };
         let (key, entry) = match guessed {
             // The common case: the guess was right, and so was its key.
             Some((g, guess_key)) if g == version => (guess_key, guessed_entry),
             _ => {
                 let key = self.keys.feed(user, Some(version), params);
-                let entry = redis::cmd("GET").arg(&key).query_async(conn).await?;
+                // With a bucket version missing nothing can match: no need to look.
+                let entry = match stamp {
+                    Some(_) => redis::cmd("GET").arg(&key).query_async(conn).await?,
+                    None => None,
+                };
                 (key, entry)
             }
         };
-        let entry = entry.filter(|e: &Vec<u8>| looks_stored(e));
-        Ok(Lookup { session, fenced, version: Some(version), key: Some(key), entry })
+        let entry = match (&stamp, entry) {
+            (Some(stamp), Some(entry)) => stamp.accept(entry),
+            _ => None,
+        };
+        Ok(Lookup { session, fenced, version: Some(version), key: Some(key), stamp, entry })
     }
 
     /// Fills a missing entry, at most once per process at a time and, through
@@ -337,14 +450,16 @@ impl Cache {
     async fn fill<E>(
         &self,
         key: String,
+        stamp: &Stamp,
         load: impl AsyncFnOnce() -> Result<Bytes, E>,
     ) -> Result<(FeedOutcome, FeedBody), E> {
+        let flight = stamp.flight(&key);
         let role = match self.read_path.inflight.lock() {
-            Ok(mut inflight) => match inflight.get(&key) {
+            Ok(mut inflight) => match inflight.get(&flight) {
                 Some(rx) => Role::Follower(rx.clone()),
                 None => {
                     let (tx, rx) = watch::channel(None);
-                    inflight.insert(key.clone(), rx);
+                    inflight.insert(flight.clone(), rx);
                     Role::Leader(tx)
                 }
             },
@@ -365,8 +480,8 @@ impl Cache {
                 Ok((FeedOutcome::Miss, FeedBody::Json(json)))
             }
             Role::Leader(tx) => {
-                let _guard = InflightGuard { path: &self.read_path, key: key.clone() };
-                let result = self.fill_across_processes(&key, load).await;
+                let _guard = InflightGuard { path: &self.read_path, key: flight };
+                let result = self.fill_across_processes(&key, stamp, load).await;
                 if let Ok((_, body)) = &result {
                     tx.send_replace(Some(body.clone()));
                 }
@@ -378,6 +493,7 @@ impl Cache {
     async fn fill_across_processes<E>(
         &self,
         key: &str,
+        stamp: &Stamp,
         load: impl AsyncFnOnce() -> Result<Bytes, E>,
     ) -> Result<(FeedOutcome, FeedBody), E> {
         let lease_key = self.keys.lease(key);
@@ -403,14 +519,14 @@ impl Cache {
                     .await
             })
             .await;
-        let leased = leased.map(|(got, entry)| (got, entry.filter(|e| looks_stored(e))));
+        let leased = leased.map(|(got, entry)| (got, entry.and_then(|e| stamp.accept(e))));
         if let Ok((got_lease, Some(entry))) = leased {
             if got_lease.is_some() {
                 let _ = self
                     .run(async |c| push_release(&mut redis::pipe(), &lease_key, &holder).query_async::<()>(c).await)
                     .await;
             }
-            return Ok((FeedOutcome::Hit, FeedBody::Gzip(Bytes::from(entry))));
+            return Ok((FeedOutcome::Hit, FeedBody::Gzip(entry)));
         }
         if let Ok((None, None)) = leased {
             // Another process is filling: poll for its entry until the deadline.
@@ -420,10 +536,12 @@ impl Cache {
             while Instant::now() < deadline {
                 poll.tick().await;
                 match self.run(async |c| redis::cmd("GET").arg(key).query_async::<Option<Vec<u8>>>(c).await).await {
-                    Ok(Some(entry)) if looks_stored(&entry) => {
-                        return Ok((FeedOutcome::Hit, FeedBody::Gzip(Bytes::from(entry))));
+                    Ok(Some(entry)) => {
+                        if let Some(gzip) = stamp.accept(entry) {
+                            return Ok((FeedOutcome::Hit, FeedBody::Gzip(gzip)));
+                        }
                     }
-                    Ok(_) => {}
+                    Ok(None) => {}
                     Err(_) => break,
                 }
             }
@@ -439,7 +557,11 @@ impl Cache {
         let stored = self
             .run(async |conn| {
                 let mut pipe = redis::pipe();
-                pipe.cmd("SET").arg(key).arg(gzip.as_ref()).arg("EX").arg(ttl).ignore();
+                match stamp.header_len() {
+                    0 => pipe.cmd("SET").arg(key).arg(gzip.as_ref()),
+                    _ => pipe.cmd("SET").arg(key).arg(stamp.encode(&gzip)),
+                };
+                pipe.arg("EX").arg(ttl).ignore();
                 push_release(&mut pipe, &lease_key, &holder).query_async::<()>(conn).await
             })
             .await;

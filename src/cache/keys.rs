@@ -23,12 +23,23 @@ pub struct FeedParams {
 #[derive(Debug, Clone)]
 pub struct Keys {
     prefix: String,
+    /// `bucketed` strategy: the bucket width, which feed keys name.
+    bucket_days: Option<u32>,
 }
 
 impl Keys {
     /// `prefix` must contain no braces (see `config::Settings::check`).
     pub fn new(prefix: impl Into<String>) -> Self {
-        Self { prefix: prefix.into() }
+        Self { prefix: prefix.into(), bucket_days: None }
+    }
+
+    /// Keys for the `bucketed` strategy: feed keys name the bucket width
+    /// (`:b<days>`), so entries of differently bucketed processes (or of
+    /// `versioned` ones, whose entries carry no bucket versions) are never
+    /// read as each other's.
+    pub fn bucketed(mut self, days: u32) -> Self {
+        self.bucket_days = Some(days);
+        self
     }
 
     pub fn prefix(&self) -> &str {
@@ -50,7 +61,21 @@ impl Keys {
         k
     }
 
-    /// `<prefix>:calendar_feed:{u<id>}:v<version>:gz2:<type|*>:<status|*>:<start>:<end>`
+    /// `<prefix>:calendar_bucket:{u<id>}:d<days>:<index>` — the version of one
+    /// time bucket (`buckets.rs`). Expires (`Buckets::ttl`).
+    pub fn bucket(&self, user: UserId, days: u32, index: i64) -> String {
+        let mut k = String::with_capacity(self.prefix.len() + 48);
+        k.push_str(&self.prefix);
+        k.push_str(":calendar_bucket:");
+        Self::user_tag(&mut k, user);
+        k.push_str(":d");
+        k.push_str(itoa::Buffer::new().format(days));
+        k.push(':');
+        k.push_str(itoa::Buffer::new().format(index));
+        k
+    }
+
+    /// `<prefix>:calendar_feed:{u<id>}:v<version>[:b<days>]:gz2:<type|*>:<status|*>:<start>:<end>`
     /// with start and end in UTC, so equal ranges share one entry whatever
     /// offset (or `timeZone`) the client wrote them in: the body does not
     /// depend on the zone. `version` is `None` for the `ttl` strategy, which
@@ -68,6 +93,10 @@ impl Keys {
             Some(v) => {
                 k.push_str(":v");
                 k.push_str(itoa::Buffer::new().format(v));
+                if let Some(days) = self.bucket_days {
+                    k.push_str(":b");
+                    k.push_str(itoa::Buffer::new().format(days));
+                }
                 k.push_str(":gz2:");
             }
             None => k.push_str(":ttl:gz2:"),
@@ -170,6 +199,11 @@ mod tests {
             keys.feed(UserId(42), Some(7), &p),
             "calcache:calendar_feed:{u42}:v7:gz2:*:*:2026-09-28T00:00:00Z:2026-11-09T00:00:00Z"
         );
+        assert_eq!(
+            keys.clone().bucketed(7).feed(UserId(42), Some(7), &p),
+            "calcache:calendar_feed:{u42}:v7:b7:gz2:*:*:2026-09-28T00:00:00Z:2026-11-09T00:00:00Z"
+        );
+        assert_eq!(keys.bucket(UserId(42), 7, -3), "calcache:calendar_bucket:{u42}:d7:-3");
         p.work_type = Some(WorkType::Task);
         p.status = Some(Status::InProgress);
         assert_eq!(
@@ -202,6 +236,8 @@ mod tests {
             keys.lease(&keys.feed(UserId(9), Some(3), &p)),
             keys.fence(UserId(9)),
             keys.changes(UserId(9)),
+            keys.bucket(UserId(9), 7, 2900),
+            keys.clone().bucketed(7).feed(UserId(9), Some(3), &p),
         ];
         for k in &all {
             assert_eq!(tag(k), "{u9}", "{k}");

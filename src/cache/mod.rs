@@ -5,6 +5,7 @@
 
 mod body;
 mod breaker;
+pub mod buckets;
 pub mod changes;
 mod feed;
 mod fence;
@@ -31,6 +32,7 @@ use crate::metrics::Metrics;
 pub use body::FeedBody;
 pub use breaker::Breaker;
 use breaker::Permit;
+pub use buckets::{Buckets, Extent};
 pub use feed::FeedOutcome;
 pub use fence::{Fence, fence_ttl};
 pub use keys::{FeedParams, Keys};
@@ -162,8 +164,18 @@ pub enum CacheError {
 /// cached validity.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Invalidation {
-    FeedVersion { user: UserId, fence: Option<Fence> },
-    Session { user: UserId, token_hash: Vec<u8> },
+    /// `extents`: what the changed item covered before and after the write,
+    /// for the `bucketed` strategy; `None` bumps the user-wide version
+    /// (which every strategy with versions honours).
+    FeedVersion {
+        user: UserId,
+        fence: Option<Fence>,
+        extents: Option<Vec<Extent>>,
+    },
+    Session {
+        user: UserId,
+        token_hash: Vec<u8>,
+    },
 }
 
 impl Invalidation {
@@ -197,6 +209,8 @@ pub struct Cache {
     keys: Keys,
     timeout: Duration,
     strategy: CacheStrategy,
+    /// `bucketed` strategy: the bucket width.
+    buckets: Option<Buckets>,
     feed_ttl_secs: u64,
     session_ttl_secs: u64,
     /// How long a write fence outlives its latest write (see `fence.rs`).
@@ -220,6 +234,8 @@ pub struct AuditSample {
     pub user: UserId,
     pub params: FeedParams,
     pub version: u64,
+    /// `bucketed`: the bucket versions the entry carried.
+    pub buckets: Vec<u64>,
     pub body: bytes::Bytes,
 }
 
@@ -266,9 +282,13 @@ impl Cache {
                 RedisMode::Single => 0,
                 RedisMode::Cluster => redis.cluster_wait_replicas,
             },
-            keys: Keys::new(redis.key_prefix.clone()),
+            keys: match cache.strategy {
+                CacheStrategy::Bucketed => Keys::new(redis.key_prefix.clone()).bucketed(cache.bucket_days),
+                _ => Keys::new(redis.key_prefix.clone()),
+            },
             timeout: redis.timeout(),
             strategy: cache.strategy,
+            buckets: (cache.strategy == CacheStrategy::Bucketed).then(|| Buckets::new(cache.bucket_days)),
             feed_ttl_secs: cache.feed_ttl_secs.max(1),
             session_ttl_secs: cache.session_ttl_secs.max(1),
             fence_ttl: entry_lifetime,
@@ -294,19 +314,49 @@ impl Cache {
         rx
     }
 
-    pub(crate) fn maybe_audit(&self, user: UserId, params: &FeedParams, version: u64, body: &bytes::Bytes) {
+    pub(crate) fn maybe_audit(
+        &self,
+        user: UserId,
+        params: &FeedParams,
+        version: u64,
+        buckets: &[u64],
+        body: &bytes::Bytes,
+    ) {
         if let Some((rate, tx)) = &self.audit
             && rand::random_bool(*rate)
         {
             // A full queue drops the sample: auditing must never slow a hit.
-            let _ = tx.try_send(AuditSample { user, params: *params, version, body: body.clone() });
+            let sample = AuditSample { user, params: *params, version, buckets: buckets.to_vec(), body: body.clone() };
+            let _ = tx.try_send(sample);
         }
     }
 
-    /// The user's current feed version, if Redis has one (for the auditor).
-    pub async fn peek_version(&self, user: UserId) -> Result<Option<u64>, CacheError> {
+    /// The versions a feed's entry depends on now, if Redis has them all:
+    /// the user's version and (`bucketed`) the range's bucket versions. For
+    /// the auditor, which compares them with a sample's.
+    pub async fn peek_versions(
+        &self,
+        user: UserId,
+        params: &FeedParams,
+    ) -> Result<Option<(u64, Vec<u64>)>, CacheError> {
         let key = self.keys.version(user);
-        self.run(async |c| redis::cmd("GET").arg(&key).query_async(c).await).await
+        let buckets = self.range_bucket_keys(user, params);
+        self.run(async |c| {
+            let mut pipe = redis::pipe();
+            pipe.cmd("GET").arg(&key);
+            if !buckets.is_empty() {
+                pipe.cmd("MGET").arg(&buckets);
+            }
+            let mut answers: Vec<Value> = pipe.query_async(c).await?;
+            let bucket_values: Vec<Option<u64>> = if buckets.is_empty() {
+                Vec::new()
+            } else {
+                redis::from_redis_value(answers.pop().unwrap_or(Value::Nil))?
+            };
+            let version: Option<u64> = redis::from_redis_value(answers.pop().unwrap_or(Value::Nil))?;
+            Ok(version.zip(bucket_values.into_iter().collect::<Option<Vec<u64>>>()))
+        })
+        .await
     }
 
     pub fn keys(&self) -> &Keys {
@@ -497,10 +547,15 @@ impl Cache {
             };
             let pipe = &mut by_user[at].1;
             match item {
-                Invalidation::FeedVersion { user, fence } => {
+                Invalidation::FeedVersion { user, fence, extents } => {
                     let fence_key = fence.map(|f| (self.keys.fence(*user), f.member()));
                     let fence_arg = fence_key.as_ref().map(|(k, m)| (k.as_str(), &m[..]));
-                    version::push_bump(pipe, &self.keys.version(*user), fence_arg);
+                    let bucket_keys = self.bucket_keys_to_bump(*user, extents.as_deref());
+                    let bump = match &bucket_keys {
+                        Some(keys) => version::Bump::Buckets(keys),
+                        None => version::Bump::User,
+                    };
+                    version::push_bump(pipe, &self.keys.version(*user), fence_arg, bump);
                 }
                 Invalidation::Session { user, token_hash } => {
                     sessions::push_revoke(pipe, &self.keys.session(*user, token_hash), tombstone_secs)
@@ -516,6 +571,15 @@ impl Cache {
             }
         }
         Ok(())
+    }
+
+    /// Under `bucketed`, the bucket keys a write with these extents bumps;
+    /// `None` means the user-wide version (another strategy, extents not
+    /// known, or an item too long for buckets).
+    fn bucket_keys_to_bump(&self, user: UserId, extents: Option<&[Extent]>) -> Option<Vec<String>> {
+        let buckets = self.buckets?;
+        let indexes = buckets.of_extents(extents?)?;
+        Some(indexes.into_iter().map(|i| self.keys.bucket(user, buckets.days(), i)).collect())
     }
 
     /// Sends one pipeline per user, all at once on the multiplexed connection

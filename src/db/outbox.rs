@@ -21,24 +21,37 @@ pub struct OutboxRow {
     pub attempts: i32,
     /// The write fence the bump lowers once applied.
     pub fence: Option<uuid::Uuid>,
+    /// What the changed item covered, `[start, end, …]` in unix seconds
+    /// (see the migration); `None`: bump the user-wide version.
+    pub extents: Option<Vec<i64>>,
 }
 
-type Columns = (outbox::id, outbox::user_id, outbox::session_hash, outbox::attempts, outbox::fence);
-const COLUMNS: Columns = (outbox::id, outbox::user_id, outbox::session_hash, outbox::attempts, outbox::fence);
+type Columns = (outbox::id, outbox::user_id, outbox::session_hash, outbox::attempts, outbox::fence, outbox::extents);
+const COLUMNS: Columns =
+    (outbox::id, outbox::user_id, outbox::session_hash, outbox::attempts, outbox::fence, outbox::extents);
 
 /// Records, inside the caller's transaction, that these users' feed versions
 /// must be bumped once it commits, and `fence` lowered after the bump.
-/// Drainers leave the rows alone until `head_start` so the request can
-/// apply them itself.
+/// `extents` (flattened, see [`OutboxRow::extents`]) is what the changed item
+/// covered. Drainers leave the rows alone until `head_start` so the request
+/// can apply them itself.
 pub fn record_feed_bumps(
     conn: &mut PgConnection,
     users: &[i64],
+    extents: &[i64],
     fence: uuid::Uuid,
     head_start: DateTime<Utc>,
 ) -> Result<Vec<OutboxRow>, DbError> {
     let rows: Vec<_> = users
         .iter()
-        .map(|&u| (outbox::user_id.eq(u), outbox::attempt_after.eq(head_start), outbox::fence.eq(Some(fence))))
+        .map(|&u| {
+            (
+                outbox::user_id.eq(u),
+                outbox::attempt_after.eq(head_start),
+                outbox::fence.eq(Some(fence)),
+                outbox::extents.eq(Some(extents)),
+            )
+        })
         .collect();
     diesel::insert_into(outbox::table).values(&rows).returning(COLUMNS).get_results(conn).map_err(DbError::from)
 }

@@ -50,6 +50,7 @@ diesel::table! {
         attempts -> Int4,
         created_at -> Timestamptz,
         fence -> Nullable<Uuid>,
+        extents -> Nullable<Array<Int8>>,
     }
 }
 

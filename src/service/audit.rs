@@ -34,8 +34,9 @@ pub async fn run_auditor(state: Arc<AppState>, mut samples: Receiver<AuditSample
 }
 
 async fn audit_one(state: &AppState, s: &AuditSample) -> AuditResult {
-    let current = async || state.cache.peek_version(s.user).await.ok().flatten();
-    if current().await != Some(s.version) {
+    let sampled = Some((s.version, s.buckets.clone()));
+    let current = async || state.cache.peek_versions(s.user, &s.params).await.ok().flatten();
+    if current().await != sampled {
         return AuditResult::Skipped;
     }
     let Ok(truth) = load_feed(state, s.user, &s.params).await else {
@@ -48,5 +49,5 @@ async fn audit_one(state: &AppState, s: &AuditSample) -> AuditResult {
     }
     // Different: only stale if no invalidation arrives for this user.
     tokio::time::sleep(SETTLE).await;
-    if current().await == Some(s.version) { AuditResult::Mismatch } else { AuditResult::Skipped }
+    if current().await == sampled { AuditResult::Mismatch } else { AuditResult::Skipped }
 }

@@ -24,7 +24,7 @@ use rand::RngExt;
 use tokio::sync::Notify;
 
 use super::{AppState, ServiceError};
-use crate::cache::{Fence, Invalidation};
+use crate::cache::{Extent, Fence, Invalidation};
 use crate::db::outbox::{self, Due, OutboxRow};
 use crate::db::{self, DbError};
 use crate::domain::UserId;
@@ -46,7 +46,12 @@ impl OutboxSignal {
 
 fn to_invalidation(row: &OutboxRow) -> Invalidation {
     match &row.session_hash {
-        None => Invalidation::FeedVersion { user: UserId(row.user_id), fence: row.fence.map(Fence) },
+        None => Invalidation::FeedVersion {
+            user: UserId(row.user_id),
+            fence: row.fence.map(Fence),
+            // A malformed list (never written by calcache) bumps user-wide.
+            extents: row.extents.as_deref().and_then(Extent::unflatten),
+        },
         Some(hash) => Invalidation::Session { user: UserId(row.user_id), token_hash: hash.clone() },
     }
 }

@@ -10,8 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use super::invalidation::{self, Fenced};
 use super::{AppState, ServiceError};
+use crate::cache::Extent;
 use crate::db::work_items::{self as items, WorkItemRecord};
-use crate::db::{self, DbError, NewWorkItem, WorkItemChanges, outbox};
+use crate::db::{self, DbError, NewWorkItem, WorkItemChanges, WorkItemRow, outbox};
 use crate::domain::{
     AssigneeIds, Description, Status, Timestamp, Title, UserId, ValidationError, WorkItemId, WorkType,
 };
@@ -118,6 +119,11 @@ fn unknown_assignee(e: ServiceError) -> ServiceError {
     }
 }
 
+/// What an item occupies in feeds, for the outbox (`cache/buckets.rs`).
+fn extent(row: &WorkItemRow) -> Extent {
+    Extent::of_item(row.start_at, row.end_at, row.all_day)
+}
+
 fn affected(owner: i64, before: &[i64], after: &[i64]) -> Vec<i64> {
     let set: BTreeSet<i64> =
         std::iter::once(owner).chain(before.iter().copied()).chain(after.iter().copied()).collect();
@@ -145,7 +151,8 @@ pub async fn create(state: &AppState, owner: UserId, input: CreateWorkItem) -> R
                 all_day: input.all_day.unwrap_or(false),
             };
             let record = items::insert(c, &new, &assignees)?;
-            let rows = outbox::record_feed_bumps(c, fenced, fence.0, head_start)?;
+            let covered = Extent::flatten(&[extent(&record.row)]);
+            let rows = outbox::record_feed_bumps(c, fenced, &covered, fence.0, head_start)?;
             Ok(Fenced::Done(record, rows))
         })
         .await
@@ -200,7 +207,9 @@ pub async fn update(
             if patch.assignee_ids.is_some() {
                 items::set_assignees(c, id.0, &after)?;
             }
-            let rows = outbox::record_feed_bumps(c, &users, fence.0, head_start)?;
+            // Where it was and where it is now: both views change.
+            let covered = Extent::flatten(&[extent(&current.row), extent(&row)]);
+            let rows = outbox::record_feed_bumps(c, &users, &covered, fence.0, head_start)?;
             Ok(Fenced::Done(WorkItemRecord { row, assignee_ids: after }, rows))
         })
         .await
@@ -221,7 +230,8 @@ pub async fn delete(state: &AppState, caller: UserId, id: WorkItemId) -> Result<
                 return Ok(Fenced::Widen(users));
             }
             items::delete(c, id.0)?;
-            Ok(Fenced::Done((), outbox::record_feed_bumps(c, &users, fence.0, head_start)?))
+            let covered = Extent::flatten(&[extent(&current.row)]);
+            Ok(Fenced::Done((), outbox::record_feed_bumps(c, &users, &covered, fence.0, head_start)?))
         },
     )
     .await?;

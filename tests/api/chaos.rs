@@ -9,6 +9,7 @@
 //! `CALCACHE_CHAOS_SEED` the fault schedule; the
 //! long form's figures are in BENCHMARKS.md.
 
+use crate::helpers::each_versioned_strategy;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -58,6 +59,7 @@ async fn hold(d: Duration) {
     tokio::time::sleep_until(tokio::time::Instant::now() + d).await;
 }
 
+each_versioned_strategy! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_soak_loses_nothing_serves_nothing_stale_and_fails_only_with_503_inside_fault_windows() {
     let secs = std::env::var("CALCACHE_CHAOS_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(30u64);
@@ -201,4 +203,5 @@ async fn chaos_soak_loses_nothing_serves_nothing_stale_and_fails_only_with_503_i
     })
     .await;
     tracing::info!(after = ?ended.elapsed(), "outbox drained");
+}
 }

@@ -3,6 +3,7 @@
 //! user's slot fails over in the middle of a run, and no read is stale and
 //! no invalidation is lost. Against a single Redis it is skipped.
 
+use crate::helpers::each_versioned_strategy;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -74,6 +75,7 @@ impl Drop for Resume {
     }
 }
 
+each_versioned_strategy! {
 #[tokio::test]
 async fn a_master_failing_over_mid_run_loses_no_invalidation_and_serves_nothing_stale() {
     let Some(seeds) = cluster_nodes() else {
@@ -216,6 +218,7 @@ async fn a_master_failing_over_mid_run_loses_no_invalidation_and_serves_nothing_
         eprintln!("{who} after the failover: {seen:?}");
     }
     assert!(stale.is_empty(), "stale reads during the failover: {stale:#?}");
+}
 }
 
 #[tokio::test]

@@ -1,11 +1,13 @@
 //! The freshness promise across processes: a write through one instance is
 //! never read stale through another that shares PostgreSQL and Redis.
 
+use crate::helpers::each_versioned_strategy;
 use reqwest::StatusCode;
 use serde_json::json;
 
 use crate::helpers::{OCT, spawn_app, spawn_sibling};
 
+each_versioned_strategy! {
 #[tokio::test]
 async fn two_hundred_rounds_of_write_here_read_there_see_no_stale_feed() {
     let writer = spawn_app().await;
@@ -71,4 +73,5 @@ async fn two_hundred_rounds_of_write_here_read_there_see_no_stale_feed() {
     // And the cache was really in play, not bypassed.
     let text = reader.metrics_text().await;
     assert!(crate::helpers::metric(&text, "calcache_feed_cache_requests_total{outcome=\"hit\"}") > 100.0, "{text}");
+}
 }

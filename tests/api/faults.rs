@@ -2,6 +2,7 @@
 //! server of the test's own that is killed and restarted. Recovery is polled
 //! for with deadlines.
 
+use crate::helpers::each_versioned_strategy;
 use std::time::Duration;
 
 use calcache::domain::UserId;
@@ -17,6 +18,7 @@ fn pg_upstream() -> String {
     authority(crate::helpers::base_settings().database.url.expose_secret())
 }
 
+each_versioned_strategy! {
 #[tokio::test]
 async fn redis_down_then_restarted_empty_degrades_and_resurrects_nothing() {
     let mut redis = RedisServer::start().await;
@@ -67,7 +69,9 @@ async fn redis_down_then_restarted_empty_degrades_and_resurrects_nothing() {
     assert_eq!(app.feed(&user, OCT).await.x_cache, "HIT");
     assert!(keep["id"].is_string());
 }
+}
 
+each_versioned_strategy! {
 #[tokio::test]
 async fn postgres_down_serves_cached_feeds_and_503_for_the_rest() {
     let proxy = Proxy::start(pg_upstream()).await;
@@ -105,7 +109,9 @@ async fn postgres_down_serves_cached_feeds_and_503_for_the_rest() {
     let feed = app.feed(&user, OCT).await;
     assert_eq!(feed.titles(), ["cached", "after"]);
 }
+}
 
+each_versioned_strategy! {
 #[tokio::test]
 async fn a_stampede_after_invalidation_queries_postgres_about_once() {
     let a = spawn_app_with(|s| s.server.workers = 2).await;
@@ -151,4 +157,5 @@ async fn a_stampede_after_invalidation_queries_postgres_about_once() {
     let check = a.feed(&crate::helpers::TestUser { ..user.clone() }, OCT).await;
     assert_eq!(check.ids().len(), 21);
     let _ = UserId(user.id);
+}
 }

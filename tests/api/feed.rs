@@ -1,3 +1,4 @@
+use crate::helpers::each_versioned_strategy;
 use calcache::domain::UserId;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -209,6 +210,7 @@ async fn header_guard_on_every_answer_of_the_feed() {
     assert_guarded(&broken.headers, "500");
 }
 
+each_versioned_strategy! {
 #[tokio::test]
 async fn x_cache_goes_miss_hit_then_miss_after_a_mutation() {
     let app = spawn_app().await;
@@ -236,7 +238,9 @@ async fn x_cache_goes_miss_hit_then_miss_after_a_mutation() {
     assert_eq!(after_delete.x_cache, "MISS");
     assert!(after_delete.ids().is_empty());
 }
+}
 
+each_versioned_strategy! {
 #[tokio::test]
 async fn one_users_mutation_leaves_another_users_cache_alone() {
     let app = spawn_app().await;
@@ -250,7 +254,9 @@ async fn one_users_mutation_leaves_another_users_cache_alone() {
     assert_eq!(b_again.x_cache, "HIT");
     assert_eq!(b_again.titles(), ["b's"]);
 }
+}
 
+each_versioned_strategy! {
 #[tokio::test]
 async fn assignees_are_invalidated_on_create_patch_and_delete() {
     let app = spawn_app().await;
@@ -300,7 +306,9 @@ async fn assignees_are_invalidated_on_create_patch_and_delete() {
     assert_eq!(feed_c.x_cache, "MISS");
     assert!(feed_c.ids().is_empty());
 }
+}
 
+each_versioned_strategy! {
 #[tokio::test]
 async fn a_lost_version_key_never_brings_back_an_old_entry() {
     let app = spawn_app().await;
@@ -329,12 +337,19 @@ async fn a_lost_version_key_never_brings_back_an_old_entry() {
     assert!(v2 > v1);
 
     // INCR of a missing key would start at 1; ours starts from the clock.
+    // (Under `bucketed` a short item bumps its weeks, not this key: see
+    // `buckets::a_lost_bucket_version_…`.)
+    if crate::helpers::strategy() != calcache::config::CacheStrategy::Versioned {
+        return;
+    }
     let _: () = redis::cmd("DEL").arg(&version_key).query_async(&mut redis).await.unwrap();
     app.create_item(&user, item("new", "2026-10-05", "2026-10-06")).await;
     let v3: u64 = redis::cmd("GET").arg(&version_key).query_async(&mut redis).await.unwrap();
     assert!(v3 > v2, "{v3} <= {v2}");
 }
+}
 
+each_versioned_strategy! {
 #[tokio::test]
 async fn redis_unreachable_means_bypass_with_correct_data() {
     // Data written through a process that has Redis, read through one that
@@ -364,7 +379,9 @@ async fn redis_unreachable_means_bypass_with_correct_data() {
     let body: Value = app.get("/readyz", None).await.json().await.unwrap();
     assert!(body["error"]["message"].as_str().unwrap().contains("redis"), "{body}");
 }
+}
 
+each_versioned_strategy! {
 /// The hit path's floor: once this process has seen the user's version, a
 /// cached feed costs one Redis round trip (session, version and entry in one
 /// pipeline) and no PostgreSQL query.
@@ -387,7 +404,9 @@ async fn a_cached_feed_costs_one_redis_round_trip_and_no_query() {
     assert_eq!(delta("calcache_redis_round_trips_total"), 20.0, "one round trip per hit");
     assert_eq!(delta("calcache_feed_db_queries_total"), 0.0);
 }
+}
 
+each_versioned_strategy! {
 /// The session check rides in the feed's pipeline, yet a cached feed is only
 /// ever served to a live session: a tombstone is believed, and a session
 /// Redis does not know is settled by PostgreSQL before anything is served.
@@ -443,6 +462,7 @@ async fn a_cached_feed_is_served_only_to_a_live_session() {
     let res = app.get("/api/calendar/feed?start=nonsense&end=2026-11-01", Some(&fresh)).await;
     assert_eq!(res.status(), StatusCode::BAD_REQUEST);
     assert_eq!(res.json::<Value>().await.unwrap()["error"]["field"], "start");
+}
 }
 
 /// The cache stores the feed gzip-compressed and a client that accepts gzip

@@ -24,8 +24,53 @@ static TRACING: LazyLock<()> = LazyLock::new(|| {
 
 pub fn base_settings() -> Settings {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
-    Settings::load_from(&dir, "test").expect("config/test.toml loads")
+    let mut settings = Settings::load_from(&dir, "test").expect("config/test.toml loads");
+    if let Ok(strategy) = STRATEGY.try_with(|s| *s) {
+        settings.cache.strategy = strategy;
+    }
+    settings
 }
+
+tokio::task_local! {
+    /// The cache strategy every app a test spawns uses (see `with_strategy`).
+    static STRATEGY: calcache::config::CacheStrategy;
+}
+
+/// Runs `test` with every app it spawns (and their siblings) on `strategy`,
+/// unless the test sets one itself.
+pub async fn with_strategy(strategy: calcache::config::CacheStrategy, test: impl std::future::Future<Output = ()>) {
+    STRATEGY.scope(strategy, test).await;
+}
+
+/// The strategy the running test's apps use.
+pub fn strategy() -> calcache::config::CacheStrategy {
+    STRATEGY.try_with(|s| *s).unwrap_or(calcache::config::CacheStrategy::Versioned)
+}
+
+/// Declares a test that runs once per strategy with versions, as
+/// `<name>::versioned` and `<name>::bucketed`: every freshness, fault and
+/// stampede test holds for both (parametrized, not copied).
+macro_rules! each_versioned_strategy {
+    ($(#[$attr:meta])* async fn $name:ident() $body:block) => {
+        mod $name {
+            #[allow(unused_imports, reason = "the test body sees what its module sees")]
+            use super::*;
+
+            async fn body() $body
+
+            $(#[$attr])*
+            async fn versioned() {
+                crate::helpers::with_strategy(calcache::config::CacheStrategy::Versioned, body()).await
+            }
+
+            $(#[$attr])*
+            async fn bucketed() {
+                crate::helpers::with_strategy(calcache::config::CacheStrategy::Bucketed, body()).await
+            }
+        }
+    };
+}
+pub(crate) use each_versioned_strategy;
 
 /// `postgres://…/<db>` with the database name replaced.
 pub fn with_database(url: &str, db: &str) -> String {

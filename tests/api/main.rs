@@ -4,6 +4,7 @@
 
 mod auth;
 mod bad_input;
+mod buckets;
 mod changes;
 mod chaos;
 mod cluster;

@@ -5,6 +5,7 @@
 //! tokens. Every fault is real: a redis-server of the test's own, a TCP
 //! proxy that drops, delays or stalls, Redis' own ACLs and replication.
 
+use crate::helpers::each_versioned_strategy;
 use std::time::{Duration, Instant};
 
 use calcache::config::RedisMode;
@@ -43,6 +44,7 @@ async fn me(app: &TestApp, token: &str) -> StatusCode {
     app.get("/api/me", Some(token)).await.status()
 }
 
+each_versioned_strategy! {
 #[tokio::test]
 async fn a_process_cut_from_redis_refuses_writes_and_logouts_and_no_process_serves_stale() {
     let redis = RedisServer::start().await;
@@ -91,7 +93,9 @@ async fn a_process_cut_from_redis_refuses_writes_and_logouts_and_no_process_serv
     let text = writer.metrics_text().await;
     assert!(metric(&text, "calcache_writes_refused_fence_total") >= 4.0, "refusals not counted");
 }
+}
 
+each_versioned_strategy! {
 #[tokio::test]
 async fn a_bump_refused_after_the_commit_keeps_every_process_off_the_old_entry() {
     // The writer's Redis user may do everything but INCR: its fence goes up,
@@ -143,7 +147,9 @@ async fn a_bump_refused_after_the_commit_keeps_every_process_off_the_old_entry()
         .unwrap();
     assert_eq!(fence, 0, "the fence outlived its bump");
 }
+}
 
+each_versioned_strategy! {
 #[tokio::test]
 async fn redis_answering_reads_but_refusing_writes_refuses_writes_and_serves_nothing_stale() {
     let redis = RedisServer::start().await;
@@ -179,7 +185,9 @@ async fn redis_answering_reads_but_refusing_writes_refuses_writes_and_serves_not
     assert_eq!(a.post_json("/api/logout", Some(&user.token), &json!({})).await.status(), StatusCode::NO_CONTENT);
     assert_eq!(me(&b, &user.token).await, StatusCode::UNAUTHORIZED);
 }
+}
 
+each_versioned_strategy! {
 #[tokio::test]
 async fn forged_tokens_leave_no_key_in_redis() {
     let redis = RedisServer::start().await;
@@ -202,6 +210,7 @@ async fn forged_tokens_leave_no_key_in_redis() {
     let mut admin = redis.admin().await;
     let keys: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut admin).await.unwrap();
     assert!(keys.is_empty(), "{} keys written for forged tokens, e.g. {:?}", keys.len(), keys.first());
+}
 }
 
 #[tokio::test]
@@ -256,6 +265,7 @@ async fn a_partitioned_postgres_costs_a_request_at_most_the_deadline_and_commits
     assert_eq!(app.feed(&user, OCT).await.titles(), ["cached", "after"]);
 }
 
+each_versioned_strategy! {
 #[tokio::test]
 async fn a_commit_postgres_confirms_too_late_is_answered_as_unknown_and_stays_fresh_everywhere() {
     let writer = spawn_app_with(|s| {
@@ -299,7 +309,9 @@ async fn a_commit_postgres_confirms_too_late_is_answered_as_unknown_and_stays_fr
     .await;
     assert_eq!(reader.feed(&user, OCT).await.titles(), ["first", "slow"]);
 }
+}
 
+each_versioned_strategy! {
 #[tokio::test]
 async fn a_slow_or_half_dead_redis_costs_bounded_time_serves_nothing_stale_and_is_replaced() {
     let redis = RedisServer::start().await;
@@ -346,6 +358,7 @@ async fn a_slow_or_half_dead_redis_costs_bounded_time_serves_nothing_stale_and_i
     let patch = app.patch_json(&path(&created), &user.token, &json!({"title": "after"})).await;
     assert_eq!(patch.status(), StatusCode::OK);
     assert_eq!(app.feed(&user, OCT).await.titles(), ["after"]);
+}
 }
 
 #[tokio::test]
@@ -464,14 +477,18 @@ async fn full_redis_under(policy: &str) {
     }
 }
 
+each_versioned_strategy! {
 #[tokio::test]
 async fn a_full_redis_under_volatile_lru_serves_nothing_stale() {
     full_redis_under("volatile-lru").await;
 }
+}
 
+each_versioned_strategy! {
 #[tokio::test]
 async fn a_full_redis_under_allkeys_lru_serves_nothing_stale() {
     full_redis_under("allkeys-lru").await;
+}
 }
 
 #[tokio::test]
@@ -502,6 +519,7 @@ async fn a_missing_version_starts_from_redis_clock_not_the_process_clock() {
     assert!(bumped > version, "{bumped} <= {version}");
 }
 
+each_versioned_strategy! {
 #[tokio::test]
 async fn a_redis_restarted_from_an_old_snapshot_serves_nothing_it_lost() {
     let mut redis = RedisServer::start_persistent().await;
@@ -547,7 +565,9 @@ async fn a_redis_restarted_from_an_old_snapshot_serves_nothing_it_lost() {
     .await;
     assert_eq!(app.feed(&user, OCT).await.titles(), ["after"]);
 }
+}
 
+each_versioned_strategy! {
 #[tokio::test]
 async fn a_failover_to_a_lagging_replica_serves_nothing_it_lost() {
     let primary = RedisServer::start().await;
@@ -614,4 +634,5 @@ async fn a_failover_to_a_lagging_replica_serves_nothing_it_lost() {
     })
     .await;
     assert_eq!(app.feed(&user, HALF).await.titles(), ["after"]);
+}
 }

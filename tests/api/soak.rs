@@ -3,6 +3,7 @@
 //! them; every feed answer is checked against PostgreSQL's truth at that
 //! moment. The long form is `benches/hit_rates.rs --soak`.
 
+use crate::helpers::each_versioned_strategy;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ pub mod loadgen;
 
 use crate::helpers::{spawn_app, spawn_sibling};
 
+each_versioned_strategy! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn soak_two_instances_mixed_load_has_no_stale_reads_and_no_5xx() {
     let a = spawn_app().await;
@@ -27,4 +29,5 @@ async fn soak_two_instances_mixed_load_has_no_stale_reads_and_no_5xx() {
     assert_eq!(report.other_errors, 0, "{}", report.summary());
     assert_eq!(report.stale, 0, "{}; first: {:?}", report.summary(), report.first_stale);
     assert!(report.hits > 0, "{}", report.summary());
+}
 }
