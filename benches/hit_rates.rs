@@ -1,9 +1,10 @@
 //! The hit-rate benchmark: starts calcache itself (1 and 3 processes sharing
 //! one PostgreSQL and one Redis), seeds users and items, drives the calendar
-//! workload of `tests/common/loadgen.rs` under every cache strategy (of
-//! [`STRATEGIES`] that this build knows), once with writes anywhere and once
-//! with writes clustered in the month being viewed, each beside the ideal
-//! bound (the hit rate of an ideal fresh cache), and writes a Markdown table and an SVG chart to `results/<timestamp>/` (and
+//! workload of `calcache::loadgen` (the `loadgen` feature) under every cache
+//! strategy (of [`STRATEGIES`] that this build knows), once with writes
+//! anywhere and once with writes clustered in the month being viewed, each
+//! beside the ideal bound (the hit rate of an ideal fresh cache), and writes
+//! a Markdown table and an SVG chart to `results/<timestamp>/` (and
 //! `results/latest/`).
 //!
 //!   cargo bench --bench hit_rates                 # full run (2 workloads × 4 strategies × 1 and 3 processes, 15 s each, then the sections below)
@@ -23,9 +24,6 @@
 //! 127.0.0.1); scripts/test.sh or scripts/run.sh start them if needed.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a benchmark fails loudly")]
 
-#[path = "../tests/common/loadgen.rs"]
-mod loadgen;
-
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -33,9 +31,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use calcache::loadgen::{self, Report, Target, Workload, percentile};
 use diesel::{Connection, PgConnection, RunQueryDsl};
 use indicatif::{ProgressBar, ProgressStyle};
-use loadgen::{Report, Target, Workload, percentile};
 use redis::Commands as _;
 
 fn env_or(name: &str, default: &str) -> String {

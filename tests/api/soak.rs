@@ -6,8 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-#[path = "../common/loadgen.rs"]
-pub mod loadgen;
+pub use calcache::loadgen;
 
 use crate::helpers::{spawn_app, spawn_sibling};
 

@@ -1,6 +1,9 @@
 //! A calendar workload against running calcache instances, shared by the
 //! soak test (`tests/api/soak.rs`) and the hit-rate benchmark
-//! (`benches/hit_rates.rs`).
+//! (`benches/hit_rates.rs`). Behind the `loadgen` feature, which only the
+//! crate's own dev-dependency on itself turns on: never part of the server.
+//!
+//! It fails loudly (`unwrap`) on anything but the answers it measures.
 //!
 //! Users are picked with Zipf-distributed activity; a read is a FullCalendar
 //! month grid (6 weeks) or week view around the month the user is looking
@@ -10,14 +13,14 @@
 //! moment: reads and writes of the same user are serialized by locks held in
 //! the generator, so "the truth at that moment" is well defined, and any
 //! difference is a stale read.
-#![allow(dead_code, reason = "shared by a test and a benchmark that use different parts")]
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a load generator fails loudly")]
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use calcache::db::work_items::{self as items, FeedFilter};
+use crate::db::work_items::{self as items, FeedFilter};
 use chrono::{DateTime, Datelike, Days, NaiveDate, TimeZone, Utc};
 use diesel::{Connection, PgConnection};
 use rand::rngs::StdRng;
@@ -331,7 +334,7 @@ async fn truth(
 async fn owned(shared: &Arc<Shared>, user: i64) -> Vec<(uuid::Uuid, Vec<i64>)> {
     let s = shared.clone();
     tokio::task::spawn_blocking(move || {
-        use calcache::db::schema::{work_item_assignees as a, work_items as w};
+        use crate::db::schema::{work_item_assignees as a, work_items as w};
         use diesel::prelude::*;
         let mut conn = s.conn();
         let ids: Vec<uuid::Uuid> = w::table.filter(w::owner_id.eq(user)).select(w::id).load(&mut conn).unwrap();
