@@ -12,6 +12,8 @@ pub mod db;
 pub mod demo;
 pub mod domain;
 pub mod error;
+#[cfg(feature = "loadgen")]
+pub mod loadgen;
 pub mod metrics;
 pub mod middleware;
 pub mod openapi;

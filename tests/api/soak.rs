@@ -7,8 +7,7 @@ use crate::helpers::each_versioned_strategy;
 use std::sync::Arc;
 use std::time::Duration;
 
-#[path = "../common/loadgen.rs"]
-pub mod loadgen;
+pub use calcache::loadgen;
 
 use crate::helpers::{spawn_app, spawn_sibling};
 

@@ -1,6 +1,9 @@
 //! A calendar workload against running calcache instances, shared by the
 //! soak test (`tests/api/soak.rs`) and the hit-rate benchmark
-//! (`benches/hit_rates.rs`).
+//! (`benches/hit_rates.rs`). Behind the `loadgen` feature, which only the
+//! crate's own dev-dependency on itself turns on: never part of the server.
+//!
+//! It fails loudly (`unwrap`) on anything but the answers it measures.
 //!
 //! Users are picked with Zipf-distributed activity; a read is a FullCalendar
 //! month grid (6 weeks) or week view around the month the user is looking
@@ -10,14 +13,14 @@
 //! moment: reads and writes of the same user are serialized by locks held in
 //! the generator, so "the truth at that moment" is well defined, and any
 //! difference is a stale read.
-#![allow(dead_code, reason = "shared by a test and a benchmark that use different parts")]
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a load generator fails loudly")]
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use calcache::db::work_items::{self as items, FeedFilter};
+use crate::db::work_items::{self as items, FeedFilter};
 use chrono::{DateTime, Datelike, Days, NaiveDate, TimeZone, Utc};
 use diesel::{Connection, PgConnection};
 use rand::rngs::StdRng;
@@ -36,6 +39,10 @@ pub struct Workload {
     pub zipf_s: f64,
     pub items_per_user: usize,
     pub seed: u64,
+    /// Writes land in the month the writing user is looking at (the worst
+    /// case for invalidating per week or per month bucket) instead of
+    /// anywhere in the ±90 days around today.
+    pub writes_in_viewed_month: bool,
 }
 
 impl Default for Workload {
@@ -48,6 +55,7 @@ impl Default for Workload {
             zipf_s: 1.1,
             items_per_user: 20,
             seed: 20261006,
+            writes_in_viewed_month: false,
         }
     }
 }
@@ -68,6 +76,10 @@ pub struct Report {
     pub other_errors: u64,
     pub stale: u64,
     pub hits: u64,
+    /// Reads an ideal fresh cache would have answered: the same view (user,
+    /// range, filter) was read before and its content (the rows PostgreSQL
+    /// returns for it) has not changed since that last read.
+    pub ideal_hits: u64,
     pub misses: u64,
     pub bypasses: u64,
     pub elapsed: Duration,
@@ -117,13 +129,19 @@ impl Report {
         if self.feeds == 0 { 0.0 } else { self.hits as f64 / self.feeds as f64 }
     }
 
+    /// The hit rate of an ideal fresh cache on the same reads: the upper
+    /// bound for any strategy that never serves stale answers.
+    pub fn ideal_hit_rate(&self) -> f64 {
+        if self.feeds == 0 { 0.0 } else { self.ideal_hits as f64 / self.feeds as f64 }
+    }
+
     pub fn rps(&self) -> f64 {
         self.requests as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
 
     pub fn summary(&self) -> String {
         format!(
-            "{} requests ({} feeds, {} writes) in {:.1}s = {:.0} req/s; 5xx {}; other errors {}; stale {}; lost {}; hit rate {:.1}%; feed p50 {} µs p95 {} µs p99 {} µs",
+            "{} requests ({} feeds, {} writes) in {:.1}s = {:.0} req/s; 5xx {}; other errors {}; stale {}; lost {}; hit rate {:.1}% (ideal {:.1}%); feed p50 {} µs p95 {} µs p99 {} µs",
             self.requests,
             self.feeds,
             self.writes,
@@ -134,6 +152,7 @@ impl Report {
             self.stale,
             self.lost,
             100.0 * self.hit_rate(),
+            100.0 * self.ideal_hit_rate(),
             percentile(&self.feed_latencies_us, 0.50),
             percentile(&self.feed_latencies_us, 0.95),
             percentile(&self.feed_latencies_us, 0.99),
@@ -220,7 +239,7 @@ pub async fn seed(target: &Target, w: &Workload, prefix: &str) -> Vec<User> {
     let today = Utc::now().date_naive();
     for u in 0..users.len() {
         for _ in 0..w.items_per_user {
-            let body = random_item(&mut rng, &users, u, today);
+            let body = random_item(&mut rng, &users, u, today, None);
             let res = target
                 .client
                 .post(format!("{base}/api/work-items"))
@@ -235,9 +254,20 @@ pub async fn seed(target: &Target, w: &Workload, prefix: &str) -> Vec<User> {
     users
 }
 
-fn random_item(rng: &mut StdRng, users: &[User], owner: usize, today: NaiveDate) -> Value {
-    let day =
-        today.checked_sub_days(Days::new(90)).unwrap().checked_add_days(Days::new(rng.random_range(0..180))).unwrap();
+/// A random item starting in the ±90 days around `today`, or in the month
+/// starting `month` when given.
+fn random_item(rng: &mut StdRng, users: &[User], owner: usize, today: NaiveDate, month: Option<NaiveDate>) -> Value {
+    let day = match month {
+        Some(first) => {
+            let days = (month_start(first, 1) - first).num_days() as u64;
+            first.checked_add_days(Days::new(rng.random_range(0..days))).unwrap()
+        }
+        None => today
+            .checked_sub_days(Days::new(90))
+            .unwrap()
+            .checked_add_days(Days::new(rng.random_range(0..180)))
+            .unwrap(),
+    };
     let start = utc(day) + chrono::Duration::hours(rng.random_range(7..18));
     let end = start + chrono::Duration::minutes(30 * rng.random_range(1..8));
     let work_type = ["project", "activity", "task"][rng.random_range(0..3)];
@@ -252,12 +282,17 @@ fn random_item(rng: &mut StdRng, users: &[User], owner: usize, today: NaiveDate)
            "start": start.to_rfc3339(), "end": end.to_rfc3339(), "assignee_ids": assignees})
 }
 
+type ViewKey = (usize, i64, i64, Option<&'static str>);
+
 struct Shared {
     users: Vec<User>,
     locks: Vec<Mutex<()>>,
     writers: Mutex<()>,
     /// The month each user is looking at (offset from today's month).
     views: std::sync::Mutex<HashMap<usize, i32>>,
+    /// Per view (user, start, end, filter): the content hash at its last read.
+    seen: std::sync::Mutex<HashMap<ViewKey, u64>>,
+    writes_in_viewed_month: bool,
     truth: std::sync::Mutex<Vec<PgConnection>>,
     db_url: String,
 }
@@ -272,20 +307,24 @@ impl Shared {
     }
 }
 
-/// The ids PostgreSQL says the feed must hold, in order.
+/// The ids PostgreSQL says the feed must hold, in order, and a hash of
+/// those rows' content (everything the feed shows of them).
 async fn truth(
     shared: &Arc<Shared>,
     user: i64,
     start: DateTime<Utc>,
     end: DateTime<Utc>,
     work_type: Option<&'static str>,
-) -> Vec<String> {
+) -> (Vec<String>, u64) {
     let s = shared.clone();
     tokio::task::spawn_blocking(move || {
+        use std::hash::{Hash as _, Hasher as _};
         let mut conn = s.conn();
         let rows = items::feed(&mut conn, FeedFilter { user, start, end, work_type, status: None }).unwrap();
         s.give_back(conn);
-        rows.into_iter().map(|r| r.id.to_string()).collect()
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        format!("{rows:?}").hash(&mut hasher);
+        (rows.into_iter().map(|r| r.id.to_string()).collect(), hasher.finish())
     })
     .await
     .unwrap()
@@ -295,7 +334,7 @@ async fn truth(
 async fn owned(shared: &Arc<Shared>, user: i64) -> Vec<(uuid::Uuid, Vec<i64>)> {
     let s = shared.clone();
     tokio::task::spawn_blocking(move || {
-        use calcache::db::schema::{work_item_assignees as a, work_items as w};
+        use crate::db::schema::{work_item_assignees as a, work_items as w};
         use diesel::prelude::*;
         let mut conn = s.conn();
         let ids: Vec<uuid::Uuid> = w::table.filter(w::owner_id.eq(user)).select(w::id).load(&mut conn).unwrap();
@@ -318,6 +357,8 @@ pub async fn run(target: Arc<Target>, users: Vec<User>, w: &Workload, progress: 
         users,
         writers: Mutex::new(()),
         views: std::sync::Mutex::new(HashMap::new()),
+        seen: std::sync::Mutex::new(HashMap::new()),
+        writes_in_viewed_month: w.writes_in_viewed_month,
         truth: std::sync::Mutex::new(Vec::new()),
         db_url: target.db_url.clone(),
     });
@@ -357,6 +398,7 @@ pub async fn run(target: Arc<Target>, users: Vec<User>, w: &Workload, progress: 
         total.other_errors += r.other_errors;
         total.stale += r.stale;
         total.hits += r.hits;
+        total.ideal_hits += r.ideal_hits;
         total.misses += r.misses;
         total.bypasses += r.bypasses;
         total.feed_latencies_us.extend(r.feed_latencies_us);
@@ -457,7 +499,13 @@ async fn read(
         .as_array()
         .map(|a| a.iter().map(|e| e["extendedProps"]["workItemId"].as_str().unwrap_or("").to_owned()).collect())
         .unwrap_or_default();
-    let want = truth(shared, user.id, start, end, work_type).await;
+    let (want, content) = truth(shared, user.id, start, end, work_type).await;
+    // Still under the user's lock: no write of this user ran since the
+    // answer, so `content` is what this read should have seen.
+    let key = (u, start.timestamp(), end.timestamp(), work_type);
+    if shared.seen.lock().unwrap().insert(key, content) == Some(content) {
+        report.ideal_hits += 1;
+    }
     if got != want {
         report.stale += 1;
         if report.first_stale.is_none() {
@@ -479,8 +527,12 @@ async fn write(
     let owner = &shared.users[u];
     let mine = owned(shared, owner.id).await;
     let choice = rng.random_range(0..3);
+    let month = shared.writes_in_viewed_month.then(|| {
+        let offset = shared.views.lock().unwrap().get(&u).copied().unwrap_or(0);
+        month_start(today, offset)
+    });
     let (method, url, body, touched): (&str, String, Option<Value>, Vec<i64>) = if choice == 0 || mine.is_empty() {
-        let body = random_item(rng, &shared.users, u, today);
+        let body = random_item(rng, &shared.users, u, today, month);
         let assignees: Vec<i64> =
             body["assignee_ids"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
         ("POST", format!("{}/api/work-items", target.base(rng)), Some(body), assignees)
@@ -488,7 +540,7 @@ async fn write(
         let (id, assignees) = &mine[rng.random_range(0..mine.len())];
         if choice == 1 {
             let shift = rng.random_range(-3i64..=3);
-            let fresh = random_item(rng, &shared.users, u, today);
+            let fresh = random_item(rng, &shared.users, u, today, month);
             let new_assignees: Vec<i64> =
                 fresh["assignee_ids"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
             let mut touched = assignees.clone();
