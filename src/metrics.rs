@@ -32,6 +32,12 @@ macro_rules! snake_label {
     };
 }
 
+/// Every value of a label enum, so each series can be exported at zero
+/// from start-up (rates and alerts then work before the first event).
+trait AllValues: Sized + 'static {
+    const ALL: &'static [Self];
+}
+
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub enum CacheOutcome {
     Hit,
@@ -73,6 +79,16 @@ snake_label!(CacheOutcome);
 snake_label!(InvalidationCause);
 snake_label!(InvalidationResult);
 
+impl AllValues for CacheOutcome {
+    const ALL: &'static [Self] = &[Self::Hit, Self::Miss, Self::Bypass];
+}
+impl AllValues for InvalidationCause {
+    const ALL: &'static [Self] = &[Self::Create, Self::Update, Self::Delete, Self::Logout, Self::Outbox];
+}
+impl AllValues for InvalidationResult {
+    const ALL: &'static [Self] = &[Self::Applied, Self::Deferred];
+}
+
 /// A miss that waited for another request's fill instead of querying.
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub enum StampedeWait {
@@ -82,6 +98,9 @@ pub enum StampedeWait {
     Lease,
 }
 snake_label!(StampedeWait);
+impl AllValues for StampedeWait {
+    const ALL: &'static [Self] = &[Self::Process, Self::Lease];
+}
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StampedeLabels {
@@ -97,6 +116,9 @@ pub enum AuditResult {
     Skipped,
 }
 snake_label!(AuditResult);
+impl AllValues for AuditResult {
+    const ALL: &'static [Self] = &[Self::Match, Self::Mismatch, Self::Skipped];
+}
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AuditLabels {
@@ -151,6 +173,9 @@ pub enum AuthRefusal {
     HashingBusy,
 }
 snake_label!(AuthRefusal);
+impl AllValues for AuthRefusal {
+    const ALL: &'static [Self] = &[Self::LoginThrottled, Self::SignupThrottled, Self::HashingBusy];
+}
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AuthRefusalLabels {
@@ -162,7 +187,49 @@ pub struct DependencyLabels {
     pub dependency: &'static str,
 }
 
+/// The dependencies `calcache_dependency_errors_total` counts.
+pub const DEPENDENCIES: [&str; 2] = ["redis", "postgres"];
+
+/// How a Redis call (`Cache::run`) ended.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum CallOutcome {
+    Ok,
+    Error,
+    Timeout,
+}
+snake_label!(CallOutcome);
+impl AllValues for CallOutcome {
+    const ALL: &'static [Self] = &[Self::Ok, Self::Error, Self::Timeout];
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallLabels {
+    pub outcome: CallOutcome,
+}
+
+/// `calcache_build_info`'s labels: the crate version, and the git commit
+/// when the build set `CALCACHE_GIT_SHA` (else `unknown`).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    pub version: &'static str,
+    pub revision: &'static str,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn redis_call_histogram() -> Histogram {
+    // 100 µs .. ~1.6 s (the call timeout bounds the top).
+    Histogram::new(exponential_buckets(0.0001, 2.0, 15))
+}
+
+/// The Redis call histograms, one per outcome, taken once so that
+/// `Cache::run` observes without a family look-up.
+#[derive(Debug, Clone)]
+pub struct RedisCallSeconds {
+    pub ok: Histogram,
+    pub error: Histogram,
+    pub timeout: Histogram,
+}
 
 fn latency_histogram() -> Histogram {
     // 100 µs .. ~6.5 s
@@ -196,6 +263,13 @@ pub struct Metrics {
     pub sessions_pruned: Counter,
     /// Live change streams (`service::changes`).
     pub streams: crate::service::changes::StreamMetrics,
+    /// 1 while the Redis circuit breaker is open (calls refused locally).
+    pub redis_circuit_open: Gauge,
+    /// Latency of each Redis call (`Cache::run`), by outcome.
+    pub redis_call_seconds: RedisCallSeconds,
+    /// Latency of each PostgreSQL unit of work (`db::run`): checkout,
+    /// queries and commit.
+    pub db_query_seconds: Histogram,
 }
 
 impl Default for Metrics {
@@ -288,6 +362,61 @@ impl Metrics {
         let sessions_pruned = Counter::default();
         registry.register("sessions_pruned", "Expired sessions deleted by housekeeping", sessions_pruned.clone());
         let streams = crate::service::changes::StreamMetrics::register(&mut registry);
+        let redis_circuit_open = Gauge::default();
+        registry.register(
+            "redis_circuit_open",
+            "1 while the Redis circuit breaker is open and Redis calls are refused without trying, else 0",
+            redis_circuit_open.clone(),
+        );
+        let redis_calls: HistogramFamily<CallLabels> = Family::new_with_constructor(redis_call_histogram);
+        registry.register(
+            "redis_call_duration_seconds",
+            "Latency of Redis calls (one command or pipeline, connection included) by outcome: ok, error, timeout",
+            redis_calls.clone(),
+        );
+        let redis_call = |outcome| redis_calls.get_or_create(&CallLabels { outcome }).clone();
+        let redis_call_seconds = RedisCallSeconds {
+            ok: redis_call(CallOutcome::Ok),
+            error: redis_call(CallOutcome::Error),
+            timeout: redis_call(CallOutcome::Timeout),
+        };
+        // 1 ms .. ~4.1 s, then +Inf (the request deadline bounds the top).
+        let db_query_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 13));
+        registry.register(
+            "db_query_duration_seconds",
+            "Latency of PostgreSQL work units (pool checkout, queries, commit), as the caller waited for them",
+            db_query_seconds.clone(),
+        );
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        registry.register("build_info", "Build of this process (always 1)", build_info.clone());
+        build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+                revision: option_env!("CALCACHE_GIT_SHA").unwrap_or("unknown"),
+            })
+            .set(1);
+
+        // Every series with known label values, at zero from start-up.
+        for &outcome in CacheOutcome::ALL {
+            let _ = feed_requests.get_or_create(&OutcomeLabels { outcome });
+        }
+        for &cause in InvalidationCause::ALL {
+            for &result in InvalidationResult::ALL {
+                let _ = invalidations.get_or_create(&InvalidationLabels { cause, result });
+            }
+        }
+        for dependency in DEPENDENCIES {
+            let _ = dependency_errors.get_or_create(&DependencyLabels { dependency });
+        }
+        for &waited_for in StampedeWait::ALL {
+            let _ = stampede_waits.get_or_create(&StampedeLabels { waited_for });
+        }
+        for &result in AuditResult::ALL {
+            let _ = audits.get_or_create(&AuditLabels { result });
+        }
+        for &reason in AuthRefusal::ALL {
+            let _ = auth_refusals.get_or_create(&AuthRefusalLabels { reason });
+        }
         Self {
             registry,
             feed_requests,
@@ -307,6 +436,9 @@ impl Metrics {
             auth_refusals,
             sessions_pruned,
             streams,
+            redis_circuit_open,
+            redis_call_seconds,
+            db_query_seconds,
         }
     }
 
@@ -335,6 +467,7 @@ impl Metrics {
         crate::db::PoolObserver {
             wait_seconds: self.db_pool_wait.clone(),
             errors: self.dependency_errors.get_or_create(&DependencyLabels { dependency: "postgres" }).clone(),
+            query_seconds: self.db_query_seconds.clone(),
         }
     }
 

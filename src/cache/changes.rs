@@ -49,19 +49,9 @@ pub(super) fn push_publish(pipe: &mut Pipeline, keys: &Keys, item: &Invalidation
     let command = if sharded { "SPUBLISH" } else { "PUBLISH" };
     let message = match item {
         Invalidation::FeedVersion { .. } => VERSION_MOVED.to_owned(),
-        Invalidation::Session { token_hash, .. } => format!("{SESSION_REVOKED}{}", hex(token_hash)),
+        Invalidation::Session { token_hash, .. } => format!("{SESSION_REVOKED}{}", crate::domain::hex(token_hash)),
     };
     pipe.cmd(command).arg(keys.changes(item.user())).arg(message).ignore();
-}
-
-fn hex(bytes: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(char::from(HEX[usize::from(b >> 4)]));
-        s.push(char::from(HEX[usize::from(b & 0xf)]));
-    }
-    s
 }
 
 impl Cache {
@@ -406,7 +396,7 @@ fn parse(data: &[Value], by_channel: &HashMap<String, UserId>) -> Option<BusEven
 
 /// Lower-case hex of a token hash, as the revocation message spells it.
 pub fn token_hash_hex(hash: &[u8]) -> String {
-    hex(hash)
+    crate::domain::hex(hash)
 }
 
 #[cfg(test)]

@@ -382,14 +382,23 @@ impl Cache {
             let mut conn = self.shared_connection().await?;
             Ok::<T, CacheError>(op(&mut conn).await?)
         };
+        let started = std::time::Instant::now();
         let result = match tokio::time::timeout(self.timeout, attempt).await {
             Ok(result) => result,
             Err(_) => Err(CacheError::Timeout),
         };
+        let elapsed = started.elapsed().as_secs_f64();
+        let calls = &self.metrics.redis_call_seconds;
+        match &result {
+            Ok(_) => calls.ok.observe(elapsed),
+            Err(CacheError::Timeout) => calls.timeout.observe(elapsed),
+            Err(_) => calls.error.observe(elapsed),
+        }
         match &result {
             Ok(_) => {
                 TIMEOUT_STREAK.with(|s| s.set(0));
                 if self.breaker.success(permit) {
+                    self.metrics.redis_circuit_open.set(0);
                     tracing::info!("redis answers again; circuit closed");
                 }
             }
@@ -420,6 +429,7 @@ impl Cache {
                     }
                 }
                 if self.breaker.failure(permit) {
+                    self.metrics.redis_circuit_open.set(1);
                     tracing::warn!(error = %e, cause = ?std::error::Error::source(e), "redis failing; circuit open");
                 } else {
                     tracing::warn!(error = %e, cause = ?std::error::Error::source(e), "redis call failed");

@@ -29,6 +29,8 @@ pub use models::*;
 pub struct PgPool {
     inner: Pool<ConnectionManager<PgConnection>>,
     deadline: Duration,
+    /// How long each [`run`] took, as its caller waited for it.
+    query_seconds: prometheus_client::metrics::histogram::Histogram,
 }
 
 impl std::fmt::Debug for PgPool {
@@ -124,6 +126,8 @@ impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for StatementTimeout
 pub struct PoolObserver {
     pub wait_seconds: prometheus_client::metrics::histogram::Histogram,
     pub errors: prometheus_client::metrics::counter::Counter,
+    /// Observed by [`run`]: the whole unit of work, checkout included.
+    pub query_seconds: prometheus_client::metrics::histogram::Histogram,
 }
 
 impl diesel::r2d2::HandleEvent for PoolObserver {
@@ -179,6 +183,7 @@ pub fn with_network_bounds(url: &str, settings: &DatabaseSettings) -> String {
 /// Builds the pool without connecting: the first checkout connects, so a
 /// process can start (and answer /healthz, /readyz) while PostgreSQL is down.
 pub fn build_pool(settings: &DatabaseSettings, observer: PoolObserver) -> PgPool {
+    let query_seconds = observer.query_seconds.clone();
     let manager = ConnectionManager::<PgConnection>::new(with_network_bounds(settings.url.expose_secret(), settings));
     let inner = Pool::builder()
         .error_handler(Box::new(observer.clone()))
@@ -188,7 +193,7 @@ pub fn build_pool(settings: &DatabaseSettings, observer: PoolObserver) -> PgPool
         .connection_timeout(Duration::from_millis(settings.connect_timeout_ms))
         .connection_customizer(Box::new(StatementTimeout(settings.statement_timeout_ms)))
         .build_unchecked(manager);
-    PgPool { inner, deadline: Duration::from_millis(settings.request_timeout_ms) }
+    PgPool { inner, deadline: Duration::from_millis(settings.request_timeout_ms), query_seconds }
 }
 
 /// Where a [`run`] stands, so that its deadline and its commit cannot both
@@ -244,7 +249,10 @@ where
         GUARD.with(|g| *g.borrow_mut() = None);
         result
     });
-    match tokio::time::timeout(pool.deadline, blocking).await {
+    let started = std::time::Instant::now();
+    let outcome = tokio::time::timeout(pool.deadline, blocking).await;
+    pool.query_seconds.observe(started.elapsed().as_secs_f64());
+    match outcome {
         Ok(Ok(result)) => result,
         // The blocking task was cancelled (runtime shutting down).
         Ok(Err(e)) => Err(DbError::Unavailable(Box::new(e)).into()),

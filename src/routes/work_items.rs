@@ -16,7 +16,7 @@ pub struct Docs;
 /// The `{id}` path parameter.
 #[derive(utoipa::IntoParams)]
 #[into_params(parameter_in = Path)]
-#[allow(dead_code, reason = "documentation only: handlers take the raw string and `parse_id` it")]
+#[expect(dead_code, reason = "documentation only: handlers take the raw string and `parse_id` it")]
 struct ItemPath {
     /// The work item's UUID, or the feed's `work-item-<uuid>` form.
     #[param(pattern = "^(work-item-)?[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$")]

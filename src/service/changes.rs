@@ -434,6 +434,17 @@ impl StreamMetrics {
             "Streams refused: user_limit (429), process_limit, unavailable, shutting_down (503)",
             m.rejected.clone(),
         );
+        // Exported at zero from start-up, so rates and alerts work before
+        // the first event.
+        for event in ["ready", "change", "end"] {
+            let _ = m.events.get_or_create(&EventLabels { event });
+        }
+        for result in ["refetch", "current"] {
+            let _ = m.resumes.get_or_create(&ResultLabels { result });
+        }
+        for reason in ["user_limit", "process_limit", "unavailable", "shutting_down"] {
+            let _ = m.rejected.get_or_create(&ReasonLabels { reason });
+        }
         m
     }
 

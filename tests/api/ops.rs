@@ -100,3 +100,62 @@ async fn metrics_count_postgres_errors_and_pool_waits() {
     assert!(metric(&text, "calcache_dependency_errors_total{dependency=\"postgres\"}") >= 1.0, "{text}");
     assert!(metric(&text, "calcache_db_pool_connections") >= 0.0);
 }
+
+#[tokio::test]
+async fn metrics_export_known_series_at_zero_from_start() {
+    let app = spawn_app().await;
+    let text = app.metrics_text().await;
+    let series = |name: &str| text.lines().any(|l| l.starts_with(name) && l[name.len()..].starts_with(' '));
+    for outcome in ["hit", "miss", "bypass"] {
+        assert!(series(&format!("calcache_feed_cache_requests_total{{outcome=\"{outcome}\"}}")), "{outcome}\n{text}");
+    }
+    for cause in ["create", "update", "delete", "logout", "outbox"] {
+        for result in ["applied", "deferred"] {
+            let name = format!("calcache_feed_cache_invalidations_total{{cause=\"{cause}\",result=\"{result}\"}}");
+            assert!(series(&name), "{name}\n{text}");
+            assert_eq!(metric(&text, &name), 0.0);
+        }
+    }
+    for name in [
+        "calcache_dependency_errors_total{dependency=\"redis\"}",
+        "calcache_dependency_errors_total{dependency=\"postgres\"}",
+        "calcache_feed_cache_stampede_waits_total{waited_for=\"process\"}",
+        "calcache_feed_cache_stampede_waits_total{waited_for=\"lease\"}",
+        "calcache_freshness_audits_total{result=\"mismatch\"}",
+        "calcache_auth_refusals_total{reason=\"login_throttled\"}",
+        "calcache_auth_refusals_total{reason=\"signup_throttled\"}",
+        "calcache_auth_refusals_total{reason=\"hashing_busy\"}",
+        "calcache_change_events_sent_total{event=\"change\"}",
+        "calcache_change_stream_resumes_total{result=\"refetch\"}",
+        "calcache_change_streams_rejected_total{reason=\"process_limit\"}",
+        "calcache_redis_circuit_open",
+        "calcache_redis_call_duration_seconds_count{outcome=\"timeout\"}",
+    ] {
+        assert!(series(name), "{name}\n{text}");
+    }
+    assert_eq!(metric(&text, "calcache_redis_circuit_open"), 0.0);
+    let build = format!("calcache_build_info{{version=\"{}\",", env!("CARGO_PKG_VERSION"));
+    assert!(text.lines().any(|l| l.starts_with(&build) && l.ends_with(" 1")), "{text}");
+    // The app's start-up reached both dependencies through the measured paths.
+    let _ = app.get("/readyz", None).await;
+    app.new_user().await;
+    let text = app.metrics_text().await;
+    assert!(metric(&text, "calcache_redis_call_duration_seconds_count{outcome=\"ok\"}") >= 1.0, "{text}");
+    assert!(metric(&text, "calcache_db_query_duration_seconds_count") >= 1.0, "{text}");
+}
+
+#[tokio::test]
+async fn metrics_show_the_redis_circuit_open() {
+    let app = spawn_app_with(|s| {
+        s.redis.mode = calcache::config::RedisMode::Single;
+        s.redis.url = format!("redis://127.0.0.1:{}", closed_port()).into();
+    })
+    .await;
+    let user = app.new_user().await;
+    for _ in 0..10 {
+        app.feed(&user, OCT).await;
+    }
+    let text = app.metrics_text().await;
+    assert_eq!(metric(&text, "calcache_redis_circuit_open"), 1.0, "{text}");
+    assert!(metric(&text, "calcache_redis_call_duration_seconds_count{outcome=\"error\"}") >= 1.0, "{text}");
+}
