@@ -49,6 +49,29 @@ async fn cluster_ok(addr: &str) -> bool {
     ask::<String>(addr, redis::cmd("CLUSTER").arg("INFO")).await.is_some_and(|i| i.contains("cluster_state:ok"))
 }
 
+/// Every node up, every master with an online replica and every replica
+/// linked: what a failover needs, and what a previous failover test leaves
+/// only once its resumed master has re-synced as a replica.
+async fn cluster_whole(seeds: &[String]) -> bool {
+    for s in seeds {
+        if !cluster_ok(s).await {
+            return false;
+        }
+        let Some(info) = ask::<String>(s, &redis::cmd("INFO").arg("replication").clone()).await else {
+            return false;
+        };
+        let linked = if info.contains("role:master") {
+            info.lines().any(|l| l.starts_with("slave0:") && l.contains("state=online"))
+        } else {
+            info.contains("master_link_status:up")
+        };
+        if !linked {
+            return false;
+        }
+    }
+    true
+}
+
 fn signal(pid: u32, sig: &str) {
     let status = Command::new("kill").arg(sig).arg(pid.to_string()).status().unwrap();
     assert!(status.success(), "kill {sig} {pid}");
@@ -83,6 +106,13 @@ async fn a_master_failing_over_mid_run_loses_no_invalidation_and_serves_nothing_
         return;
     };
     let seeds: Vec<String> = seeds.iter().map(|s| crate::helpers::authority(s)).collect();
+    // After another failover test, wait for its old master to be a synced
+    // replica again (writes need a replica's acknowledgement).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !cluster_whole(&seeds).await {
+        assert!(Instant::now() < deadline, "the cluster never became whole again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let writer = spawn_app().await;
     let reader = spawn_sibling(&writer).await;
     let user = writer.new_user().await;
