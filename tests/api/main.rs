@@ -15,6 +15,7 @@ mod feed;
 #[allow(dead_code, reason = "a shared toolbox; not every module uses every helper")]
 mod helpers;
 mod migrations;
+mod near;
 mod openapi;
 mod ops;
 mod page;
