@@ -124,6 +124,9 @@ def secrets_come_from_the_environment():
                     required.add(var)
                 literal = re.sub(r"\$\{[^}]*\}", "", value)
                 assert not re.search(r":[^@/:]+@", literal), f"{name}.{key}: literal credentials in {value!r}"
+    mac = env_of(REPLICAS[0]).get("CALCACHE__REDIS__MAC_KEY", "")
+    assert re.fullmatch(r"\$\{CALCACHE_MAC_KEY:\?[^}]*\}", mac), f"the MAC key must be a required variable: {mac!r}"
+    required.add("CALCACHE_MAC_KEY")
     example = (ROOT / "deploy" / "compose.env.example").read_text()
     for var in required:
         assert re.search(rf"^{var}=", example, re.M), f"{var} missing from deploy/compose.env.example"

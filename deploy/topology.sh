@@ -150,6 +150,7 @@ app_env() {
         DATABASE_URL="$DATABASE_URL"
         REDIS_URL="$REDIS_URL"
         CALCACHE__REDIS__KEY_PREFIX="$KEY_PREFIX"
+        CALCACHE__REDIS__MAC_KEY="$MAC_KEY"
         CALCACHE__SERVER__WORKERS="$WORKERS"
     )
 }
@@ -221,6 +222,7 @@ cmd_start() {
     DATABASE_URL="$PG/$DB_NAME"
     REDIS_URL=$REDIS
     KEY_PREFIX="topo-$suffix"
+    MAC_KEY=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
     LB_PORT=${ports[0]}
     {
         echo "# written by deploy/topology.sh start"
@@ -229,6 +231,7 @@ cmd_start() {
         echo "DATABASE_URL=$DATABASE_URL"
         echo "REDIS_URL=$REDIS_URL"
         echo "KEY_PREFIX=$KEY_PREFIX"
+        echo "MAC_KEY=$MAC_KEY"
         echo "LB_PORT=$LB_PORT"
         echo "LB_URL=http://127.0.0.1:$LB_PORT"
         for n in $(seq 1 $REPLICAS); do

@@ -8,7 +8,7 @@ use std::num::{NonZeroU64, NonZeroUsize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -86,6 +86,11 @@ pub struct RedisSettings {
     /// Namespaces one deployment's keys. Must not contain `{` or `}`: braces
     /// are the Redis Cluster hash tag, and only the user id may be tagged.
     pub key_prefix: String,
+    /// Authenticates what calcache reads back from Redis (cached session
+    /// validity, feed entries; `cache::mac`): a secret every replica shares,
+    /// at least 32 characters. The development default is refused in
+    /// production.
+    pub mac_key: SecretString,
     /// Pooled connections. Every actix worker holds one for as long as it
     /// runs, and the process' own tasks (outbox drainer, auditor) and the
     /// readiness probe need more, so it must exceed the worker count; 0
@@ -325,6 +330,14 @@ impl Settings {
         }
         let mut settings: Settings = builder.build()?.try_deserialize()?;
         settings.finish()?;
+        if env == "production" && settings.redis.mac_key.expose_secret() == RedisSettings::DEVELOPMENT_MAC_KEY {
+            return Err(ConfigError::Invalid {
+                key: "redis.mac_key",
+                reason: "is the development default; set CALCACHE__REDIS__MAC_KEY to a secret of your own \
+                    (the same on every replica, e.g. `openssl rand -hex 32`)"
+                    .into(),
+            });
+        }
         Ok(settings)
     }
 
@@ -347,6 +360,9 @@ impl Settings {
                 key: "redis.key_prefix",
                 reason: "must be non-empty and contain no braces (they are the cluster hash tag)".into(),
             });
+        }
+        if self.redis.mac_key.expose_secret().len() < 32 {
+            return Err(ConfigError::Invalid { key: "redis.mac_key", reason: "must be at least 32 characters".into() });
         }
         if self.redis.mode == RedisMode::Cluster && self.redis.cluster_nodes.is_empty() {
             return Err(ConfigError::Invalid {
@@ -401,6 +417,9 @@ impl ServerSettings {
 }
 
 impl RedisSettings {
+    /// `redis.mac_key` in config/default.toml: for development and tests only.
+    pub const DEVELOPMENT_MAC_KEY: &str = "calcache-development-mac-key-not-a-secret";
+
     /// Connections beyond one per worker that a process needs: the main
     /// thread's (outbox drainer, auditor) and the readiness probe's.
     pub const MIN_SPARE_CONNECTIONS: usize = 2;
@@ -426,10 +445,15 @@ mod tests {
 
     #[test]
     fn every_config_file_loads() {
-        for env in ["local", "test", "production"] {
+        for env in ["local", "test"] {
             if let Err(e) = Settings::load_from(&dir(), env) {
                 panic!("config/{env}.toml: {e:?}");
             }
+        }
+        // Production loads too, but not with the development MAC key.
+        match Settings::load_from(&dir(), "production") {
+            Err(ConfigError::Invalid { key: "redis.mac_key", .. }) => {}
+            other => panic!("config/production.toml with the development MAC key: {other:?}"),
         }
     }
 

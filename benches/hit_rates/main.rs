@@ -90,16 +90,25 @@ impl Deployment {
                 .env("CALCACHE__LOG__FORMAT", "json")
                 .env("RUST_LOG", "warn,calcache::startup=info")
                 .stdout(Stdio::piped())
-                .stderr(Stdio::null());
+                .stderr(Stdio::piped());
             for (k, v) in extra {
                 cmd.env(k, v);
             }
             let mut child = cmd.spawn().unwrap();
+            // Its errors (a configuration it refuses) say why it did not start.
+            let errors = child.stderr.take().unwrap();
+            let errors = std::thread::spawn(move || {
+                BufReader::new(errors).lines().map_while(Result::ok).collect::<Vec<_>>().join("\n")
+            });
             // The JSON log line "calcache listening" carries the port.
             let out = child.stdout.take().unwrap();
             let mut lines = BufReader::new(out).lines();
             let port = loop {
-                let line = lines.next().expect("calcache exited before listening").unwrap();
+                let Some(line) = lines.next() else {
+                    let _ = child.wait();
+                    panic!("{binary} exited before listening:\n{}", errors.join().unwrap_or_default());
+                };
+                let line = line.unwrap();
                 if line.contains("calcache listening") {
                     let v: serde_json::Value = serde_json::from_str(&line).unwrap();
                     break v["port"].as_u64().unwrap();

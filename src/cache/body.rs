@@ -7,7 +7,7 @@
 //! 4.5 KB; the random UUIDs do not compress), and that is four times less in
 //! Redis memory (more entries fit under `maxmemory`), on the wire from Redis
 //! on every hit, and on the wire to the browser. The feed key
-//! names the encoding (`:gz2:`, see `keys.rs`), so a release that stores
+//! names the encoding (`:gz3:`, see `keys.rs`), so a release that stores
 //! bodies differently would use other keys.
 
 use std::io::{Read as _, Write as _};

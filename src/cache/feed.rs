@@ -34,6 +34,7 @@ use redis::RedisError;
 use tokio::sync::watch;
 
 use super::body::Encoding;
+use super::mac::{Mac, TAG_LEN};
 use super::near::{Copy, Near};
 use super::{Cache, FeedBody, FeedParams, Plan, SessionState};
 use crate::domain::UserId;
@@ -142,32 +143,30 @@ impl Stamp {
         self.0.len() * 8
     }
 
-    /// The stored entry's body if it carries exactly this stamp (and is a
-    /// body calcache stored, see `looks_stored`).
-    fn accept(&self, entry: Vec<u8>) -> Option<Bytes> {
-        let header = self.header_len();
+    /// The stored entry's body if it carries exactly this stamp and a tag
+    /// that verifies for `key` (`mac.rs`), and is a body calcache stored
+    /// (`looks_stored`). Stored as: tag, stamp (8 bytes per bucket), gzip.
+    fn accept(&self, mac: &Mac, key: &str, entry: Vec<u8>) -> Option<Bytes> {
+        let header = TAG_LEN + self.header_len();
         if entry.len() <= header || !looks_stored(&entry[header..]) {
             return None;
         }
-        if header == 0 {
-            return Some(Bytes::from(entry));
-        }
-        let matches = entry[..header].chunks_exact(8).zip(&self.0).all(|(stored, v)| stored == v.to_le_bytes());
-        matches.then(|| Bytes::from(entry).slice(header..))
+        let (tag, stamped) = entry.split_at(TAG_LEN);
+        let matches =
+            stamped[..self.header_len()].chunks_exact(8).zip(&self.0).all(|(stored, v)| stored == v.to_le_bytes());
+        (matches && mac.verify(key, &[stamped], tag)).then(|| Bytes::from(entry).slice(header..))
     }
 
-    /// `accept` for an entry read from Redis (`expires`: there).
-    fn accept_remote(&self, entry: Option<Vec<u8>>, expires: Option<Instant>) -> Option<Entry> {
-        entry.and_then(|e| self.accept(e)).map(|gzip| Entry::Remote { gzip, expires })
-    }
-
-    /// The entry to store for `gzip`.
-    fn encode(&self, gzip: &[u8]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.header_len() + gzip.len());
+    /// The entry to store under `key` for `gzip`.
+    fn encode(&self, mac: &Mac, key: &str, gzip: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(TAG_LEN + self.header_len() + gzip.len());
+        out.extend_from_slice(&[0; TAG_LEN]);
         for v in &self.0 {
             out.extend_from_slice(&v.to_le_bytes());
         }
         out.extend_from_slice(gzip);
+        let tag = mac.tag(key, &[&out[TAG_LEN..]]);
+        out[..TAG_LEN].copy_from_slice(&tag);
         out
     }
 
@@ -314,6 +313,18 @@ impl Cache {
         Box::pin(self.miss(&span, user, params, plan, key, stamp, load)).await
     }
 
+    /// `Stamp::accept` for an entry read from Redis at `key` (`expires`:
+    /// there).
+    fn accept_remote(
+        &self,
+        stamp: &Stamp,
+        key: &str,
+        entry: Option<Vec<u8>>,
+        expires: Option<Instant>,
+    ) -> Option<Entry> {
+        entry.and_then(|e| stamp.accept(&self.mac, key, e)).map(|gzip| Entry::Remote { gzip, expires })
+    }
+
     /// A hit's body in the form the client takes, keeping a copy in the
     /// near cache: of an entry fetched from Redis, or of the JSON an
     /// identity client needed. `None` if the entry does not decompress (not
@@ -452,15 +463,16 @@ impl Cache {
         let session_key = self.keys.session(user, token_hash);
         if plan == Plan::Ttl {
             let key = self.keys.feed(user, None, params);
-            let (session, entry): (Option<String>, Option<Vec<u8>>) =
+            let (session, entry): (Option<Vec<u8>>, Option<Vec<u8>>) =
                 redis::pipe().cmd("GET").arg(&session_key).cmd("GET").arg(&key).query_async(conn).await?;
+            let entry = entry.and_then(|e| Stamp::default().accept(&self.mac, &key, e));
             return Ok(Lookup {
-                session: SessionState::from_cached(session.as_deref()),
+                session: self.session_from(&session_key, session.as_deref()),
                 fenced: false,
                 version: None,
                 key: Some(key),
                 stamp: Some(Stamp::default()),
-                entry: entry.and_then(|e| Stamp::default().accept(e)).map(|gzip| Entry::Remote { gzip, expires: None }),
+                entry: entry.map(|gzip| Entry::Remote { gzip, expires: None }),
             });
         }
         let mut pipe = redis::pipe();
@@ -490,7 +502,7 @@ impl Cache {
         let mut answers: Vec<redis::Value> = pipe.query_async(conn).await?;
         answers.reverse();
         let mut next = || answers.pop().unwrap_or(redis::Value::Nil);
-        let session: Option<String> = redis::from_redis_value(next())?;
+        let session: Option<Vec<u8>> = redis::from_redis_value(next())?;
         let fenced: bool = redis::from_redis_value(next())?;
         let version: Option<u64> = redis::from_redis_value(next())?;
         let stamp = if matches!(plan, Plan::Bucketed(_)) {
@@ -504,7 +516,7 @@ impl Cache {
             (true, false) => Some((redis::from_redis_value(next())?, -1)),
             (true, true) => Some((redis::from_redis_value(next())?, redis::from_redis_value(next())?)),
         };
-        let session = SessionState::from_cached(session.as_deref());
+        let session = self.session_from(&session_key, session.as_deref());
         let Some(version) = version.filter(|_| !fenced) else {
             return Ok(Lookup { session, fenced, version: None, key: None, stamp: None, entry: None });
         };
@@ -523,7 +535,7 @@ impl Cache {
             }
         };
         let entry = match fetched {
-            Some((entry, pttl)) => stamp.accept_remote(entry, sent.and_then(|at| Near::expiry(at, pttl))),
+            Some((entry, pttl)) => self.accept_remote(&stamp, &key, entry, sent.and_then(|at| Near::expiry(at, pttl))),
             None => match local.filter(|copy| copy.carries(&stamp.0)) {
                 Some(copy) => Some(Entry::Local(copy)),
                 // Not fetched yet (the guess was wrong, or the copy we
@@ -532,9 +544,9 @@ impl Cache {
                     let sent = Instant::now();
                     let (entry, pttl): (Option<Vec<u8>>, i64) =
                         redis::pipe().cmd("GET").arg(&key).cmd("PTTL").arg(&key).query_async(conn).await?;
-                    stamp.accept_remote(entry, Near::expiry(sent, pttl))
+                    self.accept_remote(&stamp, &key, entry, Near::expiry(sent, pttl))
                 }
-                None => stamp.accept_remote(redis::cmd("GET").arg(&key).query_async(conn).await?, None),
+                None => self.accept_remote(&stamp, &key, redis::cmd("GET").arg(&key).query_async(conn).await?, None),
             },
         };
         Ok(Lookup { session, fenced, version: Some(version), key: Some(key), stamp: Some(stamp), entry })
@@ -614,7 +626,7 @@ impl Cache {
                     .await
             })
             .await;
-        let leased = leased.map(|(got, entry)| (got, entry.and_then(|e| stamp.accept(e))));
+        let leased = leased.map(|(got, entry)| (got, entry.and_then(|e| stamp.accept(&self.mac, key, e))));
         if let Ok((got_lease, Some(entry))) = leased {
             if got_lease.is_some() {
                 let _ = self
@@ -632,7 +644,7 @@ impl Cache {
                 poll.tick().await;
                 match self.run(async |c| redis::cmd("GET").arg(key).query_async::<Option<Vec<u8>>>(c).await).await {
                     Ok(Some(entry)) => {
-                        if let Some(gzip) = stamp.accept(entry) {
+                        if let Some(gzip) = stamp.accept(&self.mac, key, entry) {
                             return Ok((FeedOutcome::Hit, FeedBody::Gzip(gzip)));
                         }
                     }
@@ -654,11 +666,7 @@ impl Cache {
         let stored = self
             .run(async |conn| {
                 let mut pipe = redis::pipe();
-                match stamp.header_len() {
-                    0 => pipe.cmd("SET").arg(key).arg(gzip.as_ref()),
-                    _ => pipe.cmd("SET").arg(key).arg(stamp.encode(&gzip)),
-                };
-                pipe.arg("EX").arg(ttl).ignore();
+                pipe.cmd("SET").arg(key).arg(stamp.encode(&self.mac, key, &gzip)).arg("EX").arg(ttl).ignore();
                 push_release(&mut pipe, &lease_key, &holder).query_async::<()>(conn).await
             })
             .await;

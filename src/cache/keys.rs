@@ -75,12 +75,13 @@ impl Keys {
         k
     }
 
-    /// `<prefix>:calendar_feed:{u<id>}:v<version>[:b<days>]:gz2:<type|*>:<status|*>:<start>:<end>`
+    /// `<prefix>:calendar_feed:{u<id>}:v<version>[:b<days>]:gz3:<type|*>:<status|*>:<start>:<end>`
     /// with start and end in UTC, so equal ranges share one entry whatever
     /// offset (or `timeZone`) the client wrote them in: the body does not
     /// depend on the zone. `version` is `None` for the `ttl` strategy, which
-    /// has no versions. `gz2` names the stored body (gzip-compressed JSON,
-    /// second form: all-day events as dates; `gz` held them as instants), so
+    /// has no versions. `gz3` names the stored body (gzip-compressed JSON
+    /// with all-day events as dates, behind a tag, `mac.rs`; `gz2` had no
+    /// tag, `gz` held all-day events as instants), so
     /// a release that stores bodies differently uses other keys and replicas
     /// of both can share one Redis mid-rollout.
     pub fn feed(&self, user: UserId, version: Option<u64>, p: &FeedParams) -> String {
@@ -97,9 +98,9 @@ impl Keys {
                     k.push_str(":b");
                     k.push_str(itoa::Buffer::new().format(days));
                 }
-                k.push_str(":gz2:");
+                k.push_str(":gz3:");
             }
-            None => k.push_str(":ttl:gz2:"),
+            None => k.push_str(":ttl:gz3:"),
         }
         k.push_str(p.work_type.map_or("*", WorkType::as_str));
         k.push(':');
@@ -197,18 +198,18 @@ mod tests {
         let mut p = params("2026-09-28", "2026-11-09");
         assert_eq!(
             keys.feed(UserId(42), Some(7), &p),
-            "calcache:calendar_feed:{u42}:v7:gz2:*:*:2026-09-28T00:00:00Z:2026-11-09T00:00:00Z"
+            "calcache:calendar_feed:{u42}:v7:gz3:*:*:2026-09-28T00:00:00Z:2026-11-09T00:00:00Z"
         );
         assert_eq!(
             keys.clone().bucketed(7).feed(UserId(42), Some(7), &p),
-            "calcache:calendar_feed:{u42}:v7:b7:gz2:*:*:2026-09-28T00:00:00Z:2026-11-09T00:00:00Z"
+            "calcache:calendar_feed:{u42}:v7:b7:gz3:*:*:2026-09-28T00:00:00Z:2026-11-09T00:00:00Z"
         );
         assert_eq!(keys.bucket(UserId(42), 7, -3), "calcache:calendar_bucket:{u42}:d7:-3");
         p.work_type = Some(WorkType::Task);
         p.status = Some(Status::InProgress);
         assert_eq!(
             keys.feed(UserId(42), None, &p),
-            "calcache:calendar_feed:{u42}:ttl:gz2:task:in_progress:2026-09-28T00:00:00Z:2026-11-09T00:00:00Z"
+            "calcache:calendar_feed:{u42}:ttl:gz3:task:in_progress:2026-09-28T00:00:00Z:2026-11-09T00:00:00Z"
         );
     }
 

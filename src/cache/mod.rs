@@ -17,6 +17,7 @@ mod client;
 mod feed;
 mod fence;
 pub mod keys;
+mod mac;
 mod near;
 mod ratelimit;
 mod restarts;
@@ -127,6 +128,8 @@ pub struct Cache {
     /// This process's copies of entries (`near.rs`); `None` when off or
     /// when the strategy has no versions to check them against.
     near: Option<near::Near>,
+    /// Authenticates cached session validity and entries (`mac.rs`).
+    mac: mac::Mac,
     metrics: Arc<Metrics>,
 }
 
@@ -166,6 +169,7 @@ impl Cache {
                 Plan::Versioned | Plan::Bucketed(_) => near::Near::new(cache.near_bytes, metrics.near.clone()),
                 Plan::Off | Plan::Ttl => None,
             },
+            mac: mac::Mac::new(&redis.mac_key),
             metrics,
         })
     }

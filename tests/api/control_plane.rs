@@ -124,14 +124,20 @@ async fn config_check_validates_without_starting() {
     assert!(proxies.status.success(), "{}", text(&proxies));
     assert!(text(&proxies).contains("X-Forwarded-For of 10.0.0.1/32, fd00::/8"), "{}", text(&proxies));
 
-    // Production as shipped is valid, and warned about nothing it sets itself.
-    let prod = calcache(&["config", "check"], None, &[("CALCACHE_ENV", "production")]);
+    // Production as shipped needs its own MAC key; with one it is valid,
+    // and warned about nothing it sets itself.
+    let shipped = calcache(&["config", "check"], None, &[("CALCACHE_ENV", "production")]);
+    assert_eq!(shipped.status.code(), Some(2), "{}", text(&shipped));
+    assert!(text(&shipped).contains("redis.mac_key") && text(&shipped).contains("development default"));
+    let short = calcache(&["config", "check"], None, &[("CALCACHE__REDIS__MAC_KEY", "too short")]);
+    assert!(text(&short).contains("redis.mac_key") && text(&short).contains("32"), "{}", text(&short));
+    let prod = calcache(&["config", "check"], None, &[("CALCACHE_ENV", "production"), PRODUCTION_MAC_KEY]);
     assert!(prod.status.success(), "{}", text(&prod));
     assert!(!text(&prod).contains("warning"), "{}", text(&prod));
     let risky = calcache(
         &["config", "check"],
         None,
-        &[("CALCACHE_ENV", "production"), ("CALCACHE__AUTH__SIGNUP_ENABLED", "true")],
+        &[("CALCACHE_ENV", "production"), PRODUCTION_MAC_KEY, ("CALCACHE__AUTH__SIGNUP_ENABLED", "true")],
     );
     assert!(risky.status.success() && text(&risky).contains("warning: auth.signup_enabled"), "{}", text(&risky));
 }
@@ -152,16 +158,19 @@ async fn config_check_connect_reaches_both_servers() {
     assert!(text(&bad).contains("redis"), "{}", text(&bad));
 }
 
+/// What a production deployment sets (the shipped default is refused there).
+const PRODUCTION_MAC_KEY: (&str, &str) = ("CALCACHE__REDIS__MAC_KEY", "0123456789abcdef0123456789abcdef-test-only");
+
 #[tokio::test]
 async fn demo_refuses_the_production_environment_unless_forced() {
     let app = spawn_app().await;
-    let refused = calcache(&["demo"], Some(&app), &[("CALCACHE_ENV", "production")]);
+    let refused = calcache(&["demo"], Some(&app), &[("CALCACHE_ENV", "production"), PRODUCTION_MAC_KEY]);
     assert!(!refused.status.success(), "{}", text(&refused));
     assert!(text(&refused).contains("--force"), "{}", text(&refused));
     let users = app.sql_strings("SELECT username AS value FROM users WHERE username LIKE 'demo%'").await;
     assert!(users.is_empty(), "no demo account was created: {users:?}");
 
-    let forced = calcache(&["demo", "--force"], Some(&app), &[("CALCACHE_ENV", "production")]);
+    let forced = calcache(&["demo", "--force"], Some(&app), &[("CALCACHE_ENV", "production"), PRODUCTION_MAC_KEY]);
     assert!(forced.status.success(), "{}", text(&forced));
     let users = app.sql_strings("SELECT username AS value FROM users WHERE username LIKE 'demo%' ORDER BY 1").await;
     assert_eq!(users, ["demo", "demo2"]);

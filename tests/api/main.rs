@@ -25,4 +25,5 @@ mod process;
 mod proxy;
 mod soak;
 mod strategies;
+mod trust;
 mod work_items;
