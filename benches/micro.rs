@@ -6,7 +6,7 @@ use std::hint::black_box;
 
 use calcache::cache::{FeedBody, FeedParams, Keys};
 use calcache::db::FeedRow;
-use calcache::domain::{Status, TimeRange, Timestamp, UserId, WorkType};
+use calcache::domain::{Status, TimeRange, Timestamp, UserId, WorkItemId, WorkType};
 use calcache::service::feed::serialize_feed;
 use chrono::{Duration, TimeZone, Utc};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
@@ -41,10 +41,10 @@ fn rows(n: usize) -> Vec<FeedRow> {
     let t0 = Utc.with_ymd_and_hms(2026, 10, 1, 9, 0, 0).unwrap();
     (0..n)
         .map(|i| FeedRow {
-            id: uuid::Uuid::new_v4(),
+            id: WorkItemId::new_random(),
             title: format!("Work item number {i}"),
-            work_type: "task".into(),
-            status: "in_progress".into(),
+            work_type: WorkType::Task,
+            status: Status::InProgress,
             start_at: t0 + Duration::minutes(i as i64 * 15),
             end_at: t0 + Duration::minutes(i as i64 * 15 + 60),
             all_day: i % 7 == 0,

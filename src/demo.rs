@@ -4,7 +4,7 @@ use chrono::{Datelike, Duration, NaiveTime, TimeZone, Utc};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
-use crate::domain::{AssigneeIds, Password, Status, Timestamp, Title, UserId, Username, WorkType};
+use crate::domain::{AssigneeIds, Password, Status, Timestamp, Title, Username, WorkType};
 use crate::service::auth::{self, User};
 use crate::service::work_items::{self, CreateWorkItem};
 use crate::service::{AppState, ServiceError};
@@ -37,7 +37,7 @@ async fn ensure_user(state: &AppState, name: &str) -> Result<(User, bool), Servi
             })
             .await?
             .ok_or(ServiceError::Internal("demo user vanished"))?;
-            Ok((User { id: UserId(row.id), username: row.username }, false))
+            Ok((User { id: row.id, username: row.username }, false))
         }
         Err(e) => Err(e),
     }

@@ -320,6 +320,7 @@ async fn truth(
     tokio::task::spawn_blocking(move || {
         use std::hash::{Hash as _, Hasher as _};
         let mut conn = s.conn();
+        let (user, work_type) = (crate::domain::UserId(user), work_type.map(|t| t.parse().unwrap()));
         let rows = items::feed(&mut conn, FeedFilter { user, start, end, work_type, status: None }).unwrap();
         s.give_back(conn);
         let mut hasher = std::collections::hash_map::DefaultHasher::new();

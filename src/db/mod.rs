@@ -5,6 +5,7 @@ mod models;
 pub mod outbox;
 pub mod schema;
 pub mod sessions;
+mod types;
 pub mod users;
 pub mod work_items;
 
@@ -23,6 +24,7 @@ use secrecy::ExposeSecret;
 use crate::config::DatabaseSettings;
 
 pub use models::*;
+pub use types::UnknownValue;
 
 /// The connection pool, with the deadline every [`run`] gets.
 #[derive(Clone)]
@@ -67,6 +69,11 @@ pub enum DbError {
     ForeignKeyViolation(#[source] DieselError),
     #[error("database query failed")]
     Query(#[source] DieselError),
+    /// A value PostgreSQL holds does not map to its domain type (an enum
+    /// text none of its variants has, see [`UnknownValue`]): data written
+    /// around calcache, answered as 500 with the value in the logged cause.
+    #[error("a value read from PostgreSQL does not map to its domain type")]
+    Unreadable(#[source] DieselError),
     #[error("migration failed")]
     Migration(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The deadline passed (or the connection broke) after COMMIT was sent:
@@ -98,6 +105,7 @@ impl From<DieselError> for DbError {
             {
                 Self::Unavailable(Box::new(e))
             }
+            DieselError::DeserializationError(_) => Self::Unreadable(e),
             _ => Self::Query(e),
         }
     }

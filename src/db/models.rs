@@ -1,16 +1,17 @@
-//! Row, insert and change structs. They mirror the tables; the API types are
-//! built from them (`From`), never the rows themselves.
+//! Row, insert and change structs. They mirror the tables with domain types
+//! for ids and enums (`types.rs`); the API types are built from them
+//! (`From`), never the rows themselves.
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use uuid::Uuid;
 
 use super::schema::{sessions, users, work_items};
+use crate::domain::{Status, UserId, WorkItemId, WorkType};
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = users, check_for_backend(diesel::pg::Pg))]
 pub struct UserRow {
-    pub id: i64,
+    pub id: UserId,
     pub username: String,
     pub password_hash: String,
     pub created_at: DateTime<Utc>,
@@ -27,19 +28,19 @@ pub struct NewUser<'a> {
 #[diesel(table_name = sessions)]
 pub struct NewSession<'a> {
     pub token_hash: &'a [u8],
-    pub user_id: i64,
+    pub user_id: UserId,
     pub expires_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = work_items, check_for_backend(diesel::pg::Pg))]
 pub struct WorkItemRow {
-    pub id: Uuid,
-    pub owner_id: i64,
+    pub id: WorkItemId,
+    pub owner_id: UserId,
     pub title: String,
     pub description: String,
-    pub work_type: String,
-    pub status: String,
+    pub work_type: WorkType,
+    pub status: Status,
     pub start_at: DateTime<Utc>,
     pub end_at: DateTime<Utc>,
     pub all_day: bool,
@@ -50,12 +51,12 @@ pub struct WorkItemRow {
 #[derive(Debug, Insertable)]
 #[diesel(table_name = work_items)]
 pub struct NewWorkItem<'a> {
-    pub id: Uuid,
-    pub owner_id: i64,
+    pub id: WorkItemId,
+    pub owner_id: UserId,
     pub title: &'a str,
     pub description: &'a str,
-    pub work_type: &'a str,
-    pub status: &'a str,
+    pub work_type: WorkType,
+    pub status: Status,
     pub start_at: DateTime<Utc>,
     pub end_at: DateTime<Utc>,
     pub all_day: bool,
@@ -67,8 +68,8 @@ pub struct NewWorkItem<'a> {
 pub struct WorkItemChanges<'a> {
     pub title: Option<&'a str>,
     pub description: Option<&'a str>,
-    pub work_type: Option<&'a str>,
-    pub status: Option<&'a str>,
+    pub work_type: Option<WorkType>,
+    pub status: Option<Status>,
     pub start_at: Option<DateTime<Utc>>,
     pub end_at: Option<DateTime<Utc>>,
     pub all_day: Option<bool>,
@@ -79,10 +80,10 @@ pub struct WorkItemChanges<'a> {
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = work_items, check_for_backend(diesel::pg::Pg))]
 pub struct FeedRow {
-    pub id: Uuid,
+    pub id: WorkItemId,
     pub title: String,
-    pub work_type: String,
-    pub status: String,
+    pub work_type: WorkType,
+    pub status: Status,
     pub start_at: DateTime<Utc>,
     pub end_at: DateTime<Utc>,
     pub all_day: bool,

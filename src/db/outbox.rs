@@ -5,6 +5,7 @@ use diesel::prelude::*;
 
 use super::DbError;
 use super::schema::cache_invalidations as outbox;
+use crate::domain::UserId;
 
 /// Which rows a drainer may claim.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,7 +17,7 @@ pub enum Due {
 #[derive(Debug, Clone, Queryable)]
 pub struct OutboxRow {
     pub id: i64,
-    pub user_id: i64,
+    pub user_id: UserId,
     pub session_hash: Option<Vec<u8>>,
     pub attempts: i32,
     /// The write fence the bump lowers once applied.
@@ -37,7 +38,7 @@ const COLUMNS: Columns =
 /// can apply them itself.
 pub fn record_feed_bumps(
     conn: &mut PgConnection,
-    users: &[i64],
+    users: &[UserId],
     extents: &[i64],
     fence: uuid::Uuid,
     head_start: DateTime<Utc>,
@@ -59,7 +60,7 @@ pub fn record_feed_bumps(
 /// Records that a revoked session's cached validity must be dropped.
 pub fn record_session_revocation(
     conn: &mut PgConnection,
-    user: i64,
+    user: UserId,
     hash: &[u8],
     head_start: DateTime<Utc>,
 ) -> Result<OutboxRow, DbError> {

@@ -3,11 +3,12 @@ use diesel::prelude::*;
 
 use super::schema::sessions;
 use super::{DbError, NewSession};
+use crate::domain::UserId;
 
 pub fn insert(
     conn: &mut PgConnection,
     token_hash: &[u8],
-    user_id: i64,
+    user_id: UserId,
     expires_at: DateTime<Utc>,
 ) -> Result<(), DbError> {
     diesel::insert_into(sessions::table)
@@ -18,7 +19,7 @@ pub fn insert(
 }
 
 /// The user and expiry of a live session, if the hash names one.
-pub fn find_live(conn: &mut PgConnection, token_hash: &[u8]) -> Result<Option<(i64, DateTime<Utc>)>, DbError> {
+pub fn find_live(conn: &mut PgConnection, token_hash: &[u8]) -> Result<Option<(UserId, DateTime<Utc>)>, DbError> {
     sessions::table
         .filter(sessions::token_hash.eq(token_hash))
         .filter(sessions::expires_at.gt(diesel::dsl::now))

@@ -2,6 +2,7 @@ use diesel::prelude::*;
 
 use super::schema::users;
 use super::{DbError, NewUser, UserRow};
+use crate::domain::UserId;
 
 pub fn insert(conn: &mut PgConnection, username: &str, password_hash: &str) -> Result<UserRow, DbError> {
     diesel::insert_into(users::table)
@@ -20,12 +21,12 @@ pub fn find_by_username(conn: &mut PgConnection, username: &str) -> Result<Optio
         .map_err(DbError::from)
 }
 
-pub fn find(conn: &mut PgConnection, id: i64) -> Result<Option<UserRow>, DbError> {
+pub fn find(conn: &mut PgConnection, id: UserId) -> Result<Option<UserRow>, DbError> {
     users::table.find(id).select(UserRow::as_select()).first(conn).optional().map_err(DbError::from)
 }
 
 /// Usernames for display, e.g. the assignee picker.
-pub fn list(conn: &mut PgConnection, limit: i64) -> Result<Vec<(i64, String)>, DbError> {
+pub fn list(conn: &mut PgConnection, limit: i64) -> Result<Vec<(UserId, String)>, DbError> {
     users::table
         .select((users::id, users::username))
         .order(users::username.asc())

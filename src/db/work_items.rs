@@ -2,23 +2,22 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use uuid::Uuid;
 
 use super::schema::{work_item_assignees as assignees, work_items};
 use super::{DbError, FeedRow, NewWorkItem, WorkItemChanges, WorkItemRow};
-use crate::domain::all_day_span;
+use crate::domain::{Status, UserId, WorkItemId, WorkType, all_day_span};
 
 /// A work item with its assignees (sorted ids).
 #[derive(Debug, Clone)]
 pub struct WorkItemRecord {
     pub row: WorkItemRow,
-    pub assignee_ids: Vec<i64>,
+    pub assignee_ids: Vec<UserId>,
 }
 
 pub fn insert(
     conn: &mut PgConnection,
     item: &NewWorkItem<'_>,
-    assignee_ids: &[i64],
+    assignee_ids: &[UserId],
 ) -> Result<WorkItemRecord, DbError> {
     let row =
         diesel::insert_into(work_items::table).values(item).returning(WorkItemRow::as_returning()).get_result(conn)?;
@@ -27,7 +26,7 @@ pub fn insert(
 }
 
 /// Replaces the item's assignees with `ids`.
-pub fn set_assignees(conn: &mut PgConnection, id: Uuid, ids: &[i64]) -> Result<(), DbError> {
+pub fn set_assignees(conn: &mut PgConnection, id: WorkItemId, ids: &[UserId]) -> Result<(), DbError> {
     diesel::delete(assignees::table.filter(assignees::work_item_id.eq(id))).execute(conn)?;
     if !ids.is_empty() {
         let rows: Vec<_> = ids.iter().map(|&u| (assignees::work_item_id.eq(id), assignees::user_id.eq(u))).collect();
@@ -36,7 +35,7 @@ pub fn set_assignees(conn: &mut PgConnection, id: Uuid, ids: &[i64]) -> Result<(
     Ok(())
 }
 
-fn assignees_of(conn: &mut PgConnection, id: Uuid) -> Result<Vec<i64>, DbError> {
+fn assignees_of(conn: &mut PgConnection, id: WorkItemId) -> Result<Vec<UserId>, DbError> {
     assignees::table
         .filter(assignees::work_item_id.eq(id))
         .select(assignees::user_id)
@@ -47,7 +46,7 @@ fn assignees_of(conn: &mut PgConnection, id: Uuid) -> Result<Vec<i64>, DbError> 
 
 /// The item if `user` owns it or is assigned to it. Nothing otherwise, so a
 /// stranger cannot tell "not yours" from "does not exist".
-pub fn find_visible(conn: &mut PgConnection, id: Uuid, user: i64) -> Result<Option<WorkItemRecord>, DbError> {
+pub fn find_visible(conn: &mut PgConnection, id: WorkItemId, user: UserId) -> Result<Option<WorkItemRecord>, DbError> {
     let row = work_items::table
         .find(id)
         .filter(work_items::owner_id.eq(user).or(diesel::dsl::exists(
@@ -64,7 +63,11 @@ pub fn find_visible(conn: &mut PgConnection, id: Uuid, user: i64) -> Result<Opti
 
 /// The item if `owner` owns it, locked until the transaction ends so that
 /// concurrent writers of the same item are serialized.
-pub fn find_owned_for_update(conn: &mut PgConnection, id: Uuid, owner: i64) -> Result<Option<WorkItemRecord>, DbError> {
+pub fn find_owned_for_update(
+    conn: &mut PgConnection,
+    id: WorkItemId,
+    owner: UserId,
+) -> Result<Option<WorkItemRecord>, DbError> {
     let row = work_items::table
         .find(id)
         .filter(work_items::owner_id.eq(owner))
@@ -78,7 +81,7 @@ pub fn find_owned_for_update(conn: &mut PgConnection, id: Uuid, owner: i64) -> R
     }
 }
 
-pub fn update(conn: &mut PgConnection, id: Uuid, changes: &WorkItemChanges<'_>) -> Result<WorkItemRow, DbError> {
+pub fn update(conn: &mut PgConnection, id: WorkItemId, changes: &WorkItemChanges<'_>) -> Result<WorkItemRow, DbError> {
     diesel::update(work_items::table.find(id))
         .set(changes)
         .returning(WorkItemRow::as_returning())
@@ -86,25 +89,25 @@ pub fn update(conn: &mut PgConnection, id: Uuid, changes: &WorkItemChanges<'_>) 
         .map_err(DbError::from)
 }
 
-pub fn delete(conn: &mut PgConnection, id: Uuid) -> Result<(), DbError> {
+pub fn delete(conn: &mut PgConnection, id: WorkItemId) -> Result<(), DbError> {
     diesel::delete(work_items::table.find(id)).execute(conn).map(drop).map_err(DbError::from)
 }
 
 /// What the feed asks PostgreSQL.
 #[derive(Debug, Clone, Copy)]
-pub struct FeedFilter<'a> {
-    pub user: i64,
+pub struct FeedFilter {
+    pub user: UserId,
     pub start: DateTime<Utc>,
     pub end: DateTime<Utc>,
-    pub work_type: Option<&'a str>,
-    pub status: Option<&'a str>,
+    pub work_type: Option<WorkType>,
+    pub status: Option<Status>,
 }
 
 /// Every item `user` owns or is assigned to that overlaps `[start, end)`,
 /// ordered by start then id. An item overlaps when it starts before `end`
 /// and either ends after `start` or (a zero-length item) starts at or after
 /// `start`.
-pub fn feed(conn: &mut PgConnection, f: FeedFilter<'_>) -> Result<Vec<FeedRow>, DbError> {
+pub fn feed(conn: &mut PgConnection, f: FeedFilter) -> Result<Vec<FeedRow>, DbError> {
     let mine = assignees::table.filter(assignees::user_id.eq(f.user)).select(assignees::work_item_id);
     // An all-day item covers whole UTC days, which may reach up to a day
     // beyond its stored instants (`domain::all_day_span`): the query takes a
@@ -138,13 +141,16 @@ pub fn feed(conn: &mut PgConnection, f: FeedFilter<'_>) -> Result<Vec<FeedRow>, 
 }
 
 /// Assignees of many items at once (for listing).
-pub fn assignees_of_many(conn: &mut PgConnection, ids: &[Uuid]) -> Result<HashMap<Uuid, Vec<i64>>, DbError> {
-    let pairs: Vec<(Uuid, i64)> = assignees::table
+pub fn assignees_of_many(
+    conn: &mut PgConnection,
+    ids: &[WorkItemId],
+) -> Result<HashMap<WorkItemId, Vec<UserId>>, DbError> {
+    let pairs: Vec<(WorkItemId, UserId)> = assignees::table
         .filter(assignees::work_item_id.eq_any(ids))
         .select((assignees::work_item_id, assignees::user_id))
         .order((assignees::work_item_id, assignees::user_id))
         .load(conn)?;
-    let mut map: HashMap<Uuid, Vec<i64>> = HashMap::new();
+    let mut map: HashMap<WorkItemId, Vec<UserId>> = HashMap::new();
     for (item, user) in pairs {
         map.entry(item).or_default().push(user);
     }

@@ -1,14 +1,20 @@
 use std::fmt;
 
+use diesel::sql_types::BigInt;
+use diesel::{AsExpression, FromSqlRow};
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type};
 use utoipa::{PartialSchema, ToSchema};
 use uuid::Uuid;
 
-/// A user's id. A newtype so it cannot be confused with any other integer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+/// A user's id. A newtype so it cannot be confused with any other integer;
+/// a `BIGINT` column in PostgreSQL (`db/types.rs`), so rows carry it too.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, AsExpression, FromSqlRow,
+)]
 #[serde(transparent)]
+#[diesel(sql_type = BigInt)]
 pub struct UserId(pub i64);
 
 impl fmt::Display for UserId {
@@ -17,9 +23,12 @@ impl fmt::Display for UserId {
     }
 }
 
-/// A work item's id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+/// A work item's id; a `UUID` column in PostgreSQL (`db/types.rs`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, AsExpression, FromSqlRow,
+)]
 #[serde(transparent)]
+#[diesel(sql_type = diesel::sql_types::Uuid)]
 pub struct WorkItemId(pub Uuid);
 
 impl WorkItemId {

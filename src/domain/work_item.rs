@@ -10,11 +10,17 @@ use utoipa::{PartialSchema, ToSchema};
 use super::UserId;
 use super::error::reject_nul;
 
+/// An enum with one text per variant: what serde, `FromStr`, `Display` and
+/// PostgreSQL (a `TEXT` column, see `db/types.rs`) all use.
 macro_rules! text_enum {
     ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+        #[derive(
+            Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
+            diesel::AsExpression, diesel::FromSqlRow,
+        )]
         #[serde(rename_all = "snake_case")]
+        #[diesel(sql_type = diesel::sql_types::Text)]
         pub enum $name { $($variant),+ }
 
         impl $name {

@@ -175,7 +175,7 @@ pub async fn create_user(state: &AppState, username: Username, password: Passwor
         DbError::UniqueViolation(_) => ServiceError::Conflict("username is taken"),
         other => ServiceError::Db(other),
     })?;
-    Ok(User { id: UserId(row.id), username: row.username })
+    Ok(User { id: row.id, username: row.username })
 }
 
 fn limits(state: &AppState) -> LoginLimits {
@@ -216,7 +216,7 @@ async fn check_credentials(state: &AppState, username: &str, password: &str) -> 
     let name = username.to_owned();
     let found = db::run(&state.pool, move |c| users::find_by_username(c, &name)).await?;
     let (stored_hash, user) = match found {
-        Some(row) => (Some(row.password_hash), Some(User { id: UserId(row.id), username: row.username })),
+        Some(row) => (Some(row.password_hash), Some(User { id: row.id, username: row.username })),
         None => (None, None),
     };
     let pw = password.to_owned();
@@ -243,7 +243,7 @@ async fn open_session(state: &AppState, user: User) -> Result<(IssuedToken, User
     let token_hash = hash_token(&token);
     let hours = i64::try_from(state.auth.session_lifetime_hours).unwrap_or(168);
     let expires_at = Utc::now() + chrono::Duration::hours(hours);
-    let uid = user.id.0;
+    let uid = user.id;
     db::run(&state.pool, move |c| sessions::insert(c, &token_hash, uid, expires_at)).await?;
     tracing::info!(user_id = %user.id, "logged in");
     Ok((IssuedToken(token), user))
@@ -282,7 +282,7 @@ pub async fn confirm(state: &AppState, claim: Claim, cached: SessionState) -> Re
 async fn confirm_in_db(state: &AppState, user_id: UserId, token_hash: TokenHash) -> Result<Session, ServiceError> {
     let live = db::run(&state.pool, move |c| sessions::find_live(c, &token_hash)).await?;
     match live {
-        Some((user, expires_at)) if user == user_id.0 => {
+        Some((user, expires_at)) if user == user_id => {
             let remaining = (expires_at - Utc::now()).num_seconds().max(1);
             if let Err(e) = state.cache.remember_session(user_id, &token_hash, remaining.unsigned_abs()).await {
                 tracing::debug!(error = %e, "session not cached");
@@ -304,7 +304,7 @@ async fn confirm_in_db(state: &AppState, user_id: UserId, token_hash: TokenHash)
 #[tracing::instrument(skip_all, fields(user_id = %session.user_id))]
 pub async fn logout(state: &AppState, session: &Session) -> Result<(), ServiceError> {
     let hash = session.token_hash;
-    let uid = session.user_id.0;
+    let uid = session.user_id;
     let tombstone = Invalidation::Session { user: session.user_id, token_hash: hash.to_vec() };
     if let Err(e) = state.cache.invalidate(&[tombstone]).await {
         state.metrics.writes_refused.inc();
@@ -324,14 +324,14 @@ pub async fn logout(state: &AppState, session: &Session) -> Result<(), ServiceEr
 }
 
 pub async fn find_user(state: &AppState, id: UserId) -> Result<Option<User>, ServiceError> {
-    let row = db::run(&state.pool, move |c| users::find(c, id.0)).await?;
-    Ok(row.map(|r| User { id: UserId(r.id), username: r.username }))
+    let row = db::run(&state.pool, move |c| users::find(c, id)).await?;
+    Ok(row.map(|r| User { id: r.id, username: r.username }))
 }
 
 /// Everybody, for the assignee picker (id and name only).
 pub async fn list_users(state: &AppState) -> Result<Vec<User>, ServiceError> {
     let rows = db::run(&state.pool, |c| users::list(c, 1000)).await?;
-    Ok(rows.into_iter().map(|(id, username)| User { id: UserId(id), username }).collect())
+    Ok(rows.into_iter().map(|(id, username)| User { id, username }).collect())
 }
 
 #[cfg(test)]

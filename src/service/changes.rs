@@ -245,7 +245,7 @@ pub async fn open(state: Arc<AppState>, claim: Claim, last_event_id: Option<u64>
     let hash = claim.token_hash;
     let live = db::run(&state.pool, move |c| sessions::find_live(c, &hash)).await.map_err(ServiceError::from)?;
     let expires_at = match live {
-        Some((user, expires_at)) if user == claim.user_id.0 => expires_at,
+        Some((user, expires_at)) if user == claim.user_id => expires_at,
         _ => return Err(ServiceError::Unauthenticated.into()),
     };
     let user = claim.user_id;

@@ -9,17 +9,14 @@ use super::{AppState, ServiceError};
 use crate::cache::{Encoding, FeedBody, FeedOutcome, FeedParams};
 use crate::db::work_items::{self as items, FeedFilter};
 use crate::db::{self, FeedRow};
-use crate::domain::{Timestamp, UserId, all_day_span};
+use crate::domain::{Status, Timestamp, UserId, WorkItemId, WorkType, all_day_span};
 
 #[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct ExtendedProps<'a> {
-    #[schema(value_type = crate::domain::WorkItemId)]
-    work_item_id: uuid::Uuid,
-    #[schema(value_type = crate::domain::WorkType)]
-    work_type: &'a str,
-    #[schema(value_type = crate::domain::Status)]
-    status: &'a str,
+pub struct ExtendedProps {
+    work_item_id: WorkItemId,
+    work_type: WorkType,
+    status: Status,
 }
 
 /// An event's start or end as FullCalendar reads it: an RFC 3339 instant for
@@ -54,7 +51,7 @@ pub struct FeedEvent<'a> {
     #[schema(schema_with = event_time_schema)]
     end: EventTime,
     all_day: bool,
-    extended_props: ExtendedProps<'a>,
+    extended_props: ExtendedProps,
 }
 
 impl<'a> From<&'a FeedRow> for FeedEvent<'a> {
@@ -71,7 +68,7 @@ impl<'a> From<&'a FeedRow> for FeedEvent<'a> {
             start,
             end,
             all_day: r.all_day,
-            extended_props: ExtendedProps { work_item_id: r.id, work_type: &r.work_type, status: &r.status },
+            extended_props: ExtendedProps { work_item_id: r.id, work_type: r.work_type, status: r.status },
         }
     }
 }
@@ -118,11 +115,11 @@ pub async fn load_feed(state: &AppState, user: UserId, params: &FeedParams) -> R
         items::feed(
             c,
             FeedFilter {
-                user: user.0,
+                user,
                 start: params.range.start().as_utc(),
                 end: params.range.end().as_utc(),
-                work_type: params.work_type.map(|t| t.as_str()),
-                status: params.status.map(|s| s.as_str()),
+                work_type: params.work_type,
+                status: params.status,
             },
         )
     })

@@ -47,12 +47,12 @@ impl OutboxSignal {
 fn to_invalidation(row: &OutboxRow) -> Invalidation {
     match &row.session_hash {
         None => Invalidation::FeedVersion {
-            user: UserId(row.user_id),
+            user: row.user_id,
             fence: row.fence.map(Fence),
             // A malformed list (never written by calcache) bumps user-wide.
             extents: row.extents.as_deref().and_then(Extent::unflatten),
         },
-        Some(hash) => Invalidation::Session { user: UserId(row.user_id), token_hash: hash.clone() },
+        Some(hash) => Invalidation::Session { user: row.user_id, token_hash: hash.clone() },
     }
 }
 
@@ -70,7 +70,7 @@ pub enum Fenced<T> {
     Done(T, Vec<OutboxRow>),
     /// The change affects users the fence does not cover yet (assignees
     /// the caller could not know of); nothing was written.
-    Widen(Vec<i64>),
+    Widen(Vec<UserId>),
 }
 
 /// How often a write widens its fence before it gives up with 409 (only a
@@ -85,12 +85,12 @@ const WIDEN_ATTEMPTS: usize = 3;
 /// locked name others, and is run again under a wider fence.
 pub async fn fenced_write<T, F>(
     state: &AppState,
-    users: Vec<i64>,
+    users: Vec<UserId>,
     cause: InvalidationCause,
     txn: F,
 ) -> Result<T, ServiceError>
 where
-    F: Fn(&mut diesel::PgConnection, Fence, &[i64], chrono::DateTime<Utc>) -> Result<Fenced<T>, ServiceError>
+    F: Fn(&mut diesel::PgConnection, Fence, &[UserId], chrono::DateTime<Utc>) -> Result<Fenced<T>, ServiceError>
         + Send
         + Sync
         + 'static,
@@ -98,17 +98,17 @@ where
 {
     let fence = Fence::new_random();
     let txn = Arc::new(txn);
-    let mut fenced: Vec<i64> = Vec::new();
+    let mut fenced: Vec<UserId> = Vec::new();
     let mut wanted = users;
     for _ in 0..WIDEN_ATTEMPTS {
-        let new: Vec<UserId> = wanted.iter().filter(|u| !fenced.contains(u)).map(|&u| UserId(u)).collect();
+        let new: Vec<UserId> = wanted.iter().filter(|u| !fenced.contains(u)).copied().collect();
         if let Err(e) = state.cache.raise_fence(&new, fence).await {
             state.metrics.writes_refused.inc();
             tracing::warn!(error = %e, "write refused: its fence cannot be raised in Redis, so other processes could serve what it changes");
             lower(state, &fenced, fence).await;
             return Err(e.into());
         }
-        fenced.extend(new.iter().map(|u| u.0));
+        fenced.extend(&new);
         let head_start = head_start(state);
         let (txn, covered) = (txn.clone(), fenced.clone());
         let ran = db::run(&state.pool, move |c| {
@@ -134,10 +134,9 @@ where
     Err(ServiceError::Conflict("the item's assignees keep changing; try again"))
 }
 
-async fn lower(state: &AppState, users: &[i64], fence: Fence) {
+async fn lower(state: &AppState, users: &[UserId], fence: Fence) {
     if !users.is_empty() {
-        let users: Vec<UserId> = users.iter().map(|&u| UserId(u)).collect();
-        state.cache.lower_fence(&users, fence).await;
+        state.cache.lower_fence(users, fence).await;
     }
 }
 

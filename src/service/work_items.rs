@@ -42,29 +42,23 @@ pub struct WorkItem {
     pub updated_at: Timestamp,
 }
 
-impl TryFrom<WorkItemRecord> for WorkItem {
-    type Error = ServiceError;
-
-    fn try_from(rec: WorkItemRecord) -> Result<Self, ServiceError> {
+impl From<WorkItemRecord> for WorkItem {
+    fn from(rec: WorkItemRecord) -> Self {
         let r = rec.row;
-        // The CHECK constraints make these impossible; if the database ever
-        // holds something else, say so instead of guessing.
-        let work_type = r.work_type.parse().map_err(|_| ServiceError::Internal("unknown work_type in database"))?;
-        let status = r.status.parse().map_err(|_| ServiceError::Internal("unknown status in database"))?;
-        Ok(Self {
-            id: WorkItemId(r.id),
+        Self {
+            id: r.id,
             title: r.title,
             description: r.description,
-            work_type,
-            status,
+            work_type: r.work_type,
+            status: r.status,
             start: Timestamp::from_utc(r.start_at),
             end: Timestamp::from_utc(r.end_at),
             all_day: r.all_day,
-            owner_id: UserId(r.owner_id),
-            assignee_ids: rec.assignee_ids.into_iter().map(UserId).collect(),
+            owner_id: r.owner_id,
+            assignee_ids: rec.assignee_ids,
             created_at: Timestamp::from_utc(r.created_at),
             updated_at: Timestamp::from_utc(r.updated_at),
-        })
+        }
     }
 }
 
@@ -124,8 +118,8 @@ fn extent(row: &WorkItemRow) -> Extent {
     Extent::of_item(row.start_at, row.end_at, row.all_day)
 }
 
-fn affected(owner: i64, before: &[i64], after: &[i64]) -> Vec<i64> {
-    let set: BTreeSet<i64> =
+fn affected(owner: UserId, before: &[UserId], after: &[UserId]) -> Vec<UserId> {
+    let set: BTreeSet<UserId> =
         std::iter::once(owner).chain(before.iter().copied()).chain(after.iter().copied()).collect();
     set.into_iter().collect()
 }
@@ -134,18 +128,18 @@ fn affected(owner: i64, before: &[i64], after: &[i64]) -> Vec<i64> {
 pub async fn create(state: &AppState, owner: UserId, input: CreateWorkItem) -> Result<WorkItem, ServiceError> {
     let end = input.end.unwrap_or(input.start);
     check_order(input.start.as_utc(), end.as_utc(), "end")?;
-    let assignees: Vec<i64> = input.assignee_ids.unwrap_or_default().iter().map(|u| u.0).collect();
-    let users = affected(owner.0, &[], &assignees);
+    let assignees: Vec<UserId> = input.assignee_ids.unwrap_or_default().iter().collect();
+    let users = affected(owner, &[], &assignees);
     let id = WorkItemId::new_random();
     let record =
         invalidation::fenced_write(state, users, InvalidationCause::Create, move |c, fence, fenced, head_start| {
             let new = NewWorkItem {
-                id: id.0,
-                owner_id: owner.0,
+                id,
+                owner_id: owner,
                 title: input.title.as_str(),
                 description: input.description.as_ref().map_or("", Description::as_str),
-                work_type: input.work_type.as_str(),
-                status: input.status.unwrap_or(Status::NotStarted).as_str(),
+                work_type: input.work_type,
+                status: input.status.unwrap_or(Status::NotStarted),
                 start_at: input.start.as_utc(),
                 end_at: end.as_utc(),
                 all_day: input.all_day.unwrap_or(false),
@@ -158,15 +152,13 @@ pub async fn create(state: &AppState, owner: UserId, input: CreateWorkItem) -> R
         .await
         .map_err(unknown_assignee)?;
     tracing::info!(work_item_id = %record.row.id, "work item created");
-    record.try_into()
+    Ok(record.into())
 }
 
 #[tracing::instrument(skip_all, fields(user_id = %caller, work_item_id = %id))]
 pub async fn get(state: &AppState, caller: UserId, id: WorkItemId) -> Result<WorkItem, ServiceError> {
-    db::run(&state.pool, move |c| items::find_visible(c, id.0, caller.0))
-        .await?
-        .ok_or(ServiceError::NotFound)?
-        .try_into()
+    let record = db::run(&state.pool, move |c| items::find_visible(c, id, caller)).await?;
+    record.map(WorkItem::from).ok_or(ServiceError::NotFound)
 }
 
 #[tracing::instrument(skip_all, fields(user_id = %caller, work_item_id = %id))]
@@ -179,12 +171,12 @@ pub async fn update(
     // Who is affected is only known once the row is locked (its assignees
     // before the change): fence the caller and the new assignees, and widen
     // the fence if the row names others.
-    let after: Option<Vec<i64>> = patch.assignee_ids.as_ref().map(|ids| ids.iter().map(|u| u.0).collect());
-    let known = affected(caller.0, &[], after.as_deref().unwrap_or_default());
+    let after: Option<Vec<UserId>> = patch.assignee_ids.as_ref().map(|ids| ids.iter().collect());
+    let known = affected(caller, &[], after.as_deref().unwrap_or_default());
     let record =
         invalidation::fenced_write(state, known, InvalidationCause::Update, move |c, fence, fenced, head_start| {
             // Only the owner may change an item; to anyone else it does not exist.
-            let current = items::find_owned_for_update(c, id.0, caller.0)?.ok_or(ServiceError::NotFound)?;
+            let current = items::find_owned_for_update(c, id, caller)?.ok_or(ServiceError::NotFound)?;
             let after = after.clone().unwrap_or_else(|| current.assignee_ids.clone());
             let users = affected(current.row.owner_id, &current.assignee_ids, &after);
             if users.iter().any(|u| !fenced.contains(u)) {
@@ -196,16 +188,16 @@ pub async fn update(
             let changes = WorkItemChanges {
                 title: patch.title.as_ref().map(Title::as_str),
                 description: patch.description.as_ref().map(Description::as_str),
-                work_type: patch.work_type.map(WorkType::as_str),
-                status: patch.status.map(Status::as_str),
+                work_type: patch.work_type,
+                status: patch.status,
                 start_at: patch.start.map(|t| t.as_utc()),
                 end_at: patch.end.map(|t| t.as_utc()),
                 all_day: patch.all_day,
                 updated_at: Some(Timestamp::now().as_utc()),
             };
-            let row = items::update(c, id.0, &changes)?;
+            let row = items::update(c, id, &changes)?;
             if patch.assignee_ids.is_some() {
-                items::set_assignees(c, id.0, &after)?;
+                items::set_assignees(c, id, &after)?;
             }
             // Where it was and where it is now: both views change.
             let covered = Extent::flatten(&[extent(&current.row), extent(&row)]);
@@ -214,26 +206,21 @@ pub async fn update(
         })
         .await
         .map_err(unknown_assignee)?;
-    record.try_into()
+    Ok(record.into())
 }
 
 #[tracing::instrument(skip_all, fields(user_id = %caller, work_item_id = %id))]
 pub async fn delete(state: &AppState, caller: UserId, id: WorkItemId) -> Result<(), ServiceError> {
-    invalidation::fenced_write(
-        state,
-        vec![caller.0],
-        InvalidationCause::Delete,
-        move |c, fence, fenced, head_start| {
-            let current = items::find_owned_for_update(c, id.0, caller.0)?.ok_or(ServiceError::NotFound)?;
-            let users = affected(current.row.owner_id, &current.assignee_ids, &[]);
-            if users.iter().any(|u| !fenced.contains(u)) {
-                return Ok(Fenced::Widen(users));
-            }
-            items::delete(c, id.0)?;
-            let covered = Extent::flatten(&[extent(&current.row)]);
-            Ok(Fenced::Done((), outbox::record_feed_bumps(c, &users, &covered, fence.0, head_start)?))
-        },
-    )
+    invalidation::fenced_write(state, vec![caller], InvalidationCause::Delete, move |c, fence, fenced, head_start| {
+        let current = items::find_owned_for_update(c, id, caller)?.ok_or(ServiceError::NotFound)?;
+        let users = affected(current.row.owner_id, &current.assignee_ids, &[]);
+        if users.iter().any(|u| !fenced.contains(u)) {
+            return Ok(Fenced::Widen(users));
+        }
+        items::delete(c, id)?;
+        let covered = Extent::flatten(&[extent(&current.row)]);
+        Ok(Fenced::Done((), outbox::record_feed_bumps(c, &users, &covered, fence.0, head_start)?))
+    })
     .await?;
     tracing::info!("work item deleted");
     Ok(())

@@ -527,3 +527,56 @@ async fn feeds_are_stored_and_served_gzipped_to_clients_that_accept_it() {
     let json_len = serde_json::to_vec(&json).unwrap().len();
     assert!(stored.len() * 3 < json_len, "stored {} bytes for {json_len} bytes of JSON", stored.len());
 }
+
+/// The feed is cached as bytes: what a row serializes to is part of the
+/// contract, down to the byte (field order, the texts of the enums, the id
+/// forms, dates for all-day events, escaping).
+#[test]
+fn feed_rows_serialize_to_exactly_these_bytes() {
+    use calcache::db::FeedRow;
+    use calcache::domain::{Status, WorkItemId, WorkType};
+    let at = |s: &str| chrono::DateTime::parse_from_rfc3339(s).unwrap().to_utc();
+    let id = |n: u128| WorkItemId(uuid::Uuid::from_u128(n));
+    let rows = [
+        FeedRow {
+            id: id(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef),
+            title: "Timed \"quoted\" é".into(),
+            work_type: WorkType::Task,
+            status: Status::InProgress,
+            start_at: at("2026-10-06T09:00:00Z"),
+            end_at: at("2026-10-06T10:30:00.250Z"),
+            all_day: false,
+        },
+        FeedRow {
+            id: id(2),
+            title: "All day".into(),
+            work_type: WorkType::Project,
+            status: Status::NotStarted,
+            start_at: at("2026-12-24T00:00:00Z"),
+            end_at: at("2026-12-27T00:00:00Z"),
+            all_day: true,
+        },
+        FeedRow {
+            id: id(3),
+            title: "Activity".into(),
+            work_type: WorkType::Activity,
+            status: Status::Cancelled,
+            start_at: at("2026-10-07T08:00:00Z"),
+            end_at: at("2026-10-07T08:00:00Z"),
+            all_day: false,
+        },
+    ];
+    let bytes = calcache::service::feed::serialize_feed(&rows).unwrap();
+    let want = concat!(
+        r#"[{"id":"work-item-01234567-89ab-cdef-0123-456789abcdef","title":"Timed \"quoted\" é","#,
+        r#""start":"2026-10-06T09:00:00Z","end":"2026-10-06T10:30:00.250Z","allDay":false,"#,
+        r#""extendedProps":{"workItemId":"01234567-89ab-cdef-0123-456789abcdef","workType":"task","status":"in_progress"}},"#,
+        r#"{"id":"work-item-00000000-0000-0000-0000-000000000002","title":"All day","#,
+        r#""start":"2026-12-24","end":"2026-12-27","allDay":true,"#,
+        r#""extendedProps":{"workItemId":"00000000-0000-0000-0000-000000000002","workType":"project","status":"not_started"}},"#,
+        r#"{"id":"work-item-00000000-0000-0000-0000-000000000003","title":"Activity","#,
+        r#""start":"2026-10-07T08:00:00Z","end":"2026-10-07T08:00:00Z","allDay":false,"#,
+        r#""extendedProps":{"workItemId":"00000000-0000-0000-0000-000000000003","workType":"activity","status":"cancelled"}}]"#,
+    );
+    assert_eq!(std::str::from_utf8(&bytes).unwrap(), want);
+}

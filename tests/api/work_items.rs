@@ -1,7 +1,7 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{item, spawn_app};
+use crate::helpers::{OCT, item, spawn_app};
 
 #[tokio::test]
 async fn create_applies_defaults_and_get_returns_the_item() {
@@ -208,4 +208,83 @@ async fn strangers_get_404_and_assignees_may_read_but_not_write() {
     }
     let still: Value = app.get(&path, Some(&owner.token)).await.json().await.unwrap();
     assert_eq!(still["title"], "Shared");
+}
+
+/// Rows carry domain types (`db/types.rs`): a text in an enum column that no
+/// variant has — here written by an operator around the CHECK constraint —
+/// fails the read with a `DbError` naming the column and the value, answered
+/// as a generic 500. Nothing panics, nothing guesses, nothing broken is
+/// cached, and the rows read again once the value is fixed.
+#[tokio::test]
+async fn unknown_enum_values_in_postgres_are_a_500_never_a_panic() {
+    use calcache::db::work_items::{self as items, FeedFilter};
+    use calcache::db::{DbError, UnknownValue};
+    use calcache::domain::UserId;
+    use diesel::{Connection, PgConnection};
+
+    let app = spawn_app().await;
+    let user = app.new_user().await;
+    let created = app.create_item(&user, item("odd", "2026-10-06T09:00:00Z", "2026-10-06T10:00:00Z")).await;
+    let path = format!("/api/work-items/{}", created["id"].as_str().unwrap());
+    let internal = json!({"error": {"code": "internal", "message": "internal error"}});
+    app.sql(
+        "ALTER TABLE work_items DROP CONSTRAINT work_items_work_type_check; \
+         ALTER TABLE work_items DROP CONSTRAINT work_items_status_check; \
+         UPDATE work_items SET work_type = 'meeting'",
+    )
+    .await;
+
+    // Every read of the row: the item, a change of it, the feed.
+    let get = app.get(&path, Some(&user.token)).await;
+    assert_eq!(get.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(get.json::<Value>().await.unwrap(), internal);
+    let patch = app.patch_json(&path, &user.token, &json!({"title": "renamed"})).await;
+    assert_eq!(patch.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(patch.json::<Value>().await.unwrap(), internal);
+    let feed = app.feed(&user, OCT).await;
+    assert_eq!(feed.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(feed.body, internal);
+
+    // What the log gets: the layer's error, the column and the value.
+    let url = app.db_url.clone();
+    let user_id = UserId(user.id);
+    let read = |sql: &'static str| {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = PgConnection::establish(&url).unwrap();
+            diesel::connection::SimpleConnection::batch_execute(&mut conn, sql).unwrap();
+            let start = chrono::DateTime::parse_from_rfc3339("2026-10-01T00:00:00Z").unwrap().to_utc();
+            let end = chrono::DateTime::parse_from_rfc3339("2026-11-01T00:00:00Z").unwrap().to_utc();
+            items::feed(&mut conn, FeedFilter { user: user_id, start, end, work_type: None, status: None })
+        })
+    };
+    for (sql, column, value) in [
+        ("SELECT 1", "work_type", "meeting"),
+        ("UPDATE work_items SET work_type = 'task', status = 'on_hold'", "status", "on_hold"),
+    ] {
+        let err = read(sql).await.unwrap().expect_err("an unknown value must not read");
+        assert!(matches!(err, DbError::Unreadable(_)), "{err:?}");
+        let mut chain = Vec::new();
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&err);
+        while let Some(e) = source {
+            chain.push(e.to_string());
+            source = e.source();
+        }
+        let unknown = std::error::Error::source(&err)
+            .and_then(|e| e.source())
+            .and_then(|e| e.downcast_ref::<UnknownValue>())
+            .unwrap_or_else(|| panic!("the cause is an UnknownValue: {chain:?}"));
+        assert_eq!((unknown.column, unknown.value.as_str()), (column, value));
+        assert!(chain.iter().any(|m| m.contains(&format!("'{column}'"))), "the field is named: {chain:?}");
+    }
+
+    // Fixed by hand: read again, nothing broken was cached.
+    app.sql("UPDATE work_items SET status = 'completed'").await;
+    let get = app.get(&path, Some(&user.token)).await;
+    assert_eq!(get.status(), StatusCode::OK);
+    let fixed: Value = get.json().await.unwrap();
+    assert_eq!((&fixed["work_type"], &fixed["status"]), (&json!("task"), &json!("completed")));
+    let feed = app.feed(&user, OCT).await;
+    assert_eq!(feed.status, StatusCode::OK);
+    assert_eq!(feed.body[0]["extendedProps"]["status"], "completed");
 }
