@@ -472,3 +472,33 @@ fn zeros_gzip(n: usize) -> Vec<u8> {
     out.extend_from_slice(&(n as u32).to_le_bytes());
     out
 }
+
+/// What the fill budget costs: one Redis round trip per fill (the atomic
+/// `INCR` / `EXPIRE NX` / `TTL`), none per hit.
+#[tokio::test]
+async fn the_budget_costs_one_round_trip_per_fill_and_none_per_hit() {
+    async fn trips(app: &TestApp) -> f64 {
+        crate::helpers::metric(&app.metrics_text().await, "calcache_redis_round_trips_total")
+    }
+    let mut costs = Vec::new();
+    for budget in [0, 1000] {
+        let app = spawn_app_with(|s| s.limits.feed_fills_per_user = budget).await;
+        let user = app.new_user().await;
+        // Version set and session cached: the next ranges are plain misses.
+        app.feed(&user, &day_range(1)).await;
+        let before = trips(&app).await;
+        for day in 2..=6 {
+            assert_eq!(app.feed(&user, &day_range(day)).await.x_cache, "MISS");
+        }
+        let misses = trips(&app).await;
+        for day in 2..=6 {
+            assert_eq!(app.feed(&user, &day_range(day)).await.x_cache, "HIT");
+        }
+        let hits = trips(&app).await;
+        costs.push(((misses - before) / 5.0, (hits - misses) / 5.0));
+    }
+    let [(miss_off, hit_off), (miss_on, hit_on)] = costs[..] else { unreachable!() };
+    println!("round trips per miss: {miss_off} without the budget, {miss_on} with it; per hit: {hit_off}, {hit_on}");
+    assert_eq!(miss_on, miss_off + 1.0);
+    assert_eq!(hit_on, hit_off);
+}
