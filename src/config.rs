@@ -151,11 +151,20 @@ pub struct CacheSettings {
     /// Redis must use the same width (it is part of the keys).
     #[serde(default = "CacheSettings::default_bucket_days")]
     pub bucket_days: u32,
+    /// Bytes of feed entries each process keeps a copy of (`cache::near`),
+    /// so a hit need not fetch them from Redis; 0 turns it off. Used by
+    /// `versioned` and `bucketed` (every hit still reads the versions).
+    #[serde(default = "CacheSettings::default_near_bytes")]
+    pub near_bytes: u64,
 }
 
 impl CacheSettings {
     const fn default_bucket_days() -> u32 {
         7
+    }
+
+    const fn default_near_bytes() -> u64 {
+        32 * 1024 * 1024
     }
 }
 
@@ -410,6 +419,9 @@ impl Settings {
         if !(1..=31).contains(&self.cache.bucket_days) {
             return Err(ConfigError::Invalid { key: "cache.bucket_days", reason: "must be 1 to 31".into() });
         }
+        if !(0.0..=1.0).contains(&self.cache.audit_sample_rate) {
+            return Err(ConfigError::Invalid { key: "cache.audit_sample_rate", reason: "must be 0.0 to 1.0".into() });
+        }
         if self.auth.trust_forwarded_for && self.auth.trusted_proxies.is_empty() {
             return Err(ConfigError::Invalid {
                 key: "auth.trusted_proxies",
@@ -484,6 +496,23 @@ mod tests {
         let settings = Settings::load_from(&tmp, "seeded").unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!(settings.redis.mode, RedisMode::Cluster);
         assert_eq!(settings.redis.cluster_nodes.len(), 1);
+        std::fs::remove_dir_all(&tmp).ok();
+    }
+
+    #[test]
+    fn out_of_range_cache_settings_name_their_key() {
+        let tmp = std::env::temp_dir().join(format!("calcache-config-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&tmp).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::copy(dir().join("default.toml"), tmp.join("default.toml")).unwrap_or_else(|e| panic!("{e}"));
+        for (file, key) in [
+            ("[cache]\naudit_sample_rate = 1.5\n", "cache.audit_sample_rate"),
+            ("[cache]\naudit_sample_rate = -0.1\n", "cache.audit_sample_rate"),
+            ("[cache]\nbucket_days = 0\n", "cache.bucket_days"),
+        ] {
+            std::fs::write(tmp.join("bad.toml"), file).unwrap_or_else(|e| panic!("{e}"));
+            let err = Settings::load_from(&tmp, "bad").map(|_| ()).unwrap_err();
+            assert!(format!("{err}").contains(key), "{file}: {err}");
+        }
         std::fs::remove_dir_all(&tmp).ok();
     }
 

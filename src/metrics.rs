@@ -270,6 +270,8 @@ pub struct Metrics {
     /// Latency of each PostgreSQL unit of work (`db::run`): checkout,
     /// queries and commit.
     pub db_query_seconds: Histogram,
+    /// The near cache (`cache::near`).
+    pub near: crate::cache::NearMetrics,
 }
 
 impl Default for Metrics {
@@ -362,6 +364,7 @@ impl Metrics {
         let sessions_pruned = Counter::default();
         registry.register("sessions_pruned", "Expired sessions deleted by housekeeping", sessions_pruned.clone());
         let streams = crate::service::changes::StreamMetrics::register(&mut registry);
+        let near = crate::cache::NearMetrics::register(&mut registry);
         let redis_circuit_open = Gauge::default();
         registry.register(
             "redis_circuit_open",
@@ -439,6 +442,7 @@ impl Metrics {
             redis_circuit_open,
             redis_call_seconds,
             db_query_seconds,
+            near,
         }
     }
 

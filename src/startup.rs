@@ -49,13 +49,19 @@ pub fn build_state(settings: &Settings) -> Result<Arc<AppState>, StartupError> {
     build_parts(settings).map(|(state, _)| state)
 }
 
-type AuditSamples = tokio::sync::mpsc::Receiver<crate::cache::AuditSample>;
+type AuditSamples = tokio::sync::mpsc::Receiver<crate::service::audit::AuditSample>;
 
 fn build_parts(settings: &Settings) -> Result<(Arc<AppState>, Option<AuditSamples>), StartupError> {
     let metrics = Arc::new(Metrics::new());
     let pool = db::build_pool(&settings.database, metrics.pool_observer());
-    let mut cache = Cache::new(&settings.redis, &settings.cache, settings.database.request_timeout(), metrics.clone())?;
-    let audit = (settings.cache.audit_sample_rate > 0.0).then(|| cache.enable_audit(settings.cache.audit_sample_rate));
+    let cache = Cache::new(&settings.redis, &settings.cache, settings.database.request_timeout(), metrics.clone())?;
+    let (sampler, samples) = match settings.cache.audit_sample_rate {
+        rate if rate > 0.0 => {
+            let (sampler, samples) = crate::service::audit::Sampler::new(rate);
+            (Some(sampler), Some(samples))
+        }
+        _ => (None, None),
+    };
     let hashing = crate::service::auth::HashLimiter::new(&settings.auth, metrics.clone());
     let changes = crate::service::changes::Hub::new(settings.stream.clone(), metrics.streams.clone());
     let state = Arc::new(AppState {
@@ -69,8 +75,9 @@ fn build_parts(settings: &Settings) -> Result<(Arc<AppState>, Option<AuditSample
         outbox: invalidation::OutboxSignal::default(),
         outbox_interval: Duration::from_millis(settings.cache.outbox_interval_ms.max(10)),
         changes,
+        audit: sampler,
     });
-    Ok((state, audit))
+    Ok((state, samples))
 }
 
 /// Refuses a Redis too old for the commands calcache sends. A Redis that
@@ -191,7 +198,7 @@ impl Application {
         // A slow request head gets the contract's JSON 408 from
         // `slow_head`; actix's own (empty) 408 is only the fallback.
         .on_connect(crate::middleware::slow_head::on_connect(Duration::from_millis(settings.server.client_timeout_ms)))
-        .client_request_timeout(Duration::from_millis(settings.server.client_timeout_ms.saturating_mul(2)))
+        .client_request_timeout(Duration::from_millis(settings.server.client_timeout_ms.saturating_mul(4)))
         .shutdown_timeout(settings.server.shutdown_timeout_secs)
         // Signals are ours (below): a stop first drains readiness.
         .disable_signals()

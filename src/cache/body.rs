@@ -17,6 +17,14 @@ use flate2::Compression;
 use flate2::read::GzDecoder;
 use flate2::write::GzEncoder;
 
+/// What the client takes (`Accept-Encoding`): the read-through hands back
+/// the body in that form when it can do so from a copy it keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    Gzip,
+    Identity,
+}
+
 /// A feed body as the read-through hands it back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FeedBody {

@@ -36,7 +36,7 @@ use redis::{Pipeline, ProtocolVersion, PushInfo, PushKind, Value};
 use secrecy::ExposeSecret;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Backend, Cache, CacheError, Invalidation, Keys, version};
+use super::{Cache, CacheError, Invalidation, Keys, version};
 use crate::config::{RedisMode, RedisSettings};
 use crate::domain::UserId;
 
@@ -57,7 +57,7 @@ pub(super) fn push_publish(pipe: &mut Pipeline, keys: &Keys, item: &Invalidation
 impl Cache {
     /// Whether the invalidation pipelines publish with `SPUBLISH`.
     pub(super) fn sharded_pubsub(&self) -> bool {
-        matches!(self.backend, Backend::Cluster(_))
+        self.client.is_cluster()
     }
 
     /// The user's feed version, initialised from the clock when missing

@@ -26,15 +26,16 @@
 //! until `cache.fill_wait_ms`, then give up waiting and query themselves.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use redis::RedisError;
 use tokio::sync::watch;
 
-use super::{Cache, FeedBody, FeedParams, SessionState};
-use crate::config::CacheStrategy;
+use super::body::Encoding;
+use super::near::{Copy, Near};
+use super::{Cache, FeedBody, FeedParams, Plan, SessionState};
 use crate::domain::UserId;
 use crate::metrics::{CacheOutcome, StampedeWait};
 
@@ -70,29 +71,36 @@ impl FeedOutcome {
 }
 
 /// Process-local state of the read path.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct ReadPath {
-    /// Last version seen per user: the guess that makes a hit one round trip.
-    last_seen: Mutex<HashMap<UserId, u64>>,
-    /// Fills in progress in this process, by entry key.
+    /// Last version seen per user: the guess that makes a hit one round
+    /// trip. Bounded and concurrent (sharded, no process-wide lock); an
+    /// evicted or wrong guess only costs a second round trip.
+    last_seen: quick_cache::sync::Cache<UserId, u64>,
+    /// Fills in progress in this process, by entry key (misses only).
     inflight: Mutex<HashMap<String, watch::Receiver<Option<FeedBody>>>>,
 }
 
-/// Bound on the remembered versions; past it the map starts over (a wrong or
-/// missing guess only costs a second round trip).
+/// How many users' versions a process remembers (16 bytes each, plus the
+/// cache's own bookkeeping: a few MiB at most).
 const LAST_SEEN_MAX: usize = 100_000;
+
+impl Default for ReadPath {
+    fn default() -> Self {
+        Self { last_seen: quick_cache::sync::Cache::new(LAST_SEEN_MAX), inflight: Mutex::default() }
+    }
+}
 
 impl ReadPath {
     fn guess(&self, user: UserId) -> Option<u64> {
-        self.last_seen.lock().ok().and_then(|m| m.get(&user).copied())
+        self.last_seen.get(&user)
     }
 
-    fn remember(&self, user: UserId, version: u64) {
-        if let Ok(mut m) = self.last_seen.lock() {
-            if m.len() >= LAST_SEEN_MAX {
-                m.clear();
-            }
-            m.insert(user, version);
+    /// Remembers `version` unless it is what `guess` already was: a hit
+    /// writes nothing.
+    fn remember(&self, user: UserId, guess: Option<u64>, version: u64) {
+        if guess != Some(version) {
+            self.last_seen.insert(user, version);
         }
     }
 }
@@ -108,8 +116,17 @@ struct Lookup {
     /// What the entry must carry (`bucketed`: the range's bucket versions);
     /// `None` when some bucket version is not set yet.
     stamp: Option<Stamp>,
-    /// The entry, already checked against the stamp, without it.
-    entry: Option<Bytes>,
+    /// The entry, already checked against the stamp.
+    entry: Option<Entry>,
+}
+
+/// A usable entry, and where it came from.
+enum Entry {
+    /// This process's copy (`near.rs`): no bytes came from Redis.
+    Local(Arc<Copy>),
+    /// From Redis: its gzip (without the stamp) and when it expires there
+    /// (`None`: no expiry known, so never copied).
+    Remote { gzip: Bytes, expires: Option<Instant> },
 }
 
 /// What an entry must carry to be served: under `bucketed`, the version of
@@ -137,6 +154,11 @@ impl Stamp {
         }
         let matches = entry[..header].chunks_exact(8).zip(&self.0).all(|(stored, v)| stored == v.to_le_bytes());
         matches.then(|| Bytes::from(entry).slice(header..))
+    }
+
+    /// `accept` for an entry read from Redis (`expires`: there).
+    fn accept_remote(&self, entry: Option<Vec<u8>>, expires: Option<Instant>) -> Option<Entry> {
+        entry.and_then(|e| self.accept(e)).map(|gzip| Entry::Remote { gzip, expires })
     }
 
     /// The entry to store for `gzip`.
@@ -191,20 +213,32 @@ impl Drop for InflightGuard<'_> {
     }
 }
 
-/// How a strategy reads the cache.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Plan {
-    /// Entries under the user-wide version.
-    Versioned,
-    /// Entries under the user-wide version, stamped with bucket versions.
-    Bucketed,
-    /// Entries without versions, until their TTL.
-    Ttl,
-}
-
 enum Role {
     Leader(watch::Sender<Option<FeedBody>>),
     Follower(watch::Receiver<Option<FeedBody>>),
+}
+
+/// A feed answer, and (for a hit) the versions it was served under.
+#[derive(Debug)]
+pub struct Served {
+    pub outcome: FeedOutcome,
+    pub body: FeedBody,
+    /// A hit's versions, for the freshness auditor (`service::audit`).
+    pub versions: Option<Versions>,
+}
+
+/// The versions an entry was valid for: the user's, and under `bucketed`
+/// those of the buckets its range covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Versions {
+    pub version: u64,
+    pub buckets: Vec<u64>,
+}
+
+impl Served {
+    fn new(outcome: FeedOutcome, body: FeedBody) -> Self {
+        Self { outcome, body, versions: None }
+    }
 }
 
 impl Cache {
@@ -225,25 +259,21 @@ impl Cache {
         user: UserId,
         token_hash: &[u8],
         params: &FeedParams,
+        want: Encoding,
         authorize: impl AsyncFnOnce(SessionState) -> Result<(), E>,
         load: impl AsyncFnOnce() -> Result<Bytes, E>,
-    ) -> Result<(FeedOutcome, FeedBody), E> {
+    ) -> Result<Served, E> {
         let span = tracing::Span::current();
-        let plan = match self.strategy {
-            // A Redis that came back with old data: neither its entries nor
-            // its session checks are to be believed yet.
-            _ if self.distrusted() => {
-                return Box::pin(Self::bypass(&span, SessionState::Unknown, authorize, load)).await;
-            }
-            CacheStrategy::None => {
-                let cached = self.session_state(user, token_hash).await.unwrap_or(SessionState::Unknown);
-                return Box::pin(Self::bypass(&span, cached, authorize, load)).await;
-            }
-            CacheStrategy::Versioned => Plan::Versioned,
-            CacheStrategy::Bucketed => Plan::Bucketed,
-            CacheStrategy::Ttl => Plan::Ttl,
-        };
-
+        // A Redis that came back with old data: neither its entries nor its
+        // session checks are to be believed yet.
+        if self.distrusted() {
+            return Box::pin(Self::bypass(&span, SessionState::Unknown, authorize, load)).await;
+        }
+        if self.plan == Plan::Off {
+            let cached = self.session_state(user, token_hash).await.unwrap_or(SessionState::Unknown);
+            return Box::pin(Self::bypass(&span, cached, authorize, load)).await;
+        }
+        let plan = self.plan;
         let guess = if plan == Plan::Ttl { None } else { self.read_path.guess(user) };
         let looked_up = self.run(async |conn| self.lookup(conn, user, token_hash, params, plan, guess).await).await;
         let found = match looked_up {
@@ -262,18 +292,58 @@ impl Cache {
         }
         if let Some(v) = found.version {
             span.record("cache.version", v);
-            self.read_path.remember(user, v);
+            self.read_path.remember(user, guess, v);
         }
-        if let Some(gzip) = found.entry {
+        let Lookup { version, mut key, stamp, entry, .. } = found;
+        if let Some(near) = &self.near
+            && version.is_some()
+        {
+            near.count(matches!(entry, Some(Entry::Local(_))));
+        }
+        let body = match (entry, &stamp) {
+            (Some(entry), Some(stamp)) => self.hit_body(&mut key, stamp, entry, want),
+            _ => None,
+        };
+        if let Some(body) = body {
             span.record("cache.outcome", "HIT");
-            tracing::debug!(user_id = %user, version = found.version, "feed cache hit");
-            if let Some(version) = found.version {
-                self.maybe_audit(user, params, version, found.stamp.as_ref().map_or(&[], |s| &s.0), &gzip);
-            }
-            return Ok((FeedOutcome::Hit, FeedBody::Gzip(gzip)));
+            tracing::debug!(user_id = %user, version, "feed cache hit");
+            let versions = version.map(|version| Versions { version, buckets: stamp.map(|s| s.0).unwrap_or_default() });
+            return Ok(Served { outcome: FeedOutcome::Hit, body, versions });
         }
         // Boxed, like every path that is not a hit (see `bypass`).
-        Box::pin(self.miss(&span, user, params, plan, found.key, found.stamp, load)).await
+        Box::pin(self.miss(&span, user, params, plan, key, stamp, load)).await
+    }
+
+    /// A hit's body in the form the client takes, keeping a copy in the
+    /// near cache: of an entry fetched from Redis, or of the JSON an
+    /// identity client needed. `None` if the entry does not decompress (not
+    /// what calcache stored): then it is a miss, and its fill overwrites it.
+    fn hit_body(&self, key: &mut Option<String>, stamp: &Stamp, entry: Entry, want: Encoding) -> Option<FeedBody> {
+        match entry {
+            Entry::Local(copy) => match (want, &copy.json) {
+                (Encoding::Gzip, _) => Some(FeedBody::Gzip(copy.gzip.clone())),
+                (Encoding::Identity, Some(json)) => Some(FeedBody::Json(json.clone())),
+                (Encoding::Identity, None) => {
+                    let json = FeedBody::Gzip(copy.gzip.clone()).json().ok()?;
+                    if let (Some(near), Some(key)) = (&self.near, key.take()) {
+                        near.insert(key, copy.with_json(json.clone()));
+                    }
+                    Some(FeedBody::Json(json))
+                }
+            },
+            Entry::Remote { gzip, expires } => {
+                let json = match want {
+                    Encoding::Gzip => None,
+                    Encoding::Identity => Some(FeedBody::Gzip(gzip.clone()).json().ok()?),
+                };
+                if let (Some(near), Some(expires)) = (&self.near, expires)
+                    && let Some(key) = key.take()
+                {
+                    near.insert(key, Copy::new(expires, &stamp.0, gzip.clone(), json.clone()));
+                }
+                Some(json.map_or(FeedBody::Gzip(gzip), FeedBody::Json))
+            }
+        }
     }
 
     /// A lookup that found no entry (or a version not yet set): set the
@@ -288,7 +358,7 @@ impl Cache {
         key: Option<String>,
         stamp: Option<Stamp>,
         load: impl AsyncFnOnce() -> Result<Bytes, E>,
-    ) -> Result<(FeedOutcome, FeedBody), E> {
+    ) -> Result<Served, E> {
         let key = match key {
             Some(key) => key,
             None => {
@@ -298,7 +368,7 @@ impl Cache {
                 match self.run(async |c| super::version::init(c, &version_key).await).await {
                     Ok(v) => {
                         span.record("cache.version", v);
-                        self.read_path.remember(user, v);
+                        self.read_path.remember(user, None, v);
                         self.keys.feed(user, Some(v), params)
                     }
                     Err(e) => {
@@ -310,7 +380,7 @@ impl Cache {
         };
         let stamp = match stamp {
             Some(stamp) => stamp,
-            None if plan != Plan::Bucketed => Stamp::default(),
+            None if !matches!(plan, Plan::Bucketed(_)) => Stamp::default(),
             // Bucket versions missing (first look at these weeks, expired,
             // evicted): set them, now that the session is confirmed, and
             // take all of the range's as one snapshot.
@@ -329,7 +399,7 @@ impl Cache {
         tracing::debug!(user_id = %user, ?plan, "feed cache miss");
         let (outcome, body) = self.fill(key, &stamp, load).await?;
         span.record("cache.outcome", outcome.as_str());
-        Ok((outcome, body))
+        Ok(Served::new(outcome, body))
     }
 
     /// Straight from PostgreSQL, once the session checks out. (Called boxed:
@@ -341,23 +411,20 @@ impl Cache {
         cached: SessionState,
         authorize: impl AsyncFnOnce(SessionState) -> Result<(), E>,
         load: impl AsyncFnOnce() -> Result<Bytes, E>,
-    ) -> Result<(FeedOutcome, FeedBody), E> {
+    ) -> Result<Served, E> {
         authorize(cached).await?;
         Self::from_db(span, load).await
     }
 
     /// Straight from PostgreSQL, for a caller already authorized.
-    async fn from_db<E>(
-        span: &tracing::Span,
-        load: impl AsyncFnOnce() -> Result<Bytes, E>,
-    ) -> Result<(FeedOutcome, FeedBody), E> {
+    async fn from_db<E>(span: &tracing::Span, load: impl AsyncFnOnce() -> Result<Bytes, E>) -> Result<Served, E> {
         span.record("cache.outcome", "BYPASS");
-        load().await.map(|json| (FeedOutcome::Bypass, FeedBody::Json(json)))
+        load().await.map(|json| Served::new(FeedOutcome::Bypass, FeedBody::Json(json)))
     }
 
     /// The bucket version keys of a feed range (`bucketed`); empty otherwise.
     pub(super) fn range_bucket_keys(&self, user: UserId, params: &FeedParams) -> Vec<String> {
-        match self.buckets {
+        match self.plan.buckets() {
             Some(b) => b.of_range(&params.range).map(|i| self.keys.bucket(user, b.days(), i)).collect(),
             None => Vec::new(),
         }
@@ -369,7 +436,10 @@ impl Cache {
     ///
     /// The pipeline: the session, the fence, the user-wide version, under
     /// `bucketed` the range's bucket versions (`MGET`), and the entry under
-    /// the guessed version — all keys in the user's hash slot.
+    /// the guessed version with its TTL — all keys in the user's hash slot.
+    /// The entry is not fetched when this process holds a copy of it
+    /// (`near.rs`): that copy is served if the versions just read are the
+    /// ones it was stored under.
     async fn lookup(
         &self,
         conn: &mut super::Conn,
@@ -390,7 +460,7 @@ impl Cache {
                 version: None,
                 key: Some(key),
                 stamp: Some(Stamp::default()),
-                entry: entry.and_then(|e| Stamp::default().accept(e)),
+                entry: entry.and_then(|e| Stamp::default().accept(e)).map(|gzip| Entry::Remote { gzip, expires: None }),
             });
         }
         let mut pipe = redis::pipe();
@@ -401,48 +471,73 @@ impl Cache {
             .cmd("GET")
             .arg(self.keys.version(user));
         let bucket_keys = self.range_bucket_keys(user, params);
-        if plan == Plan::Bucketed {
+        if matches!(plan, Plan::Bucketed(_)) {
             pipe.cmd("MGET").arg(&bucket_keys);
         }
         let guessed = guess.map(|g| (g, self.keys.feed(user, Some(g), params)));
-        if let Some((_, guess_key)) = &guessed {
+        // This process's copy of the guessed entry, if it has one.
+        let local = guessed.as_ref().and_then(|(_, k)| self.near.as_ref()?.get(k));
+        let fetch_guess = guessed.is_some() && local.is_none();
+        // The entry's TTL only matters for a copy (`near.rs`).
+        let with_ttl = self.near.is_some();
+        if let Some((_, guess_key)) = guessed.as_ref().filter(|_| fetch_guess) {
             pipe.cmd("GET").arg(guess_key);
+            if with_ttl {
+                pipe.cmd("PTTL").arg(guess_key);
+            }
         }
+        let sent = Instant::now();
         let mut answers: Vec<redis::Value> = pipe.query_async(conn).await?;
         answers.reverse();
         let mut next = || answers.pop().unwrap_or(redis::Value::Nil);
         let session: Option<String> = redis::from_redis_value(next())?;
         let fenced: bool = redis::from_redis_value(next())?;
         let version: Option<u64> = redis::from_redis_value(next())?;
-        let stamp = if plan == Plan::Bucketed {
+        let stamp = if matches!(plan, Plan::Bucketed(_)) {
             let values: Vec<Option<u64>> = redis::from_redis_value(next())?;
             values.into_iter().collect::<Option<Vec<u64>>>().map(Stamp)
         } else {
             Some(Stamp::default())
         };
-        let guessed_entry: Option<Vec<u8>> = if guessed.is_some() { redis::from_redis_value(next())? } else { None };
+        let guessed_entry: Option<(Option<Vec<u8>>, i64)> = match (fetch_guess, with_ttl) {
+            (false, _) => None,
+            (true, false) => Some((redis::from_redis_value(next())?, -1)),
+            (true, true) => Some((redis::from_redis_value(next())?, redis::from_redis_value(next())?)),
+        };
         let session = SessionState::from_cached(session.as_deref());
         let Some(version) = version.filter(|_| !fenced) else {
             return Ok(Lookup { session, fenced, version: None, key: None, stamp: None, entry: None });
         };
-        let (key, entry) = match guessed {
+        // With a bucket version missing nothing can match: no need to look.
+        let Some(stamp) = stamp else {
+            let key = self.keys.feed(user, Some(version), params);
+            return Ok(Lookup { session, fenced, version: Some(version), key: Some(key), stamp: None, entry: None });
+        };
+        let (key, fetched, local) = match guessed {
             // The common case: the guess was right, and so was its key.
-            Some((g, guess_key)) if g == version => (guess_key, guessed_entry),
+            Some((g, guess_key)) if g == version => (guess_key, guessed_entry, local),
             _ => {
                 let key = self.keys.feed(user, Some(version), params);
-                // With a bucket version missing nothing can match: no need to look.
-                let entry = match stamp {
-                    Some(_) => redis::cmd("GET").arg(&key).query_async(conn).await?,
-                    None => None,
-                };
-                (key, entry)
+                let local = self.near.as_ref().and_then(|n| n.get(&key));
+                (key, None, local)
             }
         };
-        let entry = match (&stamp, entry) {
-            (Some(stamp), Some(entry)) => stamp.accept(entry),
-            _ => None,
+        let entry = match fetched {
+            Some((entry, pttl)) => stamp.accept_remote(entry, Near::expiry(sent, pttl)),
+            None => match local.filter(|copy| copy.carries(&stamp.0)) {
+                Some(copy) => Some(Entry::Local(copy)),
+                // Not fetched yet (the guess was wrong, or the copy we
+                // counted on is gone or carries other bucket versions).
+                None if with_ttl => {
+                    let sent = Instant::now();
+                    let (entry, pttl): (Option<Vec<u8>>, i64) =
+                        redis::pipe().cmd("GET").arg(&key).cmd("PTTL").arg(&key).query_async(conn).await?;
+                    stamp.accept_remote(entry, Near::expiry(sent, pttl))
+                }
+                None => stamp.accept_remote(redis::cmd("GET").arg(&key).query_async(conn).await?, None),
+            },
         };
-        Ok(Lookup { session, fenced, version: Some(version), key: Some(key), stamp, entry })
+        Ok(Lookup { session, fenced, version: Some(version), key: Some(key), stamp: Some(stamp), entry })
     }
 
     /// Fills a missing entry, at most once per process at a time and, through
@@ -554,6 +649,8 @@ impl Cache {
             return Ok((FeedOutcome::Miss, FeedBody::Json(json)));
         };
         let ttl = self.feed_ttl_secs;
+        // Before the SET: the Redis copy expires no earlier than this.
+        let expires = Instant::now() + Duration::from_secs(ttl);
         let stored = self
             .run(async |conn| {
                 let mut pipe = redis::pipe();
@@ -565,9 +662,14 @@ impl Cache {
                 push_release(&mut pipe, &lease_key, &holder).query_async::<()>(conn).await
             })
             .await;
-        if let Err(e) = stored {
+        match stored {
+            Ok(()) => {
+                if let Some(near) = self.near.as_ref().filter(|_| self.plan != Plan::Ttl) {
+                    near.insert(key.to_owned(), Copy::new(expires, &stamp.0, gzip.clone(), None));
+                }
+            }
             // The body is still correct; the next request misses again.
-            tracing::warn!(error = %e, "could not store feed entry");
+            Err(e) => tracing::warn!(error = %e, "could not store feed entry"),
         }
         Ok((FeedOutcome::Miss, FeedBody::Gzip(gzip)))
     }

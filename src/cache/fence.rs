@@ -76,10 +76,10 @@ impl Cache {
             .map(|&u| {
                 let mut pipe = redis::pipe();
                 push_raise(&mut pipe, &self.keys.fence(u), fence, ttl);
-                (u, pipe)
+                pipe
             })
             .collect();
-        self.send_per_user(pipes).await
+        self.client.send_per_slot(pipes).await
     }
 
     /// Lowers `fence` for a mutation that did not commit. Best effort: a fence
@@ -90,10 +90,10 @@ impl Cache {
             .map(|&u| {
                 let mut pipe = redis::pipe();
                 push_lower(&mut pipe, &self.keys.fence(u), fence);
-                (u, pipe)
+                pipe
             })
             .collect();
-        if let Err(e) = self.send_per_user(pipes).await {
+        if let Err(e) = self.client.send_per_slot(pipes).await {
             tracing::warn!(error = %e, "fence of a rolled-back write left up; it expires by itself");
         }
     }

@@ -8,7 +8,7 @@
 
 use redis::Value;
 
-use super::{Backend, Cache, CacheError};
+use super::{Cache, CacheError};
 
 /// The oldest Redis calcache runs on.
 pub const MIN_REDIS_VERSION: RedisVersion = RedisVersion(7, 0, 0);
@@ -69,22 +69,10 @@ impl Cache {
     pub async fn check_server(&self) -> Result<RedisVersion, ServerCheckError> {
         // Like `ping`: outside the breaker and the error metrics, so a check
         // at start cannot open the circuit or count as a request's failure.
-        let attempt = async {
-            let answer: Value = match &self.backend {
-                Backend::Single(pool) => {
-                    let mut conn = pool.get().await?;
-                    redis::cmd("INFO").arg("server").query_async(&mut conn).await?
-                }
-                Backend::Cluster(_) => {
-                    let mut conn = self.shared_connection().await?;
-                    redis::cmd("INFO").arg("server").query_async(&mut conn).await?
-                }
-            };
-            Ok::<Value, CacheError>(answer)
-        };
-        let answer = tokio::time::timeout(self.timeout, attempt)
+        let answer: Value = self
+            .client
+            .unguarded(async |c| redis::cmd("INFO").arg("server").query_async(c).await)
             .await
-            .map_err(|_| ServerCheckError::Unreachable(CacheError::Timeout))?
             .map_err(ServerCheckError::Unreachable)?;
         check_version(oldest_version(&answer).ok_or(ServerCheckError::NoVersion)?)
     }

@@ -8,7 +8,9 @@
 //! [`head_arrived`] (from the `request_head` middleware) tells it the head came;
 //! if the timer fires first, it writes the contract's 408 JSON to the socket
 //! and shuts it down, and actix, reading end-of-stream, drops the
-//! connection. actix's own timer stays as a fallback at twice the time.
+//! connection. actix's own timer stays as a fallback at four times the
+//! time (twice proved too close on a loaded machine: a busy worker ran the
+//! watch late and actix's empty 408 won).
 //! A slow body is the JSON reader's business (`routes::extract`).
 
 use std::any::Any;

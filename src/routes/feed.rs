@@ -6,7 +6,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
 use super::extract::Claimed;
-use crate::cache::{FeedOutcome, FeedParams};
+use crate::cache::{self, FeedOutcome, FeedParams};
 use crate::domain::{Status, TimeRange, Timestamp, ValidationError, WorkType, Zone};
 use crate::error::{ApiError, ErrorBody};
 use crate::middleware::no_store;
@@ -152,10 +152,11 @@ async fn feed(state: web::Data<AppState>, claimed: Claimed, req: HttpRequest) ->
         }
     };
     let user = claimed.0.user_id;
-    let (outcome, body) = service::feed::feed(&state, claimed.0, params).await?;
+    let want = if accepts_gzip(&req) { cache::Encoding::Gzip } else { cache::Encoding::Identity };
+    let (outcome, body) = service::feed::feed(&state, claimed.0, params, want).await?;
     let mut res = HttpResponse::Ok();
     res.insert_header((CONTENT_TYPE, HeaderValue::from_static("application/json")));
-    if let Some(gzip) = body.gzip().filter(|_| accepts_gzip(&req)) {
+    if let Some(gzip) = body.gzip().filter(|_| want == cache::Encoding::Gzip) {
         // The stored bytes, as Redis returned them.
         res.insert_header(("X-Cache", outcome.as_str()));
         res.insert_header((CONTENT_ENCODING, HeaderValue::from_static("gzip")));

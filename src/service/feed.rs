@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::auth::{self, Claim};
 use super::{AppState, ServiceError};
-use crate::cache::{FeedBody, FeedOutcome, FeedParams};
+use crate::cache::{Encoding, FeedBody, FeedOutcome, FeedParams};
 use crate::db::work_items::{self as items, Capped, FeedFilter};
 use crate::db::{self, FeedRow};
 use crate::domain::{Timestamp, UserId, all_day_span};
@@ -89,20 +89,31 @@ pub fn serialize_feed(rows: &[FeedRow]) -> Result<Bytes, serde_json::Error> {
 }
 
 #[tracing::instrument(level = "debug", skip_all, fields(user_id = %claim.user_id))]
-pub async fn feed(state: &AppState, claim: Claim, params: FeedParams) -> Result<(FeedOutcome, FeedBody), ServiceError> {
+/// `want`: what the client takes, so that a hit from this process's copy
+/// needs neither a fetch nor a decompression.
+pub async fn feed(
+    state: &AppState,
+    claim: Claim,
+    params: FeedParams,
+    want: Encoding,
+) -> Result<(FeedOutcome, FeedBody), ServiceError> {
     let (user, token_hash) = (claim.user_id, claim.token_hash);
-    let (outcome, body) = state
+    let served = state
         .cache
         .feed_read_through(
             user,
             &token_hash,
             &params,
+            want,
             async |cached| auth::confirm(state, claim, cached).await.map(drop),
             async || fill_feed(state, user, &params).await,
         )
         .await?;
-    state.metrics.feed_outcome(outcome.metric());
-    Ok((outcome, body))
+    state.metrics.feed_outcome(served.outcome.metric());
+    if let (Some(sampler), Some(versions)) = (&state.audit, &served.versions) {
+        sampler.offer(user, &params, versions, &served.body);
+    }
+    Ok((served.outcome, served.body))
 }
 
 /// A fill: the feed's JSON from PostgreSQL on a miss or bypass, for a

@@ -38,6 +38,8 @@ pub struct AppState {
     pub outbox_interval: std::time::Duration,
     /// Open live change streams of this process.
     pub changes: changes::Hub,
+    /// The freshness auditor's sampling of hits (`cache.audit_sample_rate`).
+    pub audit: Option<audit::Sampler>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -328,7 +328,7 @@ async fn slow_clients_are_cut_off() {
     assert!(took >= Duration::from_millis(400), "cut off too early: {took:?}");
 
     // The head: half of it, then nothing. The same JSON 408, then the
-    // connection is closed (actix's own, empty 408 would come only at twice
+    // connection is closed (actix's own, empty 408 would come only at four times
     // the timeout).
     let (answer, took) = raw_exchange(app.port, b"POST /api/login HTTP/1.1\r\nHost: 127".to_vec(), deadline).await;
     let took = took.unwrap_or_else(|| panic!("the server kept a half-sent head open: {answer:?}"));

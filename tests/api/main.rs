@@ -16,6 +16,7 @@ mod feed;
 mod helpers;
 mod limits;
 mod migrations;
+mod near;
 mod openapi;
 mod ops;
 mod page;

@@ -15,6 +15,9 @@
 //!   cargo bench --bench hit_rates -- --hit-path   # hit path vs miss path only (needs wrk)
 //!   cargo bench --bench hit_rates -- --hit-path --baseline OLD/calcache --baseline-config OLD/config
 //!                                                 # and another build's hit path, in the same run
+//!   cargo bench --bench hit_rates -- --near --baseline OLD/calcache --baseline-config OLD/config
+//!                                                 # the near cache: hits by feed size and encoding, Redis bytes
+//!                                                 # and CPU per hit, against another build (needs wrk, redis-benchmark)
 //!   cargo test --bench hit_rates -- --tables-json results/*/   # (re)write results.json from report.md
 //!
 //! Next to every `report.md` goes `results.json`: the same tables, machine-
@@ -35,6 +38,8 @@ use calcache::loadgen::{self, Report, Target, Workload, percentile};
 use diesel::{Connection, PgConnection, RunQueryDsl};
 use indicatif::{ProgressBar, ProgressStyle};
 use redis::Commands as _;
+
+mod near;
 
 fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_owned())
@@ -811,6 +816,16 @@ fn main() {
             let row = strategy_run("versioned", 2, &w, &bar).await;
             println!("soak (2 processes, 16 clients, 90/10, 50 users, {secs}s): {}", row.report.summary());
             assert_eq!(row.report.stale, 0, "stale reads in the soak");
+            return;
+        }
+        if args.iter().any(|a| a == "--near") {
+            let md = near::near_cache(if quick { 4 } else { 10 }, baseline).await;
+            let cmd = args.iter().skip(1).filter(|a| *a != "--bench").cloned().collect::<Vec<_>>().join(" ");
+            let report = format!("# calcache near cache\n\nCommand: `cargo bench --bench hit_rates -- {cmd}`.\n\n{md}");
+            let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
+            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("results").join(format!("{stamp}-near"));
+            write_report(&dir, &report);
+            println!("{report}\nwritten to results/{stamp}-near/");
             return;
         }
         if hit_path_only {
