@@ -298,10 +298,6 @@ impl LimitsSettings {
     /// twice into the decompression bound ([`crate::cache::FeedBody::MAX_JSON_BYTES`]).
     pub const MAX_ITEMS_PER_FEED: usize =
         crate::cache::FeedBody::MAX_JSON_BYTES / 2 / crate::service::feed::MAX_EVENT_JSON_BYTES;
-
-    pub fn feed_fill_window(&self) -> Duration {
-        Duration::from_secs(self.feed_fill_window_secs.get())
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
