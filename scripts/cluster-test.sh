@@ -69,7 +69,7 @@ export CALCACHE__REDIS__MODE=cluster
 export CALCACHE__REDIS__CLUSTER_NODES=$nodes
 
 echo "== cargo test --test api against Redis Cluster ($nodes)"
-echo "   skipped: partial::, chaos::, faults::redis_down_then_restarted_empty_degrades_and_resurrects_nothing, changes::a_deferred_bump_reaches_the_stream_when_the_drainer_applies_it, changes::a_lost_subscription_ends_streams_and_the_reconnect_catches_up, near::a_local_hit_takes_a_few_dozen_bytes_out_of_redis_whatever_the_feed_size (need a single redis-server of their own)"
+echo "   skipped: partial::, chaos::, faults::redis_down_then_restarted_empty_degrades_and_resurrects_nothing, changes::a_deferred_bump_reaches_the_stream_when_the_drainer_applies_it, changes::a_lost_subscription_ends_streams_and_the_reconnect_catches_up, near::a_local_hit_takes_a_few_dozen_bytes_out_of_redis_whatever_the_feed_size (need a single redis-server of their own), process::a_process_whose_clock_is_a_day_behind_* (finds its keys with KEYS)"
 cargo test --quiet --test api -- \
   --skip partial:: \
   --skip chaos:: \
@@ -77,6 +77,7 @@ cargo test --quiet --test api -- \
   --skip changes::a_deferred_bump_reaches_the_stream_when_the_drainer_applies_it \
   --skip changes::a_lost_subscription_ends_streams_and_the_reconnect_catches_up \
   --skip near::a_local_hit_takes_a_few_dozen_bytes_out_of_redis_whatever_the_feed_size \
+  --skip process::a_process_whose_clock_is_a_day_behind \
   --skip cluster::
 
 echo "== cluster only: a master fails over mid-run; unreplicated bumps stay in the outbox"

@@ -9,6 +9,8 @@ cd "$ROOT"
 ensure_toolchain
 ensure_postgres
 ensure_redis
+# libfaketime: a test runs a process whose clock is a day behind.
+apt_install faketime
 
 log "cargo fmt --check"
 cargo fmt --check

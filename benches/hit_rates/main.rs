@@ -15,6 +15,7 @@
 //!   cargo bench --bench hit_rates -- --hit-path   # hit path vs miss path only (needs wrk)
 //!   cargo bench --bench hit_rates -- --hit-path --baseline OLD/calcache --baseline-config OLD/config
 //!                                                 # and another build's hit path, in the same run
+//!   cargo bench --bench hit_rates -- --bucket-widths  # bucketed with 1-, 7- and 28-day buckets, both workloads
 //!   cargo bench --bench hit_rates -- --near --baseline OLD/calcache --baseline-config OLD/config
 //!                                                 # the near cache: hits by feed size and encoding, Redis bytes
 //!                                                 # and CPU per hit, against another build (needs wrk, redis-benchmark)
@@ -269,7 +270,19 @@ struct Row {
 }
 
 async fn strategy_run(strategy: &'static str, processes: usize, w: &Workload, bar: &ProgressBar) -> Row {
-    let dep = Deployment::start(processes, strategy, &[]);
+    strategy_run_with(strategy, strategy, &[], processes, w, bar).await
+}
+
+/// [`strategy_run`] with extra settings; `label` names the row.
+async fn strategy_run_with(
+    label: &'static str,
+    strategy: &'static str,
+    env: &[(&str, &str)],
+    processes: usize,
+    w: &Workload,
+    bar: &ProgressBar,
+) -> Row {
+    let dep = Deployment::start(processes, strategy, env);
     let target = Arc::new(Target::new(dep.bases.clone(), dep.db_url.clone()));
     bar.set_message(format!("{strategy} × {processes}: seeding"));
     let users = loadgen::seed(&target, w, "bench").await;
@@ -292,9 +305,9 @@ async fn strategy_run(strategy: &'static str, processes: usize, w: &Workload, ba
     let report = loadgen::run(target.clone(), users, w, Some(counter)).await;
     ticker.abort();
     let q1 = metric_sum(&target.client, &dep.bases, "calcache_feed_db_queries_total").await;
-    bar.println(format!("{strategy:>9} × {processes}: {}", report.summary()));
+    bar.println(format!("{label:>9} × {processes}: {}", report.summary()));
     let db_queries_per_feed = (q1 - q0) / report.feeds.max(1) as f64;
-    Row { strategy, processes, report, db_queries_per_feed }
+    Row { strategy: label, processes, report, db_queries_per_feed }
 }
 
 /// One wrk run's summary (its Lua `done` hook prints it as JSON).
@@ -562,6 +575,26 @@ async fn hit_vs_miss(secs: u64, baseline: Option<(&str, Option<&str>)>) -> Strin
     out
 }
 
+/// `bucketed` with day, week and month buckets (and `versioned` beside
+/// them), on both workloads, one process: which width buys the most hits.
+async fn bucket_widths(secs: u64) -> String {
+    let mut out = String::new();
+    let bar = ProgressBar::new(0);
+    let widths: [(&'static str, &'static str); 3] =
+        [("bucketed, 1 day", "1"), ("bucketed, 7 days", "7"), ("bucketed, 28 days", "28")];
+    for (name, w) in workloads(secs) {
+        let mut rows = vec![strategy_run("versioned", 1, &w, &bar).await];
+        for (label, days) in widths {
+            rows.push(
+                strategy_run_with(label, "bucketed", &[("CALCACHE__CACHE__BUCKET_DAYS", days)], 1, &w, &bar).await,
+            );
+        }
+        let _ = writeln!(out, "## {name}\n\n{}", hit_rate_table(&rows));
+    }
+    bar.finish_and_clear();
+    out
+}
+
 /// What a Redis outage costs a request: feeds with Redis unreachable (every
 /// answer a BYPASS, sessions checked in PostgreSQL, the circuit open)
 /// against caching switched off with Redis up, 16 connections each.
@@ -619,9 +652,18 @@ async fn outage_overhead(secs: u64) -> String {
 /// INCR whatever the number of entries.
 async fn invalidation_cost(sizes: &[usize]) -> String {
     let mut out = String::from(
-        "| cached entries of the user | mean PATCH latency | p95 | Redis keys of the user |\n| ---: | ---: | ---: | ---: |\n",
+        "| strategy | cached entries of the user | mean PATCH latency | p95 |\n| --- | ---: | ---: | ---: |\n",
     );
-    let dep = Deployment::start(1, "versioned", &[]);
+    for strategy in ["versioned", "bucketed"] {
+        out.push_str(&invalidation_cost_of(strategy, sizes).await);
+    }
+    out
+}
+
+/// [`invalidation_cost`] of one strategy: its table rows.
+async fn invalidation_cost_of(strategy: &'static str, sizes: &[usize]) -> String {
+    let mut out = String::new();
+    let dep = Deployment::start(1, strategy, &[]);
     let target = Arc::new(Target::new(dep.bases.clone(), dep.db_url.clone()));
     let w = Workload { users: 1, items_per_user: 5, ..Default::default() };
     let users = loadgen::seed(&target, &w, "inv").await;
@@ -677,10 +719,9 @@ async fn invalidation_cost(sizes: &[usize]) -> String {
         let mean = lat.iter().sum::<u64>() as f64 / lat.len() as f64;
         let _ = writeln!(
             out,
-            "| {n} (filled {ok}) | {:.2} ms | {:.2} ms | {} |",
+            "| {strategy} | {n} (filled {ok}) | {:.2} ms | {:.2} ms |",
             mean / 1000.0,
             percentile(&lat, 0.95) as f64 / 1000.0,
-            n + 2
         );
     }
     out
@@ -828,6 +869,16 @@ fn main() {
             println!("{report}\nwritten to results/{stamp}-near/");
             return;
         }
+        if args.iter().any(|a| a == "--bucket-widths") {
+            let md = bucket_widths(if quick { 8 } else { 15 }).await;
+            let cmd = args.iter().skip(1).filter(|a| *a != "--bench").cloned().collect::<Vec<_>>().join(" ");
+            let report = format!("# calcache bucket widths\n\nCommand: `cargo bench --bench hit_rates -- {cmd}`.\n\n{BOUND_NOTE}\n\n{md}");
+            let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
+            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("results").join(format!("{stamp}-buckets"));
+            write_report(&dir, &report);
+            println!("{report}\nwritten to results/{stamp}-buckets/");
+            return;
+        }
         if hit_path_only {
             let md = hit_vs_miss(if quick { 5 } else { 15 }, baseline).await;
             let cmd = args.iter().skip(1).filter(|a| *a != "--bench").cloned().collect::<Vec<_>>().join(" ");
@@ -897,7 +948,7 @@ fn main() {
         }
         let _ = writeln!(md, "\n## Hit path vs miss path\n\n{hot}");
         let _ = writeln!(md, "\n## A Redis outage\n\n{outage}");
-        let _ = writeln!(md, "\n## Invalidation cost as a user's cached entries grow (versioned)\n\n{inv}");
+        let _ = writeln!(md, "\n## Invalidation cost as a user's cached entries grow\n\n{inv}");
         let _ = writeln!(md, "\n![chart](chart.svg)");
         let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("results");

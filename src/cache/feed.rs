@@ -486,7 +486,7 @@ impl Cache {
                 pipe.cmd("PTTL").arg(guess_key);
             }
         }
-        let sent = Instant::now();
+        let sent = with_ttl.then(Instant::now);
         let mut answers: Vec<redis::Value> = pipe.query_async(conn).await?;
         answers.reverse();
         let mut next = || answers.pop().unwrap_or(redis::Value::Nil);
@@ -523,7 +523,7 @@ impl Cache {
             }
         };
         let entry = match fetched {
-            Some((entry, pttl)) => stamp.accept_remote(entry, Near::expiry(sent, pttl)),
+            Some((entry, pttl)) => stamp.accept_remote(entry, sent.and_then(|at| Near::expiry(at, pttl))),
             None => match local.filter(|copy| copy.carries(&stamp.0)) {
                 Some(copy) => Some(Entry::Local(copy)),
                 // Not fetched yet (the guess was wrong, or the copy we

@@ -254,3 +254,89 @@ async fn sigterm_ends_change_streams_at_once_and_exits_zero() {
     assert!(status.success(), "exit status {status:?}");
     drop(served);
 }
+
+/// libfaketime (Debian's `faketime`, installed by scripts/test.sh).
+const FAKETIME_LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+
+crate::helpers::each_versioned_strategy! {
+/// Version loss with the processes' clocks a day apart: the process whose
+/// clock is behind re-creates the user's version (and, under `bucketed`,
+/// the bucket versions) above every value already used, because the value
+/// comes from Redis' clock, not its own; and it serves nothing old.
+#[tokio::test]
+async fn a_process_whose_clock_is_a_day_behind_re_creates_versions_above_every_used_one() {
+    assert!(
+        std::path::Path::new(FAKETIME_LIB).exists(),
+        "{FAKETIME_LIB} is missing: apt-get install faketime (scripts/test.sh does)"
+    );
+    let app = crate::helpers::spawn_app().await;
+    let strategy = match crate::helpers::strategy() {
+        calcache::config::CacheStrategy::Bucketed => "bucketed",
+        _ => "versioned",
+    };
+    let behind = serve_with(
+        &app,
+        &[
+            ("LD_PRELOAD", FAKETIME_LIB),
+            ("FAKETIME", "-1d"),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+            ("CALCACHE__CACHE__STRATEGY", strategy),
+        ],
+    )
+    .await;
+    let user = app.new_user().await;
+    let client = reqwest::Client::new();
+    let feed = async |base: String| {
+        let res = client.get(format!("{base}/api/calendar/feed?{}", crate::helpers::OCT)).bearer_auth(&user.token);
+        let res = res.send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let x_cache = res.headers()["x-cache"].to_str().unwrap().to_owned();
+        let body: Vec<Value> = res.json().await.unwrap();
+        (x_cache, body.iter().map(|e| e["title"].as_str().unwrap().to_owned()).collect::<Vec<_>>())
+    };
+    let item = app.create_item(&user, crate::helpers::item("before", "2026-10-05", "2026-10-06")).await;
+    // Versions created by the process with the right clock, entries stored.
+    assert_eq!(feed(app.address.clone()).await.1, ["before"]);
+    assert_eq!(feed(app.address.clone()).await.0, "HIT");
+    let mut redis = app.redis().await;
+    let user_tag = format!("{{u{}}}", user.id);
+    let versions = async |redis: &mut crate::helpers::TestRedis| {
+        let pattern = format!("{}:calendar_*{user_tag}*", app.prefix);
+        let keys: Vec<String> = redis::cmd("KEYS").arg(&pattern).query_async(redis).await.unwrap();
+        let mut values = Vec::new();
+        for k in keys.iter().filter(|k| k.contains(":calendar_version:") || k.contains(":calendar_bucket:")) {
+            values.push((k.clone(), redis::cmd("GET").arg(k).query_async::<u64>(redis).await.unwrap()));
+        }
+        values
+    };
+    let used = versions(&mut redis).await;
+    assert!(!used.is_empty());
+    let highest = used.iter().map(|(_, v)| *v).max().unwrap();
+
+    // Every version key lost (evicted, flushed): the process that is a day
+    // behind reads first, re-creating the versions; then it writes.
+    for (k, _) in &used {
+        let _: () = redis::cmd("DEL").arg(k).query_async(&mut redis).await.unwrap();
+    }
+    let (x_cache, titles) = feed(behind.url("")).await;
+    assert_eq!((x_cache.as_str(), &titles[..]), ("MISS", &["before".to_owned()][..]));
+    let re_created = versions(&mut redis).await;
+    assert!(!re_created.is_empty());
+    for (k, v) in &re_created {
+        assert!(*v > highest, "{k} re-created at {v}, not above {highest}, the highest value already used");
+    }
+    let patch = format!("/api/work-items/{}", item["id"].as_str().unwrap());
+    let res = client
+        .patch(behind.url(&patch))
+        .bearer_auth(&user.token)
+        .json(&json!({"title": "after"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(feed(behind.url("")).await.1, ["after"]);
+    // And both processes agree on the truth.
+    assert_eq!(feed(app.address.clone()).await.1, ["after"]);
+    assert_eq!(feed(behind.url("")).await.1, ["after"]);
+}
+}
