@@ -168,7 +168,7 @@ def main() -> int:
     psql("postgres", f'CREATE DATABASE "{db}"')
     env = dict(os.environ, CALCACHE_ENV="production", CALCACHE_CONFIG_DIR=str(ROOT / "config"),
                DATABASE_URL=f"{PG}/{db}", REDIS_URL=REDIS, CALCACHE__REDIS__KEY_PREFIX=prefix,
-               CALCACHE__REDIS__MAC_KEY=secrets.token_hex(32),
+               CALCACHE__REDIS__MAC_KEY=secrets.token_hex(32), CALCACHE__LIMITS__FEED_FILLS_PER_USER="0",
                CALCACHE__SERVER__WORKERS="2", CALCACHE__LOG__FILTER="warn",
                CALCACHE__STREAM__MAX_PER_PROCESS=str(args.streams + 100),
                CALCACHE__STREAM__MAX_PER_USER=str(args.streams // args.users + 10))

@@ -21,6 +21,7 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub log: LogSettings,
     pub stream: StreamSettings,
+    pub limits: LimitsSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -271,6 +272,39 @@ impl StreamSettings {
     }
 }
 
+/// Per-user limits (`[limits]`): what one account may cost everybody else.
+/// See docs/operations.md, "Per-user limits".
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSettings {
+    /// Feed *fills* (PostgreSQL loads on a cache miss or bypass) per user per
+    /// `feed_fill_window_secs`, counted in Redis and shared by every process;
+    /// past it `429 rate_limited`. Hits are free. 0 turns the budget off.
+    pub feed_fills_per_user: u64,
+    pub feed_fill_window_secs: NonZeroU64,
+    /// Work items one user may own; a create past it answers
+    /// `409 limit_exceeded` and writes nothing.
+    pub max_items_per_owner: NonZeroU64,
+    /// Items owned by *others* that one user may be assigned to (what a
+    /// stranger can add to somebody's feed); a create or change that would
+    /// assign a user past it answers `409 limit_exceeded` naming
+    /// `assignee_ids`.
+    pub max_assignments_per_user: NonZeroU64,
+    /// Events in one feed answer; a range holding more answers
+    /// `409 limit_exceeded` naming `end` (ask for a shorter range). At most
+    /// [`LimitsSettings::MAX_ITEMS_PER_FEED`], so that the largest answer
+    /// stays well inside what the cache will decompress.
+    pub max_items_per_feed: NonZeroUsize,
+}
+
+impl LimitsSettings {
+    /// The upper bound of `max_items_per_feed`: that many of the largest
+    /// events ([`crate::service::feed::MAX_EVENT_JSON_BYTES`]) still fit
+    /// twice into the decompression bound ([`crate::cache::FeedBody::MAX_JSON_BYTES`]).
+    pub const MAX_ITEMS_PER_FEED: usize =
+        crate::cache::FeedBody::MAX_JSON_BYTES / 2 / crate::service::feed::MAX_EVENT_JSON_BYTES;
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LogFormat {
@@ -406,6 +440,15 @@ impl Settings {
                 reason: "trust_forwarded_for needs the addresses of the proxies that set X-Forwarded-For".into(),
             });
         }
+        if self.limits.max_items_per_feed.get() > LimitsSettings::MAX_ITEMS_PER_FEED {
+            return Err(ConfigError::Invalid {
+                key: "limits.max_items_per_feed",
+                reason: format!(
+                    "must be at most {}: larger answers would not fit the bound on decompressed cache entries",
+                    LimitsSettings::MAX_ITEMS_PER_FEED
+                ),
+            });
+        }
         Ok(())
     }
 }
@@ -513,6 +556,31 @@ mod tests {
         std::fs::write(tmp.join("typo.toml"), "[server]\nworkerz = 4\n").unwrap_or_else(|e| panic!("{e}"));
         let err = Settings::load_from(&tmp, "typo").map(|_| ()).unwrap_err();
         assert!(format!("{err:?}").contains("workerz"), "{err:?}");
+        std::fs::remove_dir_all(&tmp).ok();
+    }
+
+    #[test]
+    fn out_of_range_limits_name_their_key() {
+        let tmp = std::env::temp_dir().join(format!("calcache-config-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&tmp).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::copy(dir().join("default.toml"), tmp.join("default.toml")).unwrap_or_else(|e| panic!("{e}"));
+        let too_many = LimitsSettings::MAX_ITEMS_PER_FEED + 1;
+        for (file, key) in [
+            (format!("[limits]\nmax_items_per_feed = {too_many}\n"), "limits.max_items_per_feed"),
+            ("[limits]\nmax_items_per_feed = 0\n".to_owned(), "max_items_per_feed"),
+            ("[limits]\nmax_items_per_owner = 0\n".to_owned(), "max_items_per_owner"),
+            ("[limits]\nmax_assignments_per_user = 0\n".to_owned(), "max_assignments_per_user"),
+            ("[limits]\nfeed_fill_window_secs = 0\n".to_owned(), "feed_fill_window_secs"),
+            ("[limits]\nfeed_fills_per_user = -1\n".to_owned(), "feed_fills_per_user"),
+        ] {
+            std::fs::write(tmp.join("bad.toml"), &file).unwrap_or_else(|e| panic!("{e}"));
+            let err = Settings::load_from(&tmp, "bad").map(|_| ()).unwrap_err();
+            let shown = format!("{err}: {:?}", std::error::Error::source(&err).map(ToString::to_string));
+            assert!(shown.contains(key), "{file}: {shown}");
+        }
+        std::fs::write(tmp.join("off.toml"), "[limits]\nfeed_fills_per_user = 0\n").unwrap_or_else(|e| panic!("{e}"));
+        let off = Settings::load_from(&tmp, "off").unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(off.limits.feed_fills_per_user, 0);
         std::fs::remove_dir_all(&tmp).ok();
     }
 }

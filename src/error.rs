@@ -10,6 +10,7 @@ use serde::Serialize;
 use crate::db::DbError;
 use crate::domain::ValidationError;
 use crate::service::ServiceError;
+use crate::service::limits::LimitHit;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -31,8 +32,11 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("the request was not received in time")]
     RequestTimeout,
-    #[error("too many attempts; try again later")]
-    RateLimited { retry_after_secs: u64 },
+    #[error("{}", .limit.as_ref().map_or("too many attempts; try again later", |l| l.message.as_str()))]
+    RateLimited { retry_after_secs: u64, limit: Option<Box<LimitHit>> },
+    /// A cap on what one user may have or be sent (`limits.*`).
+    #[error("{}", .0.message)]
+    LimitExceeded(Box<LimitHit>),
     #[error("a dependency is unavailable")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// A write whose COMMIT PostgreSQL did not confirm in time: it may or
@@ -58,9 +62,23 @@ pub struct ErrorDetail<'a> {
     code: &'a str,
     /// For people; clients branch on `code`.
     message: String,
-    /// The JSON field or query parameter at fault (`invalid_input` only).
+    /// The JSON field or query parameter at fault (`invalid_input`), or the
+    /// one to change (`limit_exceeded`, when there is one).
     #[serde(skip_serializing_if = "Option::is_none")]
     field: Option<&'a str>,
+    /// The limit the request ran into (`limit_exceeded`; `rate_limited`
+    /// when the throttle is a configured per-user limit).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    limit: Option<LimitDetail<'a>>,
+}
+
+/// A configured limit, as an error body names it.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct LimitDetail<'a> {
+    /// The setting, e.g. `limits.max_items_per_owner`.
+    name: &'a str,
+    /// Its value.
+    max: u64,
 }
 
 /// Every `code` an error body can carry (what [`ApiError::code`] and
@@ -72,6 +90,7 @@ pub const ERROR_CODES: &[&str] = &[
     "method_not_allowed",
     "request_timeout",
     "conflict",
+    "limit_exceeded",
     "payload_too_large",
     "unsupported_media_type",
     "rate_limited",
@@ -99,6 +118,7 @@ impl ApiError {
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::RequestTimeout => "request_timeout",
             Self::RateLimited { .. } => "rate_limited",
+            Self::LimitExceeded(_) => "limit_exceeded",
             Self::Unavailable(_) => "unavailable",
             Self::OutcomeUnknown(_) => "outcome_unknown",
             Self::Internal(_) => "internal",
@@ -130,7 +150,19 @@ pub fn code_for_status(status: StatusCode) -> &'static str {
 
 /// A contract error body for `status` with `message`.
 pub fn error_response(status: StatusCode, code: &str, message: String, field: Option<&str>) -> HttpResponse {
-    let body = ErrorBody { error: ErrorDetail { code, message, field } };
+    error_response_naming(status, code, message, field, None)
+}
+
+/// [`error_response`], naming the limit the request ran into.
+fn error_response_naming(
+    status: StatusCode,
+    code: &str,
+    message: String,
+    field: Option<&str>,
+    limit: Option<&LimitHit>,
+) -> HttpResponse {
+    let limit = limit.map(|l| LimitDetail { name: l.name, max: l.max });
+    let body = ErrorBody { error: ErrorDetail { code, message, field, limit } };
     let mut res = HttpResponse::build(status);
     res.insert_header((header::CONTENT_TYPE, HeaderValue::from_static("application/json")));
     match serde_json::to_vec(&body) {
@@ -146,7 +178,7 @@ impl ResponseError for ApiError {
             Self::Unauthenticated | Self::InvalidCredentials => StatusCode::UNAUTHORIZED,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Conflict(_) | Self::LimitExceeded(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -169,14 +201,16 @@ impl ResponseError for ApiError {
             }
             tracing::error!(code = self.code(), cause = %chain, "request failed");
         }
-        let field = match self {
-            Self::InvalidInput(v) => Some(v.field.as_str()),
-            _ => None,
+        let (field, limit) = match self {
+            Self::InvalidInput(v) => (Some(v.field.as_str()), None),
+            Self::LimitExceeded(hit) => (hit.field, Some(hit.as_ref())),
+            Self::RateLimited { limit, .. } => (None, limit.as_deref()),
+            _ => (None, None),
         };
-        let mut res = error_response(status, self.code(), self.to_string(), field);
+        let mut res = error_response_naming(status, self.code(), self.to_string(), field, limit);
         let retry_after = match self {
             Self::Unavailable(_) => Some(1),
-            Self::RateLimited { retry_after_secs } => Some(*retry_after_secs),
+            Self::RateLimited { retry_after_secs, .. } => Some(*retry_after_secs),
             _ => None,
         };
         if let Some(secs) = retry_after
@@ -212,7 +246,8 @@ impl From<ServiceError> for ApiError {
             ServiceError::Conflict(m) => Self::Conflict(m),
             ServiceError::Unauthenticated => Self::Unauthenticated,
             ServiceError::InvalidCredentials => Self::InvalidCredentials,
-            ServiceError::RateLimited { retry_after_secs } => Self::RateLimited { retry_after_secs },
+            ServiceError::RateLimited { retry_after_secs, limit } => Self::RateLimited { retry_after_secs, limit },
+            ServiceError::LimitExceeded(hit) => Self::LimitExceeded(hit),
             ServiceError::Db(db) => db.into(),
             ServiceError::Cache(c) => Self::Unavailable(Box::new(c)),
             e @ ServiceError::Internal(_) => Self::Internal(Box::new(e)),
@@ -237,7 +272,8 @@ mod code_tests {
             ApiError::PayloadTooLarge { limit: 1 },
             ApiError::UnsupportedMediaType,
             ApiError::RequestTimeout,
-            ApiError::RateLimited { retry_after_secs: 1 },
+            ApiError::RateLimited { retry_after_secs: 1, limit: None },
+            ApiError::LimitExceeded(Box::new(LimitHit { name: "n", max: 1, field: None, message: "m".into() })),
             ApiError::Unavailable("u".into()),
             ApiError::OutcomeUnknown("o".into()),
             ApiError::Internal("i".into()),

@@ -69,6 +69,7 @@ fn build_parts(settings: &Settings) -> Result<(Arc<AppState>, Option<AuditSample
         cache,
         metrics,
         auth: settings.auth.clone(),
+        limits: settings.limits.clone(),
         hashing,
         draining: std::sync::atomic::AtomicBool::new(false),
         outbox: invalidation::OutboxSignal::default(),

@@ -87,6 +87,9 @@ impl Deployment {
                 .env("CALCACHE__SERVER__WORKERS", "2")
                 // The load generator signs its 50 users up from one address.
                 .env("CALCACHE__AUTH__SIGNUP_MAX_PER_CLIENT", "100000")
+                // A load generator misses far more often than a person (the
+                // miss row asks for a new range every request).
+                .env("CALCACHE__LIMITS__FEED_FILLS_PER_USER", "0")
                 .env("CALCACHE__LOG__FORMAT", "json")
                 .env("RUST_LOG", "warn,calcache::startup=info")
                 .stdout(Stdio::piped())

@@ -52,13 +52,29 @@ impl FeedBody {
         }
     }
 
-    /// The JSON itself, decompressed if need be.
+    /// The bound on a stored body's decompressed size. Whatever Redis
+    /// returns is decompressed only this far: a planted gzip bomb is an
+    /// error (which the feed route answers from PostgreSQL), not gigabytes
+    /// of memory. Far above the largest answer calcache stores: at most
+    /// `limits.max_items_per_feed` events, which the config check keeps
+    /// below half of this (`config::LimitsSettings::MAX_ITEMS_PER_FEED`).
+    pub const MAX_JSON_BYTES: usize = 32 << 20;
+
+    /// The JSON itself, decompressed if need be (at most
+    /// [`Self::MAX_JSON_BYTES`]).
     pub fn json(&self) -> std::io::Result<Bytes> {
         match self {
             Self::Json(json) => Ok(json.clone()),
             Self::Gzip(gz) => {
-                let mut json = Vec::with_capacity(gz.len() * 6);
-                GzDecoder::new(gz.as_ref()).read_to_end(&mut json)?;
+                let mut json = Vec::with_capacity(gz.len().saturating_mul(6).min(Self::MAX_JSON_BYTES));
+                let limit = u64::try_from(Self::MAX_JSON_BYTES).unwrap_or(u64::MAX).saturating_add(1);
+                GzDecoder::new(gz.as_ref()).take(limit).read_to_end(&mut json)?;
+                if json.len() > Self::MAX_JSON_BYTES {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!("stored feed body decompresses past {} bytes", Self::MAX_JSON_BYTES),
+                    ));
+                }
                 Ok(Bytes::from(json))
             }
         }
@@ -68,6 +84,60 @@ impl FeedBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A gzip of `n` zero bytes, built directly (one fixed-Huffman deflate
+    /// block: a literal zero, then copies of 258 bytes at distance 1): 100 MB
+    /// in ~630 KB without running a compressor over 100 MB.
+    fn zeros_gzip(n: usize) -> Vec<u8> {
+        struct Bits {
+            out: Vec<u8>,
+            acc: u32,
+            len: u32,
+        }
+        impl Bits {
+            fn push(&mut self, value: u32, bits: u32) {
+                // Deflate packs bits from the least significant end.
+                self.acc |= value << self.len;
+                self.len += bits;
+                while self.len >= 8 {
+                    self.out.push((self.acc & 0xff) as u8);
+                    self.acc >>= 8;
+                    self.len -= 8;
+                }
+            }
+            /// A Huffman code, most significant bit first.
+            fn code(&mut self, code: u32, bits: u32) {
+                for i in (0..bits).rev() {
+                    self.push((code >> i) & 1, 1);
+                }
+            }
+        }
+        let mut b = Bits { out: vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff], acc: 0, len: 0 };
+        b.push(1, 1); // BFINAL
+        b.push(1, 2); // BTYPE = fixed Huffman
+        if n > 0 {
+            b.code(0x30, 8); // literal 0
+            for _ in 0..(n - 1) / 258 {
+                b.code(0xc5, 8); // length 258 (symbol 285)
+                b.code(0, 5); // distance 1
+            }
+            for _ in 0..(n - 1) % 258 {
+                b.code(0x30, 8);
+            }
+        }
+        b.code(0, 7); // end of block
+        b.push(0, 7); // to a byte boundary
+        // The trailer's CRC-32 is only checked by a reader that gets to the
+        // end; one stopped at a bound never does, so a bomb need not pay for it.
+        let mut crc = flate2::Crc::new();
+        if n <= 64 << 20 {
+            crc.update(&vec![0u8; n]);
+        }
+        let mut out = b.out;
+        out.extend_from_slice(&crc.sum().to_le_bytes());
+        out.extend_from_slice(&(n as u32).to_le_bytes());
+        out
+    }
 
     #[test]
     fn a_compressed_body_decompresses_to_the_same_json() {
@@ -80,6 +150,22 @@ mod tests {
         let empty = FeedBody::Gzip(FeedBody::compress(b"[]").unwrap_or_else(|e| panic!("{e}")));
         assert_eq!(empty.json().unwrap_or_else(|e| panic!("{e}")).as_ref(), b"[]");
         assert_eq!(FeedBody::Json(Bytes::from_static(b"[]")).json().ok(), Some(Bytes::from_static(b"[]")));
+    }
+
+    /// A gzip bomb planted in Redis: 100 MB of zeros in well under 1 MB.
+    /// Decompressed only up to the bound, then refused; a body just at the
+    /// bound is still a body.
+    #[test]
+    fn a_gzip_bomb_is_an_error_not_100_mb() {
+        let bomb = zeros_gzip(100_000_000);
+        assert!(bomb.len() < 1 << 20, "{} bytes", bomb.len());
+        let err = FeedBody::Gzip(Bytes::from(bomb)).json().map(|j| j.len()).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData, "{err}");
+        let json = FeedBody::Gzip(Bytes::from(zeros_gzip(FeedBody::MAX_JSON_BYTES))).json();
+        assert_eq!(json.map(|j| j.len()).ok(), Some(FeedBody::MAX_JSON_BYTES));
+        // The builder makes real gzip: what flate2 reads back is what it says.
+        let small = FeedBody::Gzip(Bytes::from(zeros_gzip(1000))).json().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(small.as_ref(), &[0u8; 1000][..]);
     }
 
     #[test]

@@ -179,6 +179,16 @@ impl Keys {
     pub fn signups_client(&self, client: &ClientAddr) -> String {
         format!("{}:signups:client:{client}", self.prefix)
     }
+
+    /// `<prefix>:feed_fills:{u<id>}` — the user's feed fills in the current
+    /// window (`limits.feed_fills_per_user`). Expires with the window.
+    pub fn feed_fills(&self, user: UserId) -> String {
+        let mut k = String::with_capacity(self.prefix.len() + 40);
+        k.push_str(&self.prefix);
+        k.push_str(":feed_fills:");
+        Self::user_tag(&mut k, user);
+        k
+    }
 }
 
 #[cfg(test)]

@@ -10,6 +10,9 @@
 //! own attempt, so successful logins from a shared address do not use up the
 //! address' budget.
 //!
+//! Feed fills count per user (`count_feed_fill`): every PostgreSQL load of
+//! a feed on a miss or bypass, so that distinct ranges are not free.
+//!
 //! When Redis is unavailable the throttle is open — logins still work, and
 //! the bound on concurrent hashes still caps what guessing costs — and that
 //! is logged by the caller.
@@ -17,7 +20,7 @@
 use std::num::NonZeroU64;
 
 use super::{Cache, CacheError};
-use crate::domain::ClientAddr;
+use crate::domain::{ClientAddr, UserId};
 
 #[derive(Debug, Clone, Copy)]
 pub struct LoginLimits {
@@ -124,6 +127,24 @@ impl Cache {
         window_secs: NonZeroU64,
     ) -> Result<Admission, CacheError> {
         let key = self.keys.signups_client(client);
+        let (count, ttl) = self.run(async |conn| hit(conn, &key, window_secs).await).await?;
+        Ok(admission(&[(count, limit, ttl)]))
+    }
+}
+
+impl Cache {
+    /// Counts one feed fill (a PostgreSQL load on a miss or bypass) for
+    /// `user` in the current window of `window_secs`: one atomic round trip.
+    /// Call it only for a confirmed session: a forged token must not create
+    /// keys.
+    #[tracing::instrument(name = "cache.feed_fill", level = "debug", skip_all, fields(user_id = %user))]
+    pub async fn count_feed_fill(
+        &self,
+        user: UserId,
+        limit: u64,
+        window_secs: NonZeroU64,
+    ) -> Result<Admission, CacheError> {
+        let key = self.keys.feed_fills(user);
         let (count, ttl) = self.run(async |conn| hit(conn, &key, window_secs).await).await?;
         Ok(admission(&[(count, limit, ttl)]))
     }

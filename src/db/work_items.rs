@@ -108,10 +108,64 @@ pub struct FeedFilter {
 /// and either ends after `start` or (a zero-length item) starts at or after
 /// `start`.
 pub fn feed(conn: &mut PgConnection, f: FeedFilter) -> Result<Vec<FeedRow>, DbError> {
+    let mut rows = feed_page(conn, &f, None, None)?;
+    rows.retain(|r| overlaps(&f, r));
+    Ok(rows)
+}
+
+/// A feed's rows, or that there are more than a cap.
+#[derive(Debug)]
+pub enum Capped {
+    Rows(Vec<FeedRow>),
+    /// More than `max` rows overlap the range.
+    Over,
+}
+
+/// [`feed`], reading at most `max + 1` matching rows: a range holding more
+/// than `max` items is [`Capped::Over`] without loading them all. (The
+/// query's all-day margin may bring rows the exact test drops; then the next
+/// rows are read after the last one, so the count is exact.)
+pub fn feed_capped(conn: &mut PgConnection, f: FeedFilter, max: usize) -> Result<Capped, DbError> {
+    let mut rows: Vec<FeedRow> = Vec::new();
+    let mut after: Option<(DateTime<Utc>, WorkItemId)> = None;
+    loop {
+        let want = max + 1 - rows.len();
+        let page = feed_page(conn, &f, after, Some(want))?;
+        let complete = page.len() < want;
+        after = page.last().map(|r| (r.start_at, r.id));
+        rows.extend(page.into_iter().filter(|r| overlaps(&f, r)));
+        if rows.len() > max {
+            return Ok(Capped::Over);
+        }
+        if complete {
+            return Ok(Capped::Rows(rows));
+        }
+    }
+}
+
+/// The exact overlap test for an all-day row, which the query finds with a
+/// day's margin (timed rows are exact already).
+fn overlaps(f: &FeedFilter, r: &FeedRow) -> bool {
+    if !r.all_day {
+        return true;
+    }
+    let (first, after_last) = all_day_span(r.start_at, r.end_at);
+    let midnight = |d: chrono::NaiveDate| d.and_time(chrono::NaiveTime::MIN).and_utc();
+    midnight(first) < f.end && midnight(after_last) > f.start
+}
+
+/// The candidate rows of a feed in (start, id) order: those after `after`,
+/// at most `limit`.
+fn feed_page(
+    conn: &mut PgConnection,
+    f: &FeedFilter,
+    after: Option<(DateTime<Utc>, WorkItemId)>,
+    limit: Option<usize>,
+) -> Result<Vec<FeedRow>, DbError> {
     let mine = assignees::table.filter(assignees::user_id.eq(f.user)).select(assignees::work_item_id);
     // An all-day item covers whole UTC days, which may reach up to a day
     // beyond its stored instants (`domain::all_day_span`): the query takes a
-    // day's margin for those, and the exact test below drops the extras.
+    // day's margin for those, and `overlaps` drops the extras.
     let day = chrono::Duration::days(1);
     let timed_overlap =
         work_items::start_at.lt(f.end).and(work_items::end_at.gt(f.start).or(work_items::start_at.ge(f.start)));
@@ -128,16 +182,49 @@ pub fn feed(conn: &mut PgConnection, f: FeedFilter) -> Result<Vec<FeedRow>, DbEr
     if let Some(s) = f.status {
         query = query.filter(work_items::status.eq(s));
     }
-    let mut rows: Vec<FeedRow> = query.load(conn)?;
-    rows.retain(|r| {
-        if !r.all_day {
-            return true;
-        }
-        let (first, after_last) = all_day_span(r.start_at, r.end_at);
-        let midnight = |d: chrono::NaiveDate| d.and_time(chrono::NaiveTime::MIN).and_utc();
-        midnight(first) < f.end && midnight(after_last) > f.start
-    });
-    Ok(rows)
+    if let Some((start, id)) = after {
+        query =
+            query.filter(work_items::start_at.gt(start).or(work_items::start_at.eq(start).and(work_items::id.gt(id))));
+    }
+    if let Some(limit) = limit {
+        query = query.limit(i64::try_from(limit).unwrap_or(i64::MAX));
+    }
+    query.load(conn).map_err(DbError::from)
+}
+
+/// Locks the rows of `users` (in id order, so that two writes locking
+/// overlapping sets cannot deadlock) until the transaction ends.
+/// `FOR NO KEY UPDATE`: it serializes the writes that count a user's items,
+/// but not the inserts that merely reference the user (sessions, items,
+/// assignments take `FOR KEY SHARE`). Returns the ids that exist.
+pub fn lock_users(conn: &mut PgConnection, users: &[UserId]) -> Result<Vec<UserId>, DbError> {
+    use super::schema::users::dsl as u;
+    u::users
+        .filter(u::id.eq_any(users))
+        .select(u::id)
+        .order(u::id.asc())
+        .for_no_key_update()
+        .load(conn)
+        .map_err(DbError::from)
+}
+
+/// How many work items `owner` owns.
+pub fn owned_count(conn: &mut PgConnection, owner: UserId) -> Result<u64, DbError> {
+    let n: i64 = work_items::table.filter(work_items::owner_id.eq(owner)).count().get_result(conn)?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+/// For each of `users`, how many items owned by somebody else it is
+/// assigned to (users with none are left out).
+pub fn assignment_counts(conn: &mut PgConnection, users: &[UserId]) -> Result<Vec<(UserId, u64)>, DbError> {
+    let counts: Vec<(UserId, i64)> = assignees::table
+        .inner_join(work_items::table)
+        .filter(assignees::user_id.eq_any(users))
+        .filter(work_items::owner_id.ne(assignees::user_id))
+        .group_by(assignees::user_id)
+        .select((assignees::user_id, diesel::dsl::count_star()))
+        .load(conn)?;
+    Ok(counts.into_iter().map(|(u, n)| (u, u64::try_from(n).unwrap_or(0))).collect())
 }
 
 /// Assignees of many items at once (for listing).

@@ -129,6 +129,13 @@ impl TryFrom<RawFeedQuery> for FeedParams {
     (status = 400, description = "`invalid_input`: a missing or malformed parameter, end not after start, \
         a range over 400 days, an unknown `timeZone`", body = ErrorBody),
     (status = 401, description = "`unauthenticated`: no live session", body = ErrorBody),
+    (status = 409, description = "`limit_exceeded`: the range holds more than `limits.max_items_per_feed` \
+        items (`field` is `end`: ask for a shorter range). Refused rather than truncated: a 200 carries every \
+        item of the range", body = ErrorBody),
+    (status = 429, description = "`rate_limited`: the user loaded `limits.feed_fills_per_user` ranges from \
+        PostgreSQL (misses) this window; cached ranges still answer (`Retry-After`)", body = ErrorBody, headers(
+        ("Retry-After" = u64, description = "Seconds until the fill budget's window ends"),
+    )),
     (status = 503, description = "`unavailable`: PostgreSQL is unavailable and the cache cannot answer", body = ErrorBody),
 ))]
 async fn feed(state: web::Data<AppState>, claimed: Claimed, req: HttpRequest) -> Result<HttpResponse, ApiError> {
@@ -155,17 +162,29 @@ async fn feed(state: web::Data<AppState>, claimed: Claimed, req: HttpRequest) ->
         res.insert_header((CONTENT_ENCODING, HeaderValue::from_static("gzip")));
         return Ok(res.body(gzip.clone()));
     }
-    match body.json() {
+    // Inflating a big entry takes milliseconds: not on the async worker.
+    let inflated = match body.gzip() {
+        Some(gzip) if gzip.len() > INFLATE_INLINE_MAX => {
+            let body = body.clone();
+            web::block(move || body.json()).await.map_err(|e| ApiError::Internal(Box::new(e)))?
+        }
+        _ => body.json(),
+    };
+    match inflated {
         Ok(json) => Ok(res.insert_header(("X-Cache", outcome.as_str())).body(json)),
         // A stored entry that is not what we stored: the session was
         // confirmed, so answer from PostgreSQL (the next fill overwrites it).
         Err(e) => {
             tracing::warn!(user_id = %user, error = %e, "stored feed entry does not decompress; answering from PostgreSQL");
-            let json = Box::pin(service::feed::load_feed(&state, user, &params)).await?;
+            let json = Box::pin(service::feed::fill_feed(&state, user, &params)).await?;
             Ok(res.insert_header(("X-Cache", FeedOutcome::Bypass.as_str())).body(json))
         }
     }
 }
+
+/// Stored entries up to this size (a month of a busy calendar) are inflated
+/// on the worker; bigger ones on the blocking pool.
+const INFLATE_INLINE_MAX: usize = 16 * 1024;
 
 /// Whether the client takes gzip (RFC 9110 §12.5.3): `gzip` listed with a
 /// non-zero q-value, or `*` with one and `gzip` not listed. Without the

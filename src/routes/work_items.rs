@@ -55,6 +55,9 @@ fn parse_id(raw: &str) -> Result<WorkItemId, ApiError> {
     (status = 400, description = "`invalid_input`, naming the field", body = ErrorBody),
     (status = 401, description = "`unauthenticated`: no live session", body = ErrorBody),
     (status = 408, description = "`request_timeout`: the body arrived too slowly", body = ErrorBody),
+    (status = 409, description = "`limit_exceeded`, naming the limit (`limit.name`, `limit.max`); nothing was \
+        written: the caller owns `limits.max_items_per_owner` items already, or an assignee is assigned to \
+        `limits.max_assignments_per_user` items of other users (then `field` is `assignee_ids`)", body = ErrorBody),
     (status = 413, description = "`payload_too_large`: body over 64 KiB", body = ErrorBody),
     (status = 415, description = "`unsupported_media_type`: not JSON", body = ErrorBody),
     (status = 503, description = "`unavailable`: PostgreSQL is unavailable, or this replica cannot write its \
@@ -93,6 +96,9 @@ async fn get(state: web::Data<AppState>, user: AuthUser, id: web::Path<String>) 
     (status = 401, description = "`unauthenticated`: no live session", body = ErrorBody),
     (status = 404, description = "`not_found`: no such item, or the caller is not its owner", body = ErrorBody),
     (status = 408, description = "`request_timeout`: the body arrived too slowly", body = ErrorBody),
+    (status = 409, description = "`limit_exceeded`, naming the limit and `field` `assignee_ids`: a newly added \
+        assignee is assigned to `limits.max_assignments_per_user` items of other users; nothing was written. \
+        `conflict`: the item's assignees kept changing while this change was tried", body = ErrorBody),
     (status = 413, description = "`payload_too_large`: body over 64 KiB", body = ErrorBody),
     (status = 415, description = "`unsupported_media_type`: not JSON", body = ErrorBody),
     (status = 503, description = "`unavailable`: PostgreSQL is unavailable, or this replica cannot write its \

@@ -157,7 +157,7 @@ pub async fn signup(
         Ok(Admission::Refused { retry_after_secs }) => {
             tracing::info!(%client, "sign-up throttled");
             state.metrics.auth_refused(AuthRefusal::SignupThrottled);
-            return Err(ServiceError::RateLimited { retry_after_secs });
+            return Err(ServiceError::RateLimited { retry_after_secs, limit: None });
         }
         Err(e) => tracing::warn!(error = %e, "sign-up throttle unavailable; not throttling"),
     }
@@ -201,7 +201,7 @@ pub async fn login(
         Ok(Admission::Allowed) => {}
         Ok(Admission::Refused { retry_after_secs }) => {
             state.metrics.auth_refused(AuthRefusal::LoginThrottled);
-            return Err(ServiceError::RateLimited { retry_after_secs });
+            return Err(ServiceError::RateLimited { retry_after_secs, limit: None });
         }
         Err(e) => tracing::warn!(error = %e, "login throttle unavailable; not throttling"),
     }

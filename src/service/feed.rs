@@ -7,7 +7,7 @@ use serde::Serialize;
 use super::auth::{self, Claim};
 use super::{AppState, ServiceError};
 use crate::cache::{Encoding, FeedBody, FeedOutcome, FeedParams};
-use crate::db::work_items::{self as items, FeedFilter};
+use crate::db::work_items::{self as items, Capped, FeedFilter};
 use crate::db::{self, FeedRow};
 use crate::domain::{Status, Timestamp, UserId, WorkItemId, WorkType, all_day_span};
 
@@ -73,6 +73,12 @@ impl<'a> From<&'a FeedRow> for FeedEvent<'a> {
     }
 }
 
+/// The most JSON one event can take: a 200-character title of characters
+/// JSON escapes as `\u00XX` (6 bytes each), the longest timestamps and
+/// enum values, and the fixed names. `config::LimitsSettings` derives the
+/// ceiling of `limits.max_items_per_feed` from it; a test checks it.
+pub const MAX_EVENT_JSON_BYTES: usize = 1600;
+
 /// Serializes feed rows into the JSON array FullCalendar reads.
 pub fn serialize_feed(rows: &[FeedRow]) -> Result<Bytes, serde_json::Error> {
     let events: Vec<FeedEvent<'_>> = rows.iter().map(FeedEvent::from).collect();
@@ -97,7 +103,7 @@ pub async fn feed(
             &params,
             want,
             async |cached| auth::confirm(state, claim, cached).await.map(drop),
-            async || load_feed(state, user, &params).await,
+            async || fill_feed(state, user, &params).await,
         )
         .await?;
     state.metrics.feed_outcome(served.outcome.metric());
@@ -107,22 +113,63 @@ pub async fn feed(
     Ok((served.outcome, served.body))
 }
 
-/// The feed's JSON straight from PostgreSQL.
+/// A fill: the feed's JSON from PostgreSQL on a miss or bypass, for a
+/// confirmed session, charged to the user's fill budget
+/// (`limits.feed_fills_per_user`) first.
+pub async fn fill_feed(state: &AppState, user: UserId, params: &FeedParams) -> Result<Bytes, ServiceError> {
+    super::limits::charge_feed_fill(state, user).await?;
+    load_feed(state, user, params).await
+}
+
+/// The feed's JSON straight from PostgreSQL (not charged: the auditor's
+/// re-checks use it too). Refused past `limits.max_items_per_feed`. The
+/// rows are serialized on the blocking thread that queried them, not on an
+/// async worker: a big feed's JSON takes milliseconds.
 pub async fn load_feed(state: &AppState, user: UserId, params: &FeedParams) -> Result<Bytes, ServiceError> {
     state.metrics.feed_db_queries.inc();
     let params = *params;
-    let rows = db::run(&state.pool, move |c| {
-        items::feed(
-            c,
-            FeedFilter {
-                user,
-                start: params.range.start().as_utc(),
-                end: params.range.end().as_utc(),
-                work_type: params.work_type,
-                status: params.status,
-            },
-        )
+    let max = state.limits.max_items_per_feed.get();
+    db::run(&state.pool, move |c| {
+        let filter = FeedFilter {
+            user,
+            start: params.range.start().as_utc(),
+            end: params.range.end().as_utc(),
+            work_type: params.work_type,
+            status: params.status,
+        };
+        match items::feed_capped(c, filter, max)? {
+            Capped::Rows(rows) => {
+                serialize_feed(&rows).map_err(|_| ServiceError::Internal("feed serialization failed"))
+            }
+            Capped::Over => Err(super::limits::feed_too_large(max)),
+        }
     })
-    .await?;
-    serialize_feed(&rows).map_err(|_| ServiceError::Internal("feed serialization failed"))
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The largest event there can be stays within `MAX_EVENT_JSON_BYTES`.
+    #[test]
+    fn the_largest_event_fits_its_bound() {
+        let far = chrono::DateTime::parse_from_rfc3339("9999-12-31T23:59:59.999999Z")
+            .unwrap_or_else(|e| panic!("{e}"))
+            .to_utc();
+        let worst = |all_day| FeedRow {
+            id: WorkItemId(uuid::Uuid::new_v4()),
+            title: "\u{1}".repeat(crate::domain::Title::MAX_CHARS),
+            work_type: WorkType::Activity,
+            status: Status::NotStarted,
+            start_at: far,
+            end_at: far,
+            all_day,
+        };
+        for all_day in [false, true] {
+            let json = serialize_feed(&[worst(all_day)]).unwrap_or_else(|e| panic!("{e}"));
+            // Minus the array's brackets, plus the comma between events.
+            assert!(json.len() - 1 <= MAX_EVENT_JSON_BYTES, "{} bytes", json.len());
+        }
+    }
 }

@@ -8,12 +8,13 @@ pub mod changes;
 pub mod feed;
 pub mod housekeeping;
 pub mod invalidation;
+pub mod limits;
 pub mod work_items;
 
 use std::sync::Arc;
 
 use crate::cache::{Cache, CacheError};
-use crate::config::AuthSettings;
+use crate::config::{AuthSettings, LimitsSettings};
 use crate::db::{DbError, PgPool};
 use crate::domain::ValidationError;
 use crate::metrics::Metrics;
@@ -25,6 +26,8 @@ pub struct AppState {
     pub cache: Cache,
     pub metrics: Arc<Metrics>,
     pub auth: AuthSettings,
+    /// Per-user limits (`[limits]`, see `limits`).
+    pub limits: LimitsSettings,
     /// Bounds the password hashes running at once.
     pub hashing: auth::HashLimiter,
     /// Set when the process has been asked to stop: `/readyz` answers 503
@@ -51,8 +54,12 @@ pub enum ServiceError {
     Unauthenticated,
     #[error("wrong username or password")]
     InvalidCredentials,
-    #[error("too many failed attempts")]
-    RateLimited { retry_after_secs: u64 },
+    /// A throttle said no; `limit` names it when the answer should.
+    #[error("rate limited")]
+    RateLimited { retry_after_secs: u64, limit: Option<Box<limits::LimitHit>> },
+    /// A cap on what one user may have or be sent (409 `limit_exceeded`).
+    #[error("limit exceeded: {}", .0.name)]
+    LimitExceeded(Box<limits::LimitHit>),
     #[error(transparent)]
     Db(#[from] DbError),
     #[error(transparent)]

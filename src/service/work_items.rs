@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::invalidation::{self, Fenced};
-use super::{AppState, ServiceError};
+use super::{AppState, ServiceError, limits};
 use crate::cache::Extent;
 use crate::db::work_items::{self as items, WorkItemRecord};
 use crate::db::{self, DbError, NewWorkItem, WorkItemChanges, WorkItemRow, outbox};
@@ -131,8 +131,12 @@ pub async fn create(state: &AppState, owner: UserId, input: CreateWorkItem) -> R
     let assignees: Vec<UserId> = input.assignee_ids.unwrap_or_default().iter().collect();
     let users = affected(owner, &[], &assignees);
     let id = WorkItemId::new_random();
+    let limits = state.limits.clone();
     let record =
         invalidation::fenced_write(state, users, InvalidationCause::Create, move |c, fence, fenced, head_start| {
+            // Under row locks on the owner and the assignees: concurrent
+            // creates are counted one after the other.
+            limits::check_write_caps(c, &limits, owner, true, &assignees)?;
             let new = NewWorkItem {
                 id,
                 owner_id: owner,
@@ -173,6 +177,7 @@ pub async fn update(
     // the fence if the row names others.
     let after: Option<Vec<UserId>> = patch.assignee_ids.as_ref().map(|ids| ids.iter().collect());
     let known = affected(caller, &[], after.as_deref().unwrap_or_default());
+    let limits = state.limits.clone();
     let record =
         invalidation::fenced_write(state, known, InvalidationCause::Update, move |c, fence, fenced, head_start| {
             // Only the owner may change an item; to anyone else it does not exist.
@@ -185,6 +190,10 @@ pub async fn update(
             let start = patch.start.map_or(current.row.start_at, |t| t.as_utc());
             let end = patch.end.map_or(current.row.end_at, |t| t.as_utc());
             check_order(start, end, if patch.end.is_some() { "end" } else { "start" })?;
+            if patch.assignee_ids.is_some() {
+                let added: Vec<UserId> = after.iter().copied().filter(|u| !current.assignee_ids.contains(u)).collect();
+                limits::check_write_caps(c, &limits, current.row.owner_id, false, &added)?;
+            }
             let changes = WorkItemChanges {
                 title: patch.title.as_ref().map(Title::as_str),
                 description: patch.description.as_ref().map(Description::as_str),

@@ -353,10 +353,14 @@ async fn slow_clients_are_cut_off() {
     assert_still_serving(&app).await;
 }
 
-/// 10 000 items in one range (seeded with SQL): all of them, in order.
+/// 10 000 items in one range (seeded with SQL): all of them, in order, when
+/// `limits.max_items_per_feed` allows that many (the default, 5 000, refuses
+/// the range with 409 naming `end`: see tests/api/limits.rs).
 #[tokio::test]
 async fn a_feed_range_with_ten_thousand_items() {
-    let app = spawn_app().await;
+    let app =
+        crate::helpers::spawn_app_with(|s| s.limits.max_items_per_feed = std::num::NonZeroUsize::new(10_000).unwrap())
+            .await;
     let user = app.new_user().await;
     // Two items per minute from 2026-10-01: ties on start are broken by id.
     app.sql(&format!(
@@ -387,4 +391,11 @@ async fn a_feed_range_with_ten_thousand_items() {
     let second = app.feed(&user, query).await;
     assert_eq!(second.status, StatusCode::OK);
     assert_eq!(second.ids(), expected);
+
+    // With the default cap such a range is refused, not truncated (another
+    // range: the cap applies when an answer is loaded, and this one is cached).
+    let default_cap = crate::helpers::spawn_sibling(&app).await;
+    let refused = default_cap.feed(&user, "start=2026-10-01T00:00:00Z&end=2026-10-05T00:00:01Z").await;
+    assert_eq!(refused.status, StatusCode::CONFLICT, "X-Cache: {}", refused.x_cache);
+    assert_eq!(refused.body["error"]["code"], "limit_exceeded");
 }

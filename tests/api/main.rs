@@ -14,6 +14,7 @@ mod faults;
 mod feed;
 #[allow(dead_code, reason = "a shared toolbox; not every module uses every helper")]
 mod helpers;
+mod limits;
 mod migrations;
 mod near;
 mod openapi;

@@ -348,10 +348,14 @@ async fn docs_api_md_agrees_with_the_openapi_document() {
     assert_eq!(listed, codes, "docs/api.md's error codes");
     for row in &errors {
         let status: u16 = row[1].parse().unwrap();
-        // `outcome_unknown` shares 503 with `unavailable`, which is what a
-        // bare 503 maps to.
+        // `outcome_unknown` shares 503 with `unavailable`, and
+        // `limit_exceeded` 409 with `conflict`: what a bare 503 and 409 map to.
         if row[0] == "outcome_unknown" {
             assert_eq!(status, 503, "{row:?}");
+            continue;
+        }
+        if row[0] == "limit_exceeded" {
+            assert_eq!(status, 409, "{row:?}");
             continue;
         }
         assert_eq!(

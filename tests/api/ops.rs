@@ -159,3 +159,50 @@ async fn metrics_show_the_redis_circuit_open() {
     assert_eq!(metric(&text, "calcache_redis_circuit_open"), 1.0, "{text}");
     assert!(metric(&text, "calcache_redis_call_duration_seconds_count{outcome=\"error\"}") >= 1.0, "{text}");
 }
+
+/// Every key of `config/default.toml` has its row in the configuration
+/// tables of docs/operations.md (one key per row, nothing else) and of the
+/// README (which may group keys of one section in a row).
+#[test]
+fn the_configuration_tables_list_every_setting() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    use config::Source as _;
+    let defaults = config::Config::builder()
+        .add_source(config::File::from(root.join("config/default.toml")))
+        .build()
+        .unwrap()
+        .collect()
+        .unwrap();
+    let mut keys: Vec<String> = Vec::new();
+    for (section, table) in defaults {
+        for key in table.into_table().unwrap().into_keys() {
+            keys.push(format!("{section}.{key}"));
+        }
+    }
+    keys.sort();
+    let first_cells = |text: &str, heading: &str| -> Vec<String> {
+        let section = text.split(heading).nth(1).unwrap_or_else(|| panic!("no {heading:?}"));
+        section
+            .lines()
+            .skip_while(|l| !l.starts_with('|'))
+            .take_while(|l| l.starts_with('|'))
+            .skip(2)
+            .map(|l| l.trim_matches('|').split('|').next().unwrap_or("").trim().to_owned())
+            .collect()
+    };
+    let ops = std::fs::read_to_string(root.join("docs/operations.md")).unwrap();
+    let mut rows: Vec<String> =
+        first_cells(&ops, "\n## Configuration\n").iter().map(|c| c.trim_matches('`').to_owned()).collect();
+    rows.sort();
+    assert_eq!(rows, keys, "docs/operations.md's configuration table against config/default.toml");
+
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let cells = first_cells(&readme, "\n## Configuration\n");
+    for key in &keys {
+        let (section, name) = key.split_once('.').unwrap();
+        let listed = cells.iter().any(|c| {
+            c.contains(&format!("`{key}`")) || (c.contains(&format!("`{section}.")) && c.contains(&format!("`{name}`")))
+        });
+        assert!(listed, "README.md's configuration table does not list {key}");
+    }
+}
