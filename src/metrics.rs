@@ -8,6 +8,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+// Feed outcomes are `cache::FeedOutcome`, the type `X-Cache` is written
+// from: one enum for the header and the label.
+use crate::cache::FeedOutcome;
+
 /// Label values are written in snake_case (`hit`, `deferred`), the
 /// Prometheus convention, from each enum's `Debug` name.
 macro_rules! snake_label {
@@ -38,16 +42,9 @@ trait AllValues: Sized + 'static {
     const ALL: &'static [Self];
 }
 
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
-pub enum CacheOutcome {
-    Hit,
-    Miss,
-    Bypass,
-}
-
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
-    pub outcome: CacheOutcome,
+    pub outcome: FeedOutcome,
 }
 
 /// Why a user's cached feeds were invalidated.
@@ -75,11 +72,11 @@ pub struct InvalidationLabels {
     pub result: InvalidationResult,
 }
 
-snake_label!(CacheOutcome);
+snake_label!(FeedOutcome);
 snake_label!(InvalidationCause);
 snake_label!(InvalidationResult);
 
-impl AllValues for CacheOutcome {
+impl AllValues for FeedOutcome {
     const ALL: &'static [Self] = &[Self::Hit, Self::Miss, Self::Bypass];
 }
 impl AllValues for InvalidationCause {
@@ -400,7 +397,7 @@ impl Metrics {
             .set(1);
 
         // Every series with known label values, at zero from start-up.
-        for &outcome in CacheOutcome::ALL {
+        for &outcome in FeedOutcome::ALL {
             let _ = feed_requests.get_or_create(&OutcomeLabels { outcome });
         }
         for &cause in InvalidationCause::ALL {
@@ -450,7 +447,7 @@ impl Metrics {
         self.auth_refusals.get_or_create(&AuthRefusalLabels { reason }).inc();
     }
 
-    pub fn feed_outcome(&self, outcome: CacheOutcome) {
+    pub fn feed_outcome(&self, outcome: FeedOutcome) {
         self.feed_requests.get_or_create(&OutcomeLabels { outcome }).inc();
     }
 

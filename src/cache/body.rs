@@ -60,6 +60,32 @@ impl FeedBody {
     /// below half of this (`config::LimitsSettings::MAX_ITEMS_PER_FEED`).
     pub const MAX_JSON_BYTES: usize = 32 << 20;
 
+    /// Stored entries up to this size (a month of a busy calendar) are
+    /// inflated on the async worker; bigger ones, and JSON bigger than
+    /// four times this to compress, on the blocking pool: milliseconds of
+    /// CPU would stall every other request of that worker.
+    pub const INLINE_MAX: usize = 16 * 1024;
+
+    /// [`Self::json`], on the blocking pool when the entry is big.
+    pub async fn inflate(&self) -> std::io::Result<Bytes> {
+        match self {
+            Self::Gzip(gz) if gz.len() > Self::INLINE_MAX => {
+                let body = self.clone();
+                tokio::task::spawn_blocking(move || body.json()).await.map_err(std::io::Error::other)?
+            }
+            _ => self.json(),
+        }
+    }
+
+    /// [`Self::compress`], on the blocking pool when the JSON is big.
+    pub async fn deflate(json: &Bytes) -> std::io::Result<Bytes> {
+        if json.len() <= 4 * Self::INLINE_MAX {
+            return Self::compress(json);
+        }
+        let json = json.clone();
+        tokio::task::spawn_blocking(move || Self::compress(&json)).await.map_err(std::io::Error::other)?
+    }
+
     /// The JSON itself, decompressed if need be (at most
     /// [`Self::MAX_JSON_BYTES`]).
     pub fn json(&self) -> std::io::Result<Bytes> {

@@ -38,10 +38,10 @@ use super::mac::{Mac, TAG_LEN};
 use super::near::{Copy, Near};
 use super::{Cache, FeedBody, FeedParams, Plan, SessionState};
 use crate::domain::UserId;
-use crate::metrics::{CacheOutcome, StampedeWait};
+use crate::metrics::StampedeWait;
 
 /// Where a feed body came from (`X-Cache`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FeedOutcome {
     /// From the shared cache.
     Hit,
@@ -62,13 +62,6 @@ impl FeedOutcome {
         }
     }
 
-    pub fn metric(self) -> CacheOutcome {
-        match self {
-            Self::Hit => CacheOutcome::Hit,
-            Self::Miss => CacheOutcome::Miss,
-            Self::Bypass => CacheOutcome::Bypass,
-        }
-    }
 }
 
 /// Process-local state of the read path.
@@ -300,7 +293,7 @@ impl Cache {
             near.count(matches!(entry, Some(Entry::Local(_))));
         }
         let body = match (entry, &stamp) {
-            (Some(entry), Some(stamp)) => self.hit_body(&mut key, stamp, entry, want),
+            (Some(entry), Some(stamp)) => self.hit_body(&mut key, stamp, entry, want).await,
             _ => None,
         };
         if let Some(body) = body {
@@ -329,13 +322,13 @@ impl Cache {
     /// near cache: of an entry fetched from Redis, or of the JSON an
     /// identity client needed. `None` if the entry does not decompress (not
     /// what calcache stored): then it is a miss, and its fill overwrites it.
-    fn hit_body(&self, key: &mut Option<String>, stamp: &Stamp, entry: Entry, want: Encoding) -> Option<FeedBody> {
+    async fn hit_body(&self, key: &mut Option<String>, stamp: &Stamp, entry: Entry, want: Encoding) -> Option<FeedBody> {
         match entry {
             Entry::Local(copy) => match (want, &copy.json) {
                 (Encoding::Gzip, _) => Some(FeedBody::Gzip(copy.gzip.clone())),
                 (Encoding::Identity, Some(json)) => Some(FeedBody::Json(json.clone())),
                 (Encoding::Identity, None) => {
-                    let json = FeedBody::Gzip(copy.gzip.clone()).json().ok()?;
+                    let json = FeedBody::Gzip(copy.gzip.clone()).inflate().await.ok()?;
                     if let (Some(near), Some(key)) = (&self.near, key.take()) {
                         near.insert(key, copy.with_json(json.clone()));
                     }
@@ -345,7 +338,7 @@ impl Cache {
             Entry::Remote { gzip, expires } => {
                 let json = match want {
                     Encoding::Gzip => None,
-                    Encoding::Identity => Some(FeedBody::Gzip(gzip.clone()).json().ok()?),
+                    Encoding::Identity => Some(FeedBody::Gzip(gzip.clone()).inflate().await.ok()?),
                 };
                 if let (Some(near), Some(expires)) = (&self.near, expires)
                     && let Some(key) = key.take()
@@ -654,7 +647,7 @@ impl Cache {
             }
         }
         let json = load().await?;
-        let Ok(gzip) = FeedBody::compress(&json) else {
+        let Ok(gzip) = FeedBody::deflate(&json).await else {
             // Compressing into memory does not fail in practice; if it did,
             // the JSON is still the right answer, only not stored.
             tracing::warn!("could not compress feed entry");

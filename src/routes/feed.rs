@@ -163,14 +163,7 @@ async fn feed(state: web::Data<AppState>, claimed: Claimed, req: HttpRequest) ->
         return Ok(res.body(gzip.clone()));
     }
     // Inflating a big entry takes milliseconds: not on the async worker.
-    let inflated = match body.gzip() {
-        Some(gzip) if gzip.len() > INFLATE_INLINE_MAX => {
-            let body = body.clone();
-            web::block(move || body.json()).await.map_err(|e| ApiError::Internal(Box::new(e)))?
-        }
-        _ => body.json(),
-    };
-    match inflated {
+    match body.inflate().await {
         Ok(json) => Ok(res.insert_header(("X-Cache", outcome.as_str())).body(json)),
         // A stored entry that is not what we stored: the session was
         // confirmed, so answer from PostgreSQL (the next fill overwrites it).
@@ -181,10 +174,6 @@ async fn feed(state: web::Data<AppState>, claimed: Claimed, req: HttpRequest) ->
         }
     }
 }
-
-/// Stored entries up to this size (a month of a busy calendar) are inflated
-/// on the worker; bigger ones on the blocking pool.
-const INFLATE_INLINE_MAX: usize = 16 * 1024;
 
 /// Whether the client takes gzip (RFC 9110 §12.5.3): `gzip` listed with a
 /// non-zero q-value, or `*` with one and `gzip` not listed. Without the

@@ -106,7 +106,7 @@ pub async fn feed(
             async || fill_feed(state, user, &params).await,
         )
         .await?;
-    state.metrics.feed_outcome(served.outcome.metric());
+    state.metrics.feed_outcome(served.outcome);
     if let (Some(sampler), Some(versions)) = (&state.audit, &served.versions) {
         sampler.offer(user, &params, versions, &served.body);
     }
