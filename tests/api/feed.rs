@@ -434,8 +434,8 @@ async fn a_cached_feed_is_served_only_to_a_live_session() {
     let _: () = redis::cmd("DEL").arg(&session_key).query_async(&mut redis).await.unwrap();
     let vouched = get(&user.token).await;
     assert_eq!((vouched.status, vouched.x_cache.as_str()), (StatusCode::OK, "HIT"));
-    let cached: Option<String> = redis::cmd("GET").arg(&session_key).query_async(&mut redis).await.unwrap();
-    assert!(cached.is_some());
+    let cached: Option<Vec<u8>> = redis::cmd("GET").arg(&session_key).query_async(&mut redis).await.unwrap();
+    assert!(cached.is_some_and(|v| v.starts_with(b"1") && v.len() == 33), "the marker and its tag (cache/mac.rs)");
 
     // The session is gone from PostgreSQL and Redis no longer vouches for
     // it: refused, although the feed it asks for is cached.
@@ -523,7 +523,8 @@ async fn feeds_are_stored_and_served_gzipped_to_clients_that_accept_it() {
     };
     let key = app.keys().feed(UserId(user.id), Some(version), &params);
     let stored: Vec<u8> = redis::cmd("GET").arg(&key).query_async(&mut redis).await.unwrap();
-    assert_eq!(&stored[..2], [0x1f, 0x8b], "gzip magic");
+    // A 32-byte tag (cache/mac.rs), then the gzip.
+    assert_eq!(&stored[32..34], [0x1f, 0x8b], "gzip magic after the tag");
     let json_len = serde_json::to_vec(&json).unwrap().len();
     assert!(stored.len() * 3 < json_len, "stored {} bytes for {json_len} bytes of JSON", stored.len());
 }
