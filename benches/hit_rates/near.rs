@@ -129,7 +129,7 @@ async fn seed(target: &Target, items: usize, start: chrono::DateTime<chrono::Utc
 }
 
 /// One row: this deployment's feed for `token`, driven by wrk for `secs`.
-#[allow(clippy::too_many_arguments, reason = "one row's setup, as the table names it")]
+#[expect(clippy::too_many_arguments, reason = "one row's setup, as the table names it")]
 async fn measure(
     build: &'static str,
     dep: &Deployment,
