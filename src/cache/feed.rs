@@ -373,7 +373,7 @@ impl Cache {
                     Ok(v) => {
                         span.record("cache.version", v);
                         self.read_path.remember(user, None, v);
-                        self.keys.feed(user, Some(v), params)
+                        self.keys.feed(user, self.plan.entry(Some(v)), params)
                     }
                     Err(e) => {
                         tracing::warn!(user_id = %user, error = %e, "feed version unavailable; answering from PostgreSQL");
@@ -455,7 +455,7 @@ impl Cache {
     ) -> Result<Lookup, RedisError> {
         let session_key = self.keys.session(user, token_hash);
         if plan == Plan::Ttl {
-            let key = self.keys.feed(user, None, params);
+            let key = self.keys.feed(user, self.plan.entry(None), params);
             let (session, entry): (Option<Vec<u8>>, Option<Vec<u8>>) =
                 redis::pipe().cmd("GET").arg(&session_key).cmd("GET").arg(&key).query_async(conn).await?;
             let entry = entry.and_then(|e| Stamp::default().accept(&self.mac, &key, e));
@@ -479,7 +479,7 @@ impl Cache {
         if matches!(plan, Plan::Bucketed(_)) {
             pipe.cmd("MGET").arg(&bucket_keys);
         }
-        let guessed = guess.map(|g| (g, self.keys.feed(user, Some(g), params)));
+        let guessed = guess.map(|g| (g, self.keys.feed(user, plan.entry(Some(g)), params)));
         // This process's copy of the guessed entry, if it has one.
         let local = guessed.as_ref().and_then(|(_, k)| self.near.as_ref()?.get(k));
         let fetch_guess = guessed.is_some() && local.is_none();
@@ -515,14 +515,14 @@ impl Cache {
         };
         // With a bucket version missing nothing can match: no need to look.
         let Some(stamp) = stamp else {
-            let key = self.keys.feed(user, Some(version), params);
+            let key = self.keys.feed(user, plan.entry(Some(version)), params);
             return Ok(Lookup { session, fenced, version: Some(version), key: Some(key), stamp: None, entry: None });
         };
         let (key, fetched, local) = match guessed {
             // The common case: the guess was right, and so was its key.
             Some((g, guess_key)) if g == version => (guess_key, guessed_entry, local),
             _ => {
-                let key = self.keys.feed(user, Some(version), params);
+                let key = self.keys.feed(user, plan.entry(Some(version)), params);
                 let local = self.near.as_ref().and_then(|n| n.get(&key));
                 (key, None, local)
             }

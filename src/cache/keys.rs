@@ -23,23 +23,27 @@ pub struct FeedParams {
 #[derive(Debug, Clone)]
 pub struct Keys {
     prefix: String,
-    /// `bucketed` strategy: the bucket width, which feed keys name.
-    bucket_days: Option<u32>,
+}
+
+/// Which entry of a view a feed key names: each strategy's entries have
+/// keys of their own (`cache::Plan::entry`), so entries of processes on
+/// different strategies, or on different bucket widths, are never read as
+/// each other's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry {
+    /// `ttl`: no version.
+    Unversioned,
+    /// `versioned`: under the user's version.
+    Versioned(u64),
+    /// `bucketed`: under the user's version, carrying the versions of
+    /// buckets `days` wide (`:b<days>`).
+    Bucketed { version: u64, days: u32 },
 }
 
 impl Keys {
     /// `prefix` must contain no braces (see `config::Settings::check`).
     pub fn new(prefix: impl Into<String>) -> Self {
-        Self { prefix: prefix.into(), bucket_days: None }
-    }
-
-    /// Keys for the `bucketed` strategy: feed keys name the bucket width
-    /// (`:b<days>`), so entries of differently bucketed processes (or of
-    /// `versioned` ones, whose entries carry no bucket versions) are never
-    /// read as each other's.
-    pub fn bucketed(mut self, days: u32) -> Self {
-        self.bucket_days = Some(days);
-        self
+        Self { prefix: prefix.into() }
     }
 
     pub fn prefix(&self) -> &str {
@@ -78,29 +82,29 @@ impl Keys {
     /// `<prefix>:calendar_feed:{u<id>}:v<version>[:b<days>]:gz3:<type|*>:<status|*>:<start>:<end>`
     /// with start and end in UTC, so equal ranges share one entry whatever
     /// offset (or `timeZone`) the client wrote them in: the body does not
-    /// depend on the zone. `version` is `None` for the `ttl` strategy, which
-    /// has no versions. `gz3` names the stored body (gzip-compressed JSON
+    /// depend on the zone. `entry` says which strategy's entry (the `ttl`
+    /// strategy's have no version). `gz3` names the stored body (gzip-compressed JSON
     /// with all-day events as dates, behind a tag, `mac.rs`; `gz2` had no
     /// tag, `gz` held all-day events as instants), so
     /// a release that stores bodies differently uses other keys and replicas
     /// of both can share one Redis mid-rollout.
-    pub fn feed(&self, user: UserId, version: Option<u64>, p: &FeedParams) -> String {
+    pub fn feed(&self, user: UserId, entry: Entry, p: &FeedParams) -> String {
         let mut k = String::with_capacity(self.prefix.len() + 120);
         k.push_str(&self.prefix);
         k.push_str(":calendar_feed:");
         Self::user_tag(&mut k, user);
         // Built on every request: pushes and itoa rather than `write!`.
-        match version {
-            Some(v) => {
+        match entry {
+            Entry::Versioned(v) | Entry::Bucketed { version: v, .. } => {
                 k.push_str(":v");
                 k.push_str(itoa::Buffer::new().format(v));
-                if let Some(days) = self.bucket_days {
+                if let Entry::Bucketed { days, .. } = entry {
                     k.push_str(":b");
                     k.push_str(itoa::Buffer::new().format(days));
                 }
                 k.push_str(":gz3:");
             }
-            None => k.push_str(":ttl:gz3:"),
+            Entry::Unversioned => k.push_str(":ttl:gz3:"),
         }
         k.push_str(p.work_type.map_or("*", WorkType::as_str));
         k.push(':');
@@ -207,18 +211,18 @@ mod tests {
         let keys = Keys::new("calcache");
         let mut p = params("2026-09-28", "2026-11-09");
         assert_eq!(
-            keys.feed(UserId(42), Some(7), &p),
+            keys.feed(UserId(42), Entry::Versioned(7), &p),
             "calcache:calendar_feed:{u42}:v7:gz3:*:*:2026-09-28T00:00:00Z:2026-11-09T00:00:00Z"
         );
         assert_eq!(
-            keys.clone().bucketed(7).feed(UserId(42), Some(7), &p),
+            keys.feed(UserId(42), Entry::Bucketed { version: 7, days: 7 }, &p),
             "calcache:calendar_feed:{u42}:v7:b7:gz3:*:*:2026-09-28T00:00:00Z:2026-11-09T00:00:00Z"
         );
         assert_eq!(keys.bucket(UserId(42), 7, -3), "calcache:calendar_bucket:{u42}:d7:-3");
         p.work_type = Some(WorkType::Task);
         p.status = Some(Status::InProgress);
         assert_eq!(
-            keys.feed(UserId(42), None, &p),
+            keys.feed(UserId(42), Entry::Unversioned, &p),
             "calcache:calendar_feed:{u42}:ttl:gz3:task:in_progress:2026-09-28T00:00:00Z:2026-11-09T00:00:00Z"
         );
     }
@@ -228,7 +232,7 @@ mod tests {
         let keys = Keys::new("p");
         let a = params("2026-10-01T00:00:00Z", "2026-10-08T00:00:00Z");
         let b = params("2026-10-01T02:00:00+02:00", "2026-10-07T19:00:00-05:00");
-        assert_eq!(keys.feed(UserId(1), Some(1), &a), keys.feed(UserId(1), Some(1), &b));
+        assert_eq!(keys.feed(UserId(1), Entry::Versioned(1), &a), keys.feed(UserId(1), Entry::Versioned(1), &b));
     }
 
     #[test]
@@ -242,13 +246,13 @@ mod tests {
         let p = params("2026-10-01", "2026-10-02");
         let all = [
             keys.version(UserId(9)),
-            keys.feed(UserId(9), Some(3), &p),
+            keys.feed(UserId(9), Entry::Versioned(3), &p),
             keys.session(UserId(9), &[0xab, 0x01]),
-            keys.lease(&keys.feed(UserId(9), Some(3), &p)),
+            keys.lease(&keys.feed(UserId(9), Entry::Versioned(3), &p)),
             keys.fence(UserId(9)),
             keys.changes(UserId(9)),
             keys.bucket(UserId(9), 7, 2900),
-            keys.clone().bucketed(7).feed(UserId(9), Some(3), &p),
+            keys.feed(UserId(9), Entry::Bucketed { version: 3, days: 7 }, &p),
         ];
         for k in &all {
             assert_eq!(tag(k), "{u9}", "{k}");

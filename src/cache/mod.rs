@@ -39,7 +39,7 @@ pub use buckets::{Buckets, Extent};
 pub use client::{CacheError, Conn};
 pub use feed::{FeedOutcome, Served, Versions};
 pub use fence::{Fence, fence_ttl};
-pub use keys::{FeedParams, Keys};
+pub use keys::{Entry as EntryKey, FeedParams, Keys};
 pub use near::NearMetrics;
 pub use ratelimit::{Admission, LoginLimits};
 pub use sessions::SessionState;
@@ -111,6 +111,15 @@ impl Plan {
             _ => None,
         }
     }
+
+    /// The entry this strategy keeps under `version` (its feed key's form).
+    fn entry(self, version: Option<u64>) -> keys::Entry {
+        match (self, version) {
+            (Self::Bucketed(b), Some(version)) => keys::Entry::Bucketed { version, days: b.days() },
+            (_, Some(v)) => keys::Entry::Versioned(v),
+            (_, None) => keys::Entry::Unversioned,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -155,10 +164,7 @@ impl Cache {
         let plan = Plan::new(cache);
         Ok(Self {
             client: client::Client::new(redis, distrust_for, metrics.clone())?,
-            keys: match plan {
-                Plan::Bucketed(b) => Keys::new(redis.key_prefix.clone()).bucketed(b.days()),
-                _ => Keys::new(redis.key_prefix.clone()),
-            },
+            keys: Keys::new(redis.key_prefix.clone()),
             plan,
             feed_ttl_secs: cache.feed_ttl_secs.max(1),
             session_ttl_secs: cache.session_ttl_secs.max(1),

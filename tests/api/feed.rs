@@ -521,7 +521,7 @@ async fn feeds_are_stored_and_served_gzipped_to_clients_that_accept_it() {
         work_type: None,
         status: None,
     };
-    let key = app.keys().feed(UserId(user.id), Some(version), &params);
+    let key = app.keys().feed(UserId(user.id), calcache::cache::EntryKey::Versioned(version), &params);
     let stored: Vec<u8> = redis::cmd("GET").arg(&key).query_async(&mut redis).await.unwrap();
     // A 32-byte tag (cache/mac.rs), then the gzip.
     assert_eq!(&stored[32..34], [0x1f, 0x8b], "gzip magic after the tag");

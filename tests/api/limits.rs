@@ -408,7 +408,7 @@ async fn a_planted_gzip_bomb_is_answered_from_postgresql() {
         work_type: None,
         status: None,
     };
-    let key = app.keys().feed(UserId(user.id), Some(version), &params);
+    let key = app.keys().feed(UserId(user.id), calcache::cache::EntryKey::Versioned(version), &params);
     let bomb = calcache::loadgen::zeros_gzip(100_000_000);
     let _: () = redis::cmd("SET").arg(&key).arg(bomb).arg("EX").arg(300).query_async(&mut redis).await.unwrap();
     // Another process: this one keeps its own copy of the real entry.
