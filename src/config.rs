@@ -130,7 +130,7 @@ pub enum CacheStrategy {
     /// No cache: every feed from PostgreSQL.
     None,
     /// `versioned`, plus a version per time bucket (`cache.bucket_days`,
-    /// a UTC week by default): a write bumps only the buckets its item
+    /// a UTC day by default): a write bumps only the buckets its item
     /// covers, so the views of other weeks stay cached (`cache/buckets.rs`).
     Bucketed,
 }
@@ -152,8 +152,9 @@ pub struct CacheSettings {
     /// against PostgreSQL; 0 turns the auditor off.
     pub audit_sample_rate: f64,
     /// `bucketed` strategy: the width of a time bucket in days (1 to 31),
-    /// aligned to Mondays 00:00 UTC (7: ISO weeks). Every process sharing a
-    /// Redis must use the same width (it is part of the keys).
+    /// aligned to Mondays 00:00 UTC (1: UTC days, the default; 7: ISO
+    /// weeks). Every process sharing a Redis must use the same width (it is
+    /// part of the keys). BENCHMARKS.md compares 1, 7 and 28.
     #[serde(default = "CacheSettings::default_bucket_days")]
     pub bucket_days: u32,
     /// Bytes of feed entries each process keeps a copy of (`cache::near`),
@@ -165,7 +166,7 @@ pub struct CacheSettings {
 
 impl CacheSettings {
     const fn default_bucket_days() -> u32 {
-        7
+        1
     }
 
     const fn default_near_bytes() -> u64 {

@@ -1,7 +1,7 @@
 //! Time buckets, for the `bucketed` strategy.
 //!
 //! Besides the user-wide `calendar_version:{u<id>}`, a user has a version per
-//! time bucket (`cache.bucket_days` wide, a UTC week from Monday by default),
+//! time bucket (`cache.bucket_days` wide, a UTC day by default),
 //! `calendar_bucket:{u<id>}:d<days>:<index>`. A feed entry is stored with the
 //! versions of every bucket its range covers (`Stamp`, in the entry itself)
 //! and is served only while all of them, and the user-wide version in its

@@ -16,15 +16,26 @@ const MAR: &str = "start=2026-03-01T00:00:00Z&end=2026-04-01T00:00:00Z";
 /// Four hundred days, the longest range the contract allows.
 const LONG: &str = "start=2026-01-01T00:00:00Z&end=2027-02-05T00:00:00Z";
 
+/// Week buckets: these tests are about items and ranges across weeks (the
+/// default width, a day, runs every freshness test through
+/// `each_versioned_strategy!`).
 async fn bucketed() -> TestApp {
-    spawn_app_with(|s| s.cache.strategy = CacheStrategy::Bucketed).await
+    spawn_app_with(|s| {
+        s.cache.strategy = CacheStrategy::Bucketed;
+        s.cache.bucket_days = 7;
+    })
+    .await
 }
 
 /// Another process on the same strategy. (A `versioned` reader beside a
 /// `bucketed` writer would not see bucket bumps: docs/operations.md says how
 /// to switch strategies safely.)
 async fn sibling(app: &TestApp) -> TestApp {
-    spawn_sibling_with(app, |s| s.cache.strategy = CacheStrategy::Bucketed).await
+    spawn_sibling_with(app, |s| {
+        s.cache.strategy = CacheStrategy::Bucketed;
+        s.cache.bucket_days = 7;
+    })
+    .await
 }
 
 fn id(created: &serde_json::Value) -> String {
