@@ -21,7 +21,13 @@ fn keys(c: &mut Criterion) {
     let keys = Keys::new("calcache");
     let p = params();
     c.bench_function("keys/feed", |b| {
-        b.iter(|| keys.feed(black_box(UserId(42)), black_box(calcache::cache::EntryKey::Versioned(1_764_000_000_000_000_123)), &p))
+        b.iter(|| {
+            keys.feed(
+                black_box(UserId(42)),
+                black_box(calcache::cache::EntryKey::Versioned(1_764_000_000_000_000_123)),
+                &p,
+            )
+        })
     });
     c.bench_function("keys/version", |b| b.iter(|| keys.version(black_box(UserId(42)))));
 }

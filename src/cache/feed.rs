@@ -61,7 +61,6 @@ impl FeedOutcome {
             Self::Bypass => "BYPASS",
         }
     }
-
 }
 
 /// Process-local state of the read path.
@@ -322,7 +321,13 @@ impl Cache {
     /// near cache: of an entry fetched from Redis, or of the JSON an
     /// identity client needed. `None` if the entry does not decompress (not
     /// what calcache stored): then it is a miss, and its fill overwrites it.
-    async fn hit_body(&self, key: &mut Option<String>, stamp: &Stamp, entry: Entry, want: Encoding) -> Option<FeedBody> {
+    async fn hit_body(
+        &self,
+        key: &mut Option<String>,
+        stamp: &Stamp,
+        entry: Entry,
+        want: Encoding,
+    ) -> Option<FeedBody> {
         match entry {
             Entry::Local(copy) => match (want, &copy.json) {
                 (Encoding::Gzip, _) => Some(FeedBody::Gzip(copy.gzip.clone())),
