@@ -124,6 +124,7 @@ def create_user(name: str) -> None:
         DATABASE_URL=ENV["DATABASE_URL"],
         REDIS_URL=ENV["REDIS_URL"],
         CALCACHE__REDIS__KEY_PREFIX=ENV["KEY_PREFIX"],
+        CALCACHE__REDIS__MAC_KEY=ENV["MAC_KEY"],
         CALCACHE__LOG__FILTER="warn",
     )
     subprocess.run(

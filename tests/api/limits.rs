@@ -109,6 +109,9 @@ async fn unconfirmed_sessions_spend_no_budget() {
 async fn the_budget_is_open_while_redis_is_unavailable() {
     let app = spawn_app_with(|s| {
         s.limits.feed_fills_per_user = 1;
+        // One unreachable Redis (the cluster suite would otherwise reach
+        // its cluster through the seed nodes).
+        s.redis.mode = calcache::config::RedisMode::Single;
         s.redis.url = format!("redis://127.0.0.1:{}", closed_port()).into();
     })
     .await;
