@@ -75,7 +75,7 @@ fn hash_password(password: &str) -> Result<String, ServiceError> {
     Argon2::default()
         .hash_password(password.as_bytes())
         .map(|h| h.to_string())
-        .map_err(|_| ServiceError::Internal("password hashing failed"))
+        .map_err(|e| ServiceError::internal("password hashing failed", e))
 }
 
 /// A real argon2id hash of a random password, verified against when the
@@ -121,7 +121,7 @@ impl HashLimiter {
     async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, ServiceError> {
         let _slot = match tokio::time::timeout(self.wait, self.permits.acquire()).await {
             Ok(Ok(slot)) => slot,
-            Ok(Err(_)) => return Err(ServiceError::Internal("hash limiter closed")),
+            Ok(Err(e)) => return Err(ServiceError::internal("hash limiter closed", e)),
             Err(_) => {
                 // Counted; the 503 itself is logged with the request.
                 tracing::debug!("every password hashing slot is busy; answering 503");
@@ -136,7 +136,7 @@ impl HashLimiter {
 /// Hashing runs on the blocking pool: argon2id takes tens of milliseconds
 /// of CPU on purpose.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ServiceError> {
-    actix_web::web::block(f).await.map_err(|_| ServiceError::Internal("blocking task cancelled"))
+    actix_web::web::block(f).await.map_err(|e| ServiceError::internal("blocking task cancelled", e))
 }
 
 /// Sign-up: throttled per client address (counted before the password is
@@ -238,7 +238,7 @@ async fn check_credentials(state: &AppState, username: &str, password: &str) -> 
 
 async fn open_session(state: &AppState, user: User) -> Result<(IssuedToken, User), ServiceError> {
     let mut secret = [0u8; 32];
-    getrandom::fill(&mut secret).map_err(|_| ServiceError::Internal("no randomness"))?;
+    getrandom::fill(&mut secret).map_err(|e| ServiceError::internal("no randomness", e))?;
     let token = format!("{}.{}", user.id, URL_SAFE_NO_PAD.encode(secret));
     let token_hash = hash_token(&token);
     let hours = i64::try_from(state.auth.session_lifetime_hours).unwrap_or(168);
