@@ -8,7 +8,7 @@ use serde::Deserialize;
 use super::extract::Claimed;
 use crate::cache::{self, FeedOutcome, FeedParams};
 use crate::domain::{Status, TimeRange, Timestamp, ValidationError, WorkType, Zone};
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, Chain, ErrorBody};
 use crate::middleware::no_store;
 use crate::service::feed::FeedEvent;
 use crate::service::{self, AppState};
@@ -168,7 +168,7 @@ async fn feed(state: web::Data<AppState>, claimed: Claimed, req: HttpRequest) ->
         // A stored entry that is not what we stored: the session was
         // confirmed, so answer from PostgreSQL (the next fill overwrites it).
         Err(e) => {
-            tracing::warn!(user_id = %user, error = %e, "stored feed entry does not decompress; answering from PostgreSQL");
+            tracing::warn!(user_id = %user, error = %Chain(&e), "stored feed entry does not decompress; answering from PostgreSQL");
             let json = Box::pin(service::feed::fill_feed(&state, user, &params)).await?;
             Ok(res.insert_header(("X-Cache", FeedOutcome::Bypass.as_str())).body(json))
         }

@@ -15,6 +15,7 @@ use super::{AppState, ServiceError, invalidation};
 use crate::cache::{Admission, Invalidation, LoginLimits, SessionState};
 use crate::db::{self, DbError, outbox, sessions, users};
 use crate::domain::{ClientAddr, Password, UserId, Username};
+use crate::error::Chain;
 use crate::metrics::{AuthRefusal, InvalidationCause};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,7 +160,7 @@ pub async fn signup(
             state.metrics.auth_refused(AuthRefusal::SignupThrottled);
             return Err(ServiceError::RateLimited { retry_after_secs, limit: None });
         }
-        Err(e) => tracing::warn!(error = %e, "sign-up throttle unavailable; not throttling"),
+        Err(e) => tracing::warn!(error = %Chain(&e), "sign-up throttle unavailable; not throttling"),
     }
     let user = create_user(state, username, password).await?;
     tracing::info!(user_id = %user.id, "user signed up");
@@ -203,11 +204,11 @@ pub async fn login(
             state.metrics.auth_refused(AuthRefusal::LoginThrottled);
             return Err(ServiceError::RateLimited { retry_after_secs, limit: None });
         }
-        Err(e) => tracing::warn!(error = %e, "login throttle unavailable; not throttling"),
+        Err(e) => tracing::warn!(error = %Chain(&e), "login throttle unavailable; not throttling"),
     }
     let user = check_credentials(state, username, password).await?;
     if let Err(e) = state.cache.login_succeeded(username, client).await {
-        tracing::debug!(error = %e, "login attempts not cleared");
+        tracing::debug!(error = %Chain(&e), "login attempts not cleared");
     }
     open_session(state, user).await
 }
@@ -285,7 +286,7 @@ async fn confirm_in_db(state: &AppState, user_id: UserId, token_hash: TokenHash)
         Some((user, expires_at)) if user == user_id => {
             let remaining = (expires_at - Utc::now()).num_seconds().max(1);
             if let Err(e) = state.cache.remember_session(user_id, &token_hash, remaining.unsigned_abs()).await {
-                tracing::debug!(error = %e, "session not cached");
+                tracing::debug!(error = %Chain(&e), "session not cached");
             }
             Ok(Session { user_id, token_hash })
         }
@@ -308,7 +309,7 @@ pub async fn logout(state: &AppState, session: &Session) -> Result<(), ServiceEr
     let tombstone = Invalidation::Session { user: session.user_id, token_hash: hash.to_vec() };
     if let Err(e) = state.cache.invalidate(&[tombstone]).await {
         state.metrics.writes_refused.inc();
-        tracing::warn!(error = %e, "logout refused: the session's tombstone cannot be written to Redis");
+        tracing::warn!(error = %Chain(&e), "logout refused: the session's tombstone cannot be written to Redis");
         return Err(e.into());
     }
     let head_start = invalidation::head_start(state);
