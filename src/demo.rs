@@ -25,18 +25,20 @@ pub struct DemoSummary {
 }
 
 async fn ensure_user(state: &AppState, name: &str) -> Result<(User, bool), ServiceError> {
-    let username = Username::parse(name.to_owned()).map_err(|_| ServiceError::Internal("bad demo username"))?;
+    let username = Username::parse(name.to_owned()).map_err(|e| ServiceError::internal("bad demo username", e))?;
     let password =
-        Password::parse(DEMO_PASSWORD.to_owned()).map_err(|_| ServiceError::Internal("bad demo password"))?;
+        Password::parse(DEMO_PASSWORD.to_owned()).map_err(|e| ServiceError::internal("bad demo password", e))?;
     match auth::create_user(state, username, password).await {
         Ok(u) => Ok((u, true)),
-        Err(ServiceError::Conflict(_)) => {
+        // The name is taken: the demo user from an earlier run.
+        Err(taken @ ServiceError::Conflict(_)) => {
             let row = crate::db::run(&state.pool, {
                 let name = name.to_owned();
                 move |c| crate::db::users::find_by_username(c, &name)
             })
             .await?
-            .ok_or(ServiceError::Internal("demo user vanished"))?;
+            // Deleted since sign-up said it exists: report the conflict.
+            .ok_or(taken)?;
             Ok((User { id: row.id, username: row.username }, false))
         }
         Err(e) => Err(e),
@@ -78,7 +80,8 @@ pub async fn seed(state: &AppState, items: usize) -> Result<DemoSummary, Service
             [Status::NotStarted, Status::NotStarted, Status::InProgress][rng.random_range(0..3)]
         };
         let name = names[rng.random_range(0..names.len())];
-        let title = Title::parse(format!("{name} #{}", i + 1)).map_err(|_| ServiceError::Internal("bad demo title"))?;
+        let title =
+            Title::parse(format!("{name} #{}", i + 1)).map_err(|e| ServiceError::internal("bad demo title", e))?;
         let assignees: AssigneeIds =
             if rng.random_bool(0.25) { [demo2.id].into_iter().collect() } else { AssigneeIds::default() };
         let input = CreateWorkItem {

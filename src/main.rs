@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use calcache::cli::{Cli, Command, ConfigCommand, SessionsCommand, UserCommand};
 use calcache::config::Settings;
 use calcache::domain::{Password, Username};
+use calcache::error::Chain;
 use calcache::service::{auth, housekeeping};
 use calcache::startup::{self, Application};
 use calcache::{demo, telemetry};
@@ -35,13 +36,7 @@ async fn main() -> ExitCode {
     match run(cli.command, &mut settings).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let mut chain = e.to_string();
-            let mut source = e.source();
-            while let Some(s) = source {
-                chain.push_str(": ");
-                chain.push_str(&s.to_string());
-                source = s.source();
-            }
+            let chain = Chain(&*e);
             tracing::error!(error = %chain, "calcache failed");
             eprintln!("calcache: {chain}");
             ExitCode::FAILURE

@@ -92,7 +92,7 @@ async fn check_redis_server(state: &AppState) -> Result<(), StartupError> {
         }
         Err(e @ ServerCheckError::TooOld { .. }) => Err(e.into()),
         Err(e) => {
-            tracing::warn!(error = %e, cause = ?std::error::Error::source(&e), "redis server version not checked");
+            tracing::warn!(error = %crate::error::Chain(&e), "redis server version not checked");
             Ok(())
         }
     }

@@ -297,7 +297,7 @@ async fn connect_and_serve(
     let mut link = match tokio::time::timeout(timeout * 4, connected).await {
         Ok(Ok(link)) => link,
         Ok(Err(e)) => {
-            tracing::warn!(error = %e, cause = ?std::error::Error::source(&e), "change notifications: cannot subscribe");
+            tracing::warn!(error = %crate::error::Chain(&e), "change notifications: cannot subscribe");
             if let Some(ack) = first_ack.take() {
                 let _ = ack.send(Err(e));
             }

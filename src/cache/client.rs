@@ -293,9 +293,9 @@ impl Client {
         }
         if self.breaker.failure(permit) {
             self.metrics.redis_circuit_open.set(1);
-            tracing::warn!(error = %e, cause = ?std::error::Error::source(e), "redis failing; circuit open");
+            tracing::warn!(error = %crate::error::Chain(e), "redis failing; circuit open");
         } else {
-            tracing::warn!(error = %e, cause = ?std::error::Error::source(e), "redis call failed");
+            tracing::warn!(error = %crate::error::Chain(e), "redis call failed");
         }
     }
 

@@ -152,7 +152,7 @@ impl diesel::r2d2::HandleEvent for PoolObserver {
 impl diesel::r2d2::HandleError<diesel::r2d2::Error> for PoolObserver {
     fn handle_error(&self, error: diesel::r2d2::Error) {
         self.errors.inc();
-        tracing::warn!(error = %error, "cannot open a PostgreSQL connection");
+        tracing::warn!(error = %crate::error::Chain(&error), "cannot open a PostgreSQL connection");
     }
 }
 

@@ -1,7 +1,50 @@
 use std::fmt;
 
+/// Why a value cannot be accepted: what a domain type's parser returns. It
+/// names no field (the parser does not know where the value came from); the
+/// edge that does makes a [`ValidationError`] of it. `Display` is the
+/// contract's `message` text after the field name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidValue {
+    #[error("must not be empty")]
+    Empty,
+    #[error("must be at most {max} characters")]
+    TooLong { max: usize },
+    #[error("must be {min} to {max} characters")]
+    Length { min: usize, max: usize },
+    /// PostgreSQL `text` cannot store NUL.
+    #[error("must not contain NUL characters")]
+    Nul,
+    #[error("may contain only letters, digits, '_', '.' and '-'")]
+    UsernameCharacters,
+    /// Not one of an enum's texts (all of which it lists).
+    #[error("must be one of {}", .0.join(", "))]
+    NotOneOf(&'static [&'static str]),
+    #[error("at most {max} assignees")]
+    TooManyAssignees { max: usize },
+    #[error("user ids are positive integers")]
+    NotAUserId,
+    #[error("must be an RFC 3339 timestamp with an offset (2026-10-06T09:00:00Z) or a date (2026-10-06)")]
+    NotATimestamp,
+    #[error("must fall in the years 0001 to 9999 (in UTC)")]
+    YearOutOfRange,
+    #[error("must be an IANA time zone name (America/Los_Angeles) or UTC")]
+    NotATimeZone,
+    #[error("must be after start")]
+    EndNotAfterStart,
+    #[error("the range may span at most {max_days} days")]
+    RangeTooLong { max_days: i64 },
+    /// A work item's `end` before its `start` (one may be the stored value).
+    #[error("end must not be before start")]
+    EndBeforeStart,
+    /// An assignee id no user has (the foreign key said so).
+    #[error("names a user that does not exist")]
+    UnknownUser,
+}
+
 /// A client-supplied value that cannot be accepted. `field` is the JSON field
-/// or query parameter it came from, so the client knows what to fix.
+/// or query parameter it came from, so the client knows what to fix; `reason`
+/// is the message after it (an [`InvalidValue`]'s, or an extractor's).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct ValidationError {
     pub field: String,
@@ -12,6 +55,11 @@ impl ValidationError {
     pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
         Self { field: field.into(), reason: reason.into() }
     }
+
+    /// `field` holds a value its domain type refuses for `reason`.
+    pub fn of(field: impl Into<String>, reason: InvalidValue) -> Self {
+        Self::new(field, reason.to_string())
+    }
 }
 
 impl fmt::Display for ValidationError {
@@ -21,6 +69,41 @@ impl fmt::Display for ValidationError {
 }
 
 /// Rejects strings PostgreSQL `text` cannot store (NUL) before they reach it.
-pub(crate) fn reject_nul(s: &str) -> Result<(), String> {
-    if s.contains('\0') { Err("must not contain NUL characters".into()) } else { Ok(()) }
+pub(crate) fn reject_nul(s: &str) -> Result<(), InvalidValue> {
+    if s.contains('\0') { Err(InvalidValue::Nul) } else { Ok(()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The texts are the contract's messages: clients may show them, tests
+    /// and snapshots compare them. A change here is an API change.
+    #[test]
+    fn reasons_read_as_the_contract_has_them() {
+        let cases = [
+            (InvalidValue::Empty, "must not be empty"),
+            (InvalidValue::TooLong { max: 200 }, "must be at most 200 characters"),
+            (InvalidValue::Length { min: 3, max: 64 }, "must be 3 to 64 characters"),
+            (InvalidValue::Nul, "must not contain NUL characters"),
+            (InvalidValue::UsernameCharacters, "may contain only letters, digits, '_', '.' and '-'"),
+            (InvalidValue::NotOneOf(&["project", "activity", "task"]), "must be one of project, activity, task"),
+            (InvalidValue::TooManyAssignees { max: 100 }, "at most 100 assignees"),
+            (InvalidValue::NotAUserId, "user ids are positive integers"),
+            (
+                InvalidValue::NotATimestamp,
+                "must be an RFC 3339 timestamp with an offset (2026-10-06T09:00:00Z) or a date (2026-10-06)",
+            ),
+            (InvalidValue::YearOutOfRange, "must fall in the years 0001 to 9999 (in UTC)"),
+            (InvalidValue::NotATimeZone, "must be an IANA time zone name (America/Los_Angeles) or UTC"),
+            (InvalidValue::EndNotAfterStart, "must be after start"),
+            (InvalidValue::RangeTooLong { max_days: 400 }, "the range may span at most 400 days"),
+            (InvalidValue::EndBeforeStart, "end must not be before start"),
+            (InvalidValue::UnknownUser, "names a user that does not exist"),
+        ];
+        for (reason, text) in cases {
+            assert_eq!(reason.to_string(), text, "{reason:?}");
+        }
+        assert_eq!(ValidationError::of("end", InvalidValue::EndNotAfterStart).to_string(), "end: must be after start");
+    }
 }

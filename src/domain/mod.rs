@@ -2,7 +2,7 @@
 //! these at the edge, so the layers below never see an unchecked value.
 
 /// The shared plumbing of a string newtype whose only constructor is
-/// `parse(String) -> Result<Self, String>`: serde goes through `parse`
+/// `parse(String) -> Result<Self, InvalidValue>`: serde goes through `parse`
 /// (`#[serde(try_from = "String")]`), and the text can be borrowed or taken.
 macro_rules! string_newtype {
     ($t:ident) => {
@@ -13,8 +13,8 @@ macro_rules! string_newtype {
         }
 
         impl TryFrom<String> for $t {
-            type Error = String;
-            fn try_from(s: String) -> Result<Self, String> {
+            type Error = $crate::domain::InvalidValue;
+            fn try_from(s: String) -> Result<Self, $crate::domain::InvalidValue> {
                 Self::parse(s)
             }
         }
@@ -35,7 +35,7 @@ mod user;
 mod work_item;
 
 pub use client::ClientAddr;
-pub use error::ValidationError;
+pub use error::{InvalidValue, ValidationError};
 pub use ids::{UserId, WorkItemId};
 pub use time::{MAX_FEED_RANGE_DAYS, TimeRange, Timestamp, Zone, all_day_span, date_time_or_date_schema};
 pub use user::{Password, Username};

@@ -6,7 +6,7 @@ use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::{AnyOfBuilder, KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type};
 use utoipa::{PartialSchema, ToSchema};
 
-use super::ValidationError;
+use super::{InvalidValue, ValidationError};
 
 /// The widest feed range a client may ask for (contract: at most 400 days).
 pub const MAX_FEED_RANGE_DAYS: i64 = 400;
@@ -27,7 +27,7 @@ impl Timestamp {
     /// carry RFC 3339's four-digit years, so `9999-12-31T23:00:00-05:00`
     /// (year 10000 in UTC) is refused rather than stored and answered as an
     /// unparseable `+10000-01-01T04:00:00Z`.
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, InvalidValue> {
         Self::parse_in(s, None)
     }
 
@@ -38,7 +38,7 @@ impl Timestamp {
     /// A wall-clock time that a daylight-saving change skips is read with the
     /// offset in force before the change; one that occurs twice, as the
     /// earlier instant.
-    pub fn parse_in(s: &str, zone: Option<Zone>) -> Result<Self, String> {
+    pub fn parse_in(s: &str, zone: Option<Zone>) -> Result<Self, InvalidValue> {
         let s = s.trim();
         if let Ok(dt) = DateTime::parse_from_rfc3339(s) {
             return Self::within_years(dt.with_timezone(&Utc));
@@ -55,15 +55,11 @@ impl Timestamp {
                 Some(zone) => zone.to_utc(dt),
             });
         }
-        Err("must be an RFC 3339 timestamp with an offset (2026-10-06T09:00:00Z) or a date (2026-10-06)".into())
+        Err(InvalidValue::NotATimestamp)
     }
 
-    fn within_years(dt: DateTime<Utc>) -> Result<Self, String> {
-        if (1..=9999).contains(&dt.year()) {
-            Ok(Self::from_utc(dt))
-        } else {
-            Err("must fall in the years 0001 to 9999 (in UTC)".into())
-        }
+    fn within_years(dt: DateTime<Utc>) -> Result<Self, InvalidValue> {
+        if (1..=9999).contains(&dt.year()) { Ok(Self::from_utc(dt)) } else { Err(InvalidValue::YearOutOfRange) }
     }
 
     pub fn from_utc(dt: DateTime<Utc>) -> Self {
@@ -139,10 +135,8 @@ pub fn all_day_span(start: DateTime<Utc>, end: DateTime<Utc>) -> (NaiveDate, Nai
 pub struct Zone(chrono_tz::Tz);
 
 impl Zone {
-    pub fn parse(s: &str) -> Result<Self, String> {
-        s.parse::<chrono_tz::Tz>()
-            .map(Self)
-            .map_err(|_| "must be an IANA time zone name (America/Los_Angeles) or UTC".into())
+    pub fn parse(s: &str) -> Result<Self, InvalidValue> {
+        s.parse::<chrono_tz::Tz>().map(Self).map_err(|_| InvalidValue::NotATimeZone)
     }
 
     /// The instant of a wall-clock time in this zone.
@@ -166,8 +160,8 @@ impl fmt::Display for Timestamp {
 }
 
 impl TryFrom<String> for Timestamp {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
+    type Error = InvalidValue;
+    fn try_from(s: String) -> Result<Self, InvalidValue> {
         Self::parse(&s)
     }
 }
@@ -213,10 +207,10 @@ pub struct TimeRange {
 impl TimeRange {
     pub fn new(start: Timestamp, end: Timestamp) -> Result<Self, ValidationError> {
         if end <= start {
-            return Err(ValidationError::new("end", "must be after start"));
+            return Err(ValidationError::of("end", InvalidValue::EndNotAfterStart));
         }
         if end.as_utc() - start.as_utc() > chrono::Duration::days(MAX_FEED_RANGE_DAYS) {
-            return Err(ValidationError::new("end", format!("the range may span at most {MAX_FEED_RANGE_DAYS} days")));
+            return Err(ValidationError::of("end", InvalidValue::RangeTooLong { max_days: MAX_FEED_RANGE_DAYS }));
         }
         Ok(Self { start, end })
     }

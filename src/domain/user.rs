@@ -6,6 +6,7 @@ use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::{PartialSchema, ToSchema};
 
+use super::InvalidValue;
 use super::error::reject_nul;
 
 /// 3..64 characters of `[A-Za-z0-9_.-]`.
@@ -19,13 +20,13 @@ impl Username {
     /// The characters a username may use, as the OpenAPI pattern states them.
     pub const PATTERN: &str = r"^[A-Za-z0-9_.-]+$";
 
-    pub fn parse(s: String) -> Result<Self, String> {
+    pub fn parse(s: String) -> Result<Self, InvalidValue> {
         let n = s.chars().count();
         if !(Self::MIN_CHARS..=Self::MAX_CHARS).contains(&n) {
-            return Err("must be 3 to 64 characters".into());
+            return Err(InvalidValue::Length { min: Self::MIN_CHARS, max: Self::MAX_CHARS });
         }
         if !s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')) {
-            return Err("may contain only letters, digits, '_', '.' and '-'".into());
+            return Err(InvalidValue::UsernameCharacters);
         }
         Ok(Self(s))
     }
@@ -49,10 +50,10 @@ impl Password {
     pub const MIN_CHARS: usize = 8;
     pub const MAX_CHARS: usize = 128;
 
-    pub fn parse(s: String) -> Result<Self, String> {
+    pub fn parse(s: String) -> Result<Self, InvalidValue> {
         let n = s.chars().count();
         if !(Self::MIN_CHARS..=Self::MAX_CHARS).contains(&n) {
-            return Err("must be 8 to 128 characters".into());
+            return Err(InvalidValue::Length { min: Self::MIN_CHARS, max: Self::MAX_CHARS });
         }
         reject_nul(&s)?;
         Ok(Self(SecretString::from(s)))
@@ -64,8 +65,8 @@ impl Password {
 }
 
 impl TryFrom<String> for Password {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
+    type Error = InvalidValue;
+    fn try_from(s: String) -> Result<Self, InvalidValue> {
         Self::parse(s)
     }
 }

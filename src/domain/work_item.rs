@@ -7,6 +7,7 @@ use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Schema, Type};
 use utoipa::{PartialSchema, ToSchema};
 
+use super::InvalidValue;
 use super::UserId;
 use super::error::reject_nul;
 
@@ -32,14 +33,11 @@ macro_rules! text_enum {
         }
 
         impl FromStr for $name {
-            type Err = String;
-            fn from_str(s: &str) -> Result<Self, String> {
+            type Err = InvalidValue;
+            fn from_str(s: &str) -> Result<Self, InvalidValue> {
                 match s {
                     $($text => Ok($name::$variant),)+
-                    _ => Err(format!(
-                        "must be one of {}",
-                        [$($text),+].join(", ")
-                    )),
+                    _ => Err(InvalidValue::NotOneOf(&[$($text),+])),
                 }
             }
         }
@@ -76,12 +74,12 @@ impl Title {
     /// The longest title, in characters (Unicode scalar values).
     pub const MAX_CHARS: usize = 200;
 
-    pub fn parse(s: String) -> Result<Self, String> {
+    pub fn parse(s: String) -> Result<Self, InvalidValue> {
         if s.trim().is_empty() {
-            return Err("must not be empty".into());
+            return Err(InvalidValue::Empty);
         }
         if s.chars().count() > Self::MAX_CHARS {
-            return Err(format!("must be at most {} characters", Self::MAX_CHARS));
+            return Err(InvalidValue::TooLong { max: Self::MAX_CHARS });
         }
         reject_nul(&s)?;
         Ok(Self(s))
@@ -99,9 +97,9 @@ impl Description {
     /// The longest description, in characters (Unicode scalar values).
     pub const MAX_CHARS: usize = 10_000;
 
-    pub fn parse(s: String) -> Result<Self, String> {
+    pub fn parse(s: String) -> Result<Self, InvalidValue> {
         if s.chars().count() > Self::MAX_CHARS {
-            return Err(format!("must be at most {} characters", Self::MAX_CHARS));
+            return Err(InvalidValue::TooLong { max: Self::MAX_CHARS });
         }
         reject_nul(&s)?;
         Ok(Self(s))
@@ -133,13 +131,13 @@ impl AssigneeIds {
 }
 
 impl TryFrom<Vec<i64>> for AssigneeIds {
-    type Error = String;
-    fn try_from(ids: Vec<i64>) -> Result<Self, String> {
+    type Error = InvalidValue;
+    fn try_from(ids: Vec<i64>) -> Result<Self, InvalidValue> {
         if ids.len() > Self::MAX {
-            return Err(format!("at most {} assignees", Self::MAX));
+            return Err(InvalidValue::TooManyAssignees { max: Self::MAX });
         }
         if ids.iter().any(|&id| id <= 0) {
-            return Err("user ids are positive integers".into());
+            return Err(InvalidValue::NotAUserId);
         }
         Ok(Self(ids.into_iter().map(UserId).collect()))
     }

@@ -12,7 +12,7 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::middleware::{ErrorHandlerResponse, Next};
 use actix_web::{Error, web};
 
-use crate::error::{code_for_status, error_response};
+use crate::error::{ErrorCode, error_response};
 use crate::metrics::RequestLabels;
 use crate::service::AppState;
 
@@ -82,7 +82,9 @@ pub fn json_errors<B: MessageBody + 'static>(res: ServiceResponse<B>) -> Result<
     let status = res.status();
     let message = status.canonical_reason().unwrap_or("error").to_owned();
     let (req, old) = res.into_parts();
-    let mut new = error_response(status, code_for_status(status), message, None);
+    // actix's status stays (411, 414, 431 have no code of their own).
+    let mut new = error_response(ErrorCode::for_status(status), message);
+    *new.status_mut() = status;
     // Keep headers set upstream (the header guard, Allow, Retry-After).
     for (name, value) in old.headers() {
         if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {

@@ -2,13 +2,12 @@
 
 use std::convert::Infallible;
 
-use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::middleware::from_fn;
 use actix_web::{HttpRequest, HttpResponse, ResponseError as _, web};
 
 use super::extract::Claimed;
-use crate::error::{ApiError, ErrorBody, error_response};
+use crate::error::{ApiError, Chain, ErrorBody, ErrorCode, error_response};
 use crate::middleware::no_store;
 use crate::service::changes::{self, OpenError};
 use crate::service::{self, AppState};
@@ -99,17 +98,17 @@ async fn changes(state: web::Data<AppState>, claimed: Claimed, req: HttpRequest)
 
 fn refused(e: OpenError) -> HttpResponse {
     let message = e.to_string();
-    let (status, code, retry_after) = match e {
+    let (code, retry_after) = match e {
         // The session's and PostgreSQL's answers, as on every route.
         OpenError::Service(s) => return ApiError::from(s).error_response(),
-        OpenError::UserLimit { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited", 5u32),
+        OpenError::UserLimit { .. } => (ErrorCode::RateLimited, 5u32),
         OpenError::Unavailable(cause) => {
-            tracing::warn!(error = %cause, "change stream refused: redis unavailable");
-            (StatusCode::SERVICE_UNAVAILABLE, "unavailable", 1)
+            tracing::warn!(error = %Chain(&cause), "change stream refused: redis unavailable");
+            (ErrorCode::Unavailable, 1)
         }
-        OpenError::ProcessLimit { .. } | OpenError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", 1),
+        OpenError::ProcessLimit { .. } | OpenError::ShuttingDown => (ErrorCode::Unavailable, 1),
     };
-    let mut res = error_response(status, code, message, None);
+    let mut res = error_response(code, message);
     res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
     res
 }

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use super::extract::Claimed;
 use crate::cache::{self, FeedOutcome, FeedParams};
 use crate::domain::{Status, TimeRange, Timestamp, ValidationError, WorkType, Zone};
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, Chain, ErrorBody};
 use crate::middleware::no_store;
 use crate::service::feed::FeedEvent;
 use crate::service::{self, AppState};
@@ -89,10 +89,10 @@ impl TryFrom<RawFeedQuery> for FeedParams {
             .filter(|s| !s.is_empty())
             .map(|s| Zone::parse(&s))
             .transpose()
-            .map_err(|reason| ValidationError::new("timeZone", reason))?;
+            .map_err(|reason| ValidationError::of("timeZone", reason))?;
         let ts = |name: &'static str, v: Option<String>| -> Result<Timestamp, ValidationError> {
             let v = v.filter(|s| !s.is_empty()).ok_or_else(|| ValidationError::new(name, "is required"))?;
-            Timestamp::parse_in(&v, zone).map_err(|reason| ValidationError::new(name, reason))
+            Timestamp::parse_in(&v, zone).map_err(|reason| ValidationError::of(name, reason))
         };
         let range = TimeRange::new(ts("start", q.start)?, ts("end", q.end)?)?;
         // An empty filter (a select showing "all") means no filter.
@@ -101,13 +101,13 @@ impl TryFrom<RawFeedQuery> for FeedParams {
             .filter(|s| !s.is_empty())
             .map(|s| s.parse::<WorkType>())
             .transpose()
-            .map_err(|reason| ValidationError::new("work_type", reason))?;
+            .map_err(|reason| ValidationError::of("work_type", reason))?;
         let status = q
             .status
             .filter(|s| !s.is_empty())
             .map(|s| s.parse::<Status>())
             .transpose()
-            .map_err(|reason| ValidationError::new("status", reason))?;
+            .map_err(|reason| ValidationError::of("status", reason))?;
         Ok(FeedParams { range, work_type, status })
     }
 }
@@ -168,7 +168,7 @@ async fn feed(state: web::Data<AppState>, claimed: Claimed, req: HttpRequest) ->
         // A stored entry that is not what we stored: the session was
         // confirmed, so answer from PostgreSQL (the next fill overwrites it).
         Err(e) => {
-            tracing::warn!(user_id = %user, error = %e, "stored feed entry does not decompress; answering from PostgreSQL");
+            tracing::warn!(user_id = %user, error = %Chain(&e), "stored feed entry does not decompress; answering from PostgreSQL");
             let json = Box::pin(service::feed::fill_feed(&state, user, &params)).await?;
             Ok(res.insert_header(("X-Cache", FeedOutcome::Bypass.as_str())).body(json))
         }

@@ -47,8 +47,7 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 }
 
 fn unavailable(message: String) -> HttpResponse {
-    let mut res =
-        crate::error::error_response(actix_web::http::StatusCode::SERVICE_UNAVAILABLE, "unavailable", message, None);
+    let mut res = crate::error::error_response(crate::error::ErrorCode::Unavailable, message);
     res.headers_mut()
         .insert(actix_web::http::header::RETRY_AFTER, actix_web::http::header::HeaderValue::from_static("1"));
     res

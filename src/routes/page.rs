@@ -61,7 +61,7 @@ enum PageError {
     #[error("cannot read {path}")]
     Read { path: PathBuf, source: std::io::Error },
     #[error("the file reader was cancelled")]
-    Cancelled,
+    Cancelled(#[from] actix_web::error::BlockingError),
     #[error("bad content type")]
     ContentType(#[from] mime::FromStrError),
 }
@@ -70,7 +70,7 @@ enum PageError {
 async fn read_index(path: PathBuf) -> Result<Vec<u8>, PageError> {
     web::block(move || std::fs::read(&path).map_err(|source| PageError::Read { path, source }))
         .await
-        .map_err(|_| PageError::Cancelled)?
+        .map_err(PageError::Cancelled)?
 }
 
 fn internal(e: PageError) -> ApiError {
@@ -164,7 +164,7 @@ async fn open_file(path: PathBuf, confine_to: PathBuf) -> Result<Option<(std::fs
         Ok(Some((file, real)))
     })
     .await
-    .map_err(|_| PageError::Cancelled)?
+    .map_err(PageError::Cancelled)?
 }
 
 /// The files `index.html` loads from `/assets/` (its `src` and `href`

@@ -15,6 +15,7 @@ use super::{AppState, ServiceError, invalidation};
 use crate::cache::{Admission, Invalidation, LoginLimits, SessionState};
 use crate::db::{self, DbError, outbox, sessions, users};
 use crate::domain::{ClientAddr, Password, UserId, Username};
+use crate::error::Chain;
 use crate::metrics::{AuthRefusal, InvalidationCause};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,7 +76,7 @@ fn hash_password(password: &str) -> Result<String, ServiceError> {
     Argon2::default()
         .hash_password(password.as_bytes())
         .map(|h| h.to_string())
-        .map_err(|_| ServiceError::Internal("password hashing failed"))
+        .map_err(|e| ServiceError::internal("password hashing failed", e))
 }
 
 /// A real argon2id hash of a random password, verified against when the
@@ -121,7 +122,7 @@ impl HashLimiter {
     async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, ServiceError> {
         let _slot = match tokio::time::timeout(self.wait, self.permits.acquire()).await {
             Ok(Ok(slot)) => slot,
-            Ok(Err(_)) => return Err(ServiceError::Internal("hash limiter closed")),
+            Ok(Err(e)) => return Err(ServiceError::internal("hash limiter closed", e)),
             Err(_) => {
                 // Counted; the 503 itself is logged with the request.
                 tracing::debug!("every password hashing slot is busy; answering 503");
@@ -136,7 +137,7 @@ impl HashLimiter {
 /// Hashing runs on the blocking pool: argon2id takes tens of milliseconds
 /// of CPU on purpose.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ServiceError> {
-    actix_web::web::block(f).await.map_err(|_| ServiceError::Internal("blocking task cancelled"))
+    actix_web::web::block(f).await.map_err(|e| ServiceError::internal("blocking task cancelled", e))
 }
 
 /// Sign-up: throttled per client address (counted before the password is
@@ -159,7 +160,7 @@ pub async fn signup(
             state.metrics.auth_refused(AuthRefusal::SignupThrottled);
             return Err(ServiceError::RateLimited { retry_after_secs, limit: None });
         }
-        Err(e) => tracing::warn!(error = %e, "sign-up throttle unavailable; not throttling"),
+        Err(e) => tracing::warn!(error = %Chain(&e), "sign-up throttle unavailable; not throttling"),
     }
     let user = create_user(state, username, password).await?;
     tracing::info!(user_id = %user.id, "user signed up");
@@ -203,11 +204,11 @@ pub async fn login(
             state.metrics.auth_refused(AuthRefusal::LoginThrottled);
             return Err(ServiceError::RateLimited { retry_after_secs, limit: None });
         }
-        Err(e) => tracing::warn!(error = %e, "login throttle unavailable; not throttling"),
+        Err(e) => tracing::warn!(error = %Chain(&e), "login throttle unavailable; not throttling"),
     }
     let user = check_credentials(state, username, password).await?;
     if let Err(e) = state.cache.login_succeeded(username, client).await {
-        tracing::debug!(error = %e, "login attempts not cleared");
+        tracing::debug!(error = %Chain(&e), "login attempts not cleared");
     }
     open_session(state, user).await
 }
@@ -238,7 +239,7 @@ async fn check_credentials(state: &AppState, username: &str, password: &str) -> 
 
 async fn open_session(state: &AppState, user: User) -> Result<(IssuedToken, User), ServiceError> {
     let mut secret = [0u8; 32];
-    getrandom::fill(&mut secret).map_err(|_| ServiceError::Internal("no randomness"))?;
+    getrandom::fill(&mut secret).map_err(|e| ServiceError::internal("no randomness", e))?;
     let token = format!("{}.{}", user.id, URL_SAFE_NO_PAD.encode(secret));
     let token_hash = hash_token(&token);
     let hours = i64::try_from(state.auth.session_lifetime_hours).unwrap_or(168);
@@ -285,7 +286,7 @@ async fn confirm_in_db(state: &AppState, user_id: UserId, token_hash: TokenHash)
         Some((user, expires_at)) if user == user_id => {
             let remaining = (expires_at - Utc::now()).num_seconds().max(1);
             if let Err(e) = state.cache.remember_session(user_id, &token_hash, remaining.unsigned_abs()).await {
-                tracing::debug!(error = %e, "session not cached");
+                tracing::debug!(error = %Chain(&e), "session not cached");
             }
             Ok(Session { user_id, token_hash })
         }
@@ -308,7 +309,7 @@ pub async fn logout(state: &AppState, session: &Session) -> Result<(), ServiceEr
     let tombstone = Invalidation::Session { user: session.user_id, token_hash: hash.to_vec() };
     if let Err(e) = state.cache.invalidate(&[tombstone]).await {
         state.metrics.writes_refused.inc();
-        tracing::warn!(error = %e, "logout refused: the session's tombstone cannot be written to Redis");
+        tracing::warn!(error = %Chain(&e), "logout refused: the session's tombstone cannot be written to Redis");
         return Err(e.into());
     }
     let head_start = invalidation::head_start(state);

@@ -47,6 +47,7 @@ use crate::cache::changes::{BusEvent, ChangeBus, token_hash_hex};
 use crate::config::StreamSettings;
 use crate::db::{self, sessions};
 use crate::domain::UserId;
+use crate::error::Chain;
 
 /// Why a stream could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -347,7 +348,7 @@ impl ChangeStream {
                 _ = self.check.tick() => {
                     match auth::confirm_uncached(&self.state, self.claim.clone()).await {
                         Err(ServiceError::Unauthenticated) => return Some(self.finish("session_ended")),
-                        Err(e) => tracing::debug!(error = %e, "change stream: session not re-checked"),
+                        Err(e) => tracing::debug!(error = %Chain(&e), "change stream: session not re-checked"),
                         Ok(_) => {}
                     }
                     if let Some(chunk) = self.changed(false).await {

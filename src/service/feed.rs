@@ -139,7 +139,7 @@ pub async fn load_feed(state: &AppState, user: UserId, params: &FeedParams) -> R
         };
         match items::feed_capped(c, filter, max)? {
             Capped::Rows(rows) => {
-                serialize_feed(&rows).map_err(|_| ServiceError::Internal("feed serialization failed"))
+                serialize_feed(&rows).map_err(|e| ServiceError::internal("feed serialization failed", e))
             }
             Capped::Over => Err(super::limits::feed_too_large(max)),
         }

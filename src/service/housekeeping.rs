@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use super::{AppState, ServiceError};
 use crate::db::{self, sessions};
+use crate::error::Chain;
 
 /// Rows per DELETE: short transactions, short locks.
 const BATCH: i64 = 1000;
@@ -39,7 +40,7 @@ pub async fn run_session_pruner(state: Arc<AppState>, interval: Duration) {
         match prune_expired_sessions(&state).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(deleted = n, "expired sessions pruned"),
-            Err(e) => tracing::warn!(error = %e, "session pruning failed; retrying at the next interval"),
+            Err(e) => tracing::warn!(error = %Chain(&e), "session pruning failed; retrying at the next interval"),
         }
     }
 }

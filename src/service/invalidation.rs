@@ -28,6 +28,7 @@ use crate::cache::{Extent, Fence, Invalidation};
 use crate::db::outbox::{self, Due, OutboxRow};
 use crate::db::{self, DbError};
 use crate::domain::UserId;
+use crate::error::Chain;
 use crate::metrics::{InvalidationCause, InvalidationResult};
 
 /// Wakes this process's drainer early (after a failed apply).
@@ -104,7 +105,7 @@ where
         let new: Vec<UserId> = wanted.iter().filter(|u| !fenced.contains(u)).copied().collect();
         if let Err(e) = state.cache.raise_fence(&new, fence).await {
             state.metrics.writes_refused.inc();
-            tracing::warn!(error = %e, "write refused: its fence cannot be raised in Redis, so other processes could serve what it changes");
+            tracing::warn!(error = %Chain(&e), "write refused: its fence cannot be raised in Redis, so other processes could serve what it changes");
             lower(state, &fenced, fence).await;
             return Err(e.into());
         }
@@ -156,14 +157,14 @@ pub async fn apply_committed(state: &AppState, rows: Vec<OutboxRow>, cause: Inva
             if let Err(e) = db::run(&state.pool, move |c| outbox::delete_applied(c, &ids)).await {
                 // Harmless: a drainer re-applies them later (a second bump
                 // only costs one extra miss).
-                tracing::warn!(error = %e, "applied invalidations could not be deleted from the outbox");
+                tracing::warn!(error = %Chain(&e), "applied invalidations could not be deleted from the outbox");
             }
         }
         Err(e) => {
             state.metrics.invalidated(cause, InvalidationResult::Deferred, items.len());
             let users: Vec<UserId> = items.iter().map(Invalidation::user).collect();
             tracing::warn!(
-                error = %e,
+                error = %Chain(&e),
                 users = ?users,
                 "invalidation deferred to the outbox; the write fence keeps these users' feeds off the cache until it is applied"
             );
@@ -171,7 +172,7 @@ pub async fn apply_committed(state: &AppState, rows: Vec<OutboxRow>, cause: Inva
             // the head start this request did not use.
             let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
             if let Err(e) = db::run(&state.pool, move |c| outbox::make_due(c, &ids)).await {
-                tracing::warn!(error = %e, "deferred invalidations keep their schedule");
+                tracing::warn!(error = %Chain(&e), "deferred invalidations keep their schedule");
             }
             state.outbox.wake();
         }
@@ -203,7 +204,7 @@ pub async fn drain_once(state: &AppState, due: Due) -> Result<usize, DbError> {
                 applied = items.len();
             }
             Err(e) => {
-                tracing::debug!(error = %e, count = items.len(), "outbox drain: redis still unavailable");
+                tracing::debug!(error = %Chain(&e), count = items.len(), "outbox drain: redis still unavailable");
                 // Release the claim soon, with backoff and jitter, so a
                 // process that can reach Redis picks the rows up.
                 let attempts = rows.iter().map(|r| r.attempts).max().unwrap_or(1);
@@ -250,13 +251,13 @@ pub async fn run_drainer(state: Arc<AppState>, interval: Duration, shutdown: Arc
                 Ok(n) if n as i64 == BATCH => continue,
                 Ok(_) => break,
                 Err(e) => {
-                    tracing::warn!(error = %e, "outbox drain failed");
+                    tracing::warn!(error = %Chain(&e), "outbox drain failed");
                     break;
                 }
             }
         }
     }
     if let Err(e) = drain_once(&state, Due::Any).await {
-        tracing::warn!(error = %e, "final outbox drain failed");
+        tracing::warn!(error = %Chain(&e), "final outbox drain failed");
     }
 }

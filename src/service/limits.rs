@@ -17,6 +17,7 @@ use super::{AppState, ServiceError};
 use crate::cache::{Admission, CacheError};
 use crate::db::work_items as items;
 use crate::domain::UserId;
+use crate::error::Chain;
 
 /// A configured limit a request ran into, as the error body names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,11 +55,11 @@ pub async fn charge_feed_fill(state: &AppState, user: UserId) -> Result<(), Serv
         }
         // Already logged when the circuit opened: one line per outage, not per request.
         Err(e @ CacheError::CircuitOpen) => {
-            tracing::debug!(user_id = %user, error = %e, "feed fill budget unavailable; not counting");
+            tracing::debug!(user_id = %user, error = %Chain(&e), "feed fill budget unavailable; not counting");
             Ok(())
         }
         Err(e) => {
-            tracing::warn!(user_id = %user, error = %e, "feed fill budget unavailable; not counting");
+            tracing::warn!(user_id = %user, error = %Chain(&e), "feed fill budget unavailable; not counting");
             Ok(())
         }
     }

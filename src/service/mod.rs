@@ -64,8 +64,15 @@ pub enum ServiceError {
     Db(#[from] DbError),
     #[error(transparent)]
     Cache(#[from] CacheError),
-    #[error("internal error: {0}")]
-    Internal(&'static str),
+    /// A library that should not fail did (serialization, password
+    /// hashing, the blocking pool, the OS's randomness): 500, with `source`
+    /// in the logged chain.
+    #[error("{what}")]
+    Internal {
+        what: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// A bounded resource (password hashing slots) stayed busy: 503.
     #[error("overloaded: {0}")]
     Overloaded(&'static str),
@@ -74,6 +81,13 @@ pub enum ServiceError {
 impl AppState {
     pub fn cache_timeout(&self) -> std::time::Duration {
         self.cache.timeout()
+    }
+}
+
+impl ServiceError {
+    /// [`ServiceError::Internal`]: `what` failed, because of `source`.
+    pub fn internal(what: &'static str, source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self::Internal { what, source: source.into() }
     }
 }
 

@@ -14,7 +14,7 @@ use crate::cache::Extent;
 use crate::db::work_items::{self as items, WorkItemRecord};
 use crate::db::{self, DbError, NewWorkItem, WorkItemChanges, WorkItemRow, outbox};
 use crate::domain::{
-    AssigneeIds, Description, Status, Timestamp, Title, UserId, ValidationError, WorkItemId, WorkType,
+    AssigneeIds, Description, InvalidValue, Status, Timestamp, Title, UserId, ValidationError, WorkItemId, WorkType,
 };
 use crate::metrics::InvalidationCause;
 
@@ -99,7 +99,7 @@ pub struct PatchWorkItem {
 }
 
 fn check_order(start: DateTime<Utc>, end: DateTime<Utc>, field: &'static str) -> Result<(), ValidationError> {
-    if end < start { Err(ValidationError::new(field, "end must not be before start")) } else { Ok(()) }
+    if end < start { Err(ValidationError::of(field, InvalidValue::EndBeforeStart)) } else { Ok(()) }
 }
 
 /// A foreign-key failure on a write can only come from an assignee id that
@@ -107,7 +107,7 @@ fn check_order(start: DateTime<Utc>, end: DateTime<Utc>, field: &'static str) ->
 fn unknown_assignee(e: ServiceError) -> ServiceError {
     match e {
         ServiceError::Db(DbError::ForeignKeyViolation(_)) => {
-            ValidationError::new("assignee_ids", "names a user that does not exist").into()
+            ValidationError::of("assignee_ids", InvalidValue::UnknownUser).into()
         }
         other => other,
     }
