@@ -27,11 +27,7 @@ BENCH_PID=$vg
 wait_for "calcache under valgrind" 120 curl -sf "http://127.0.0.1:$port/healthz" -o /dev/null
 
 token=$(demo_token)
-read -r start end < <(python3 -c '
-import datetime as d
-first = d.date.today().replace(day=1)
-start = first - d.timedelta(days=(first.weekday() + 1) % 7)
-print(f"{start}T00:00:00Z", f"{start + d.timedelta(days=42)}T00:00:00Z")')
+read -r start end < <(month_grid)
 url="http://127.0.0.1:$port/api/calendar/feed?start=$start&end=$end"
 for _ in 1 2 3; do curl -sf -o /dev/null -H "Authorization: Bearer $token" -H 'Accept-Encoding: gzip' "$url"; done
 

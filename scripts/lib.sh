@@ -150,6 +150,15 @@ bench_cleanup() {
 }
 
 # The demo user's session token from the server on $BENCH_PORT.
+# month_grid: "START END" of this month's 6-week grid as FullCalendar asks
+# for it (from the Sunday on or before the 1st), in UTC.
+month_grid() {
+  python3 -c '
+import datetime as d
+first = d.date.today().replace(day=1)
+start = first - d.timedelta(days=(first.weekday() + 1) % 7)
+print(f"{start}T00:00:00Z", f"{start + d.timedelta(days=42)}T00:00:00Z")'
+}
 demo_token() {
   curl -sf -XPOST "http://127.0.0.1:$BENCH_PORT/api/login" -H 'content-type: application/json' \
     -d '{"username":"demo","password":"demo-password"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])'

@@ -15,11 +15,7 @@ for near in 33554432 0 33554432 0; do
   pid=$!; BENCH_PID=$pid
   wait_for calcache 30 curl -sf "http://127.0.0.1:$BENCH_PORT/healthz" -o /dev/null
   [[ -n $token ]] || token=$(demo_token)
-  read -r start end < <(python3 -c '
-import datetime as d
-first = d.date.today().replace(day=1)
-start = first - d.timedelta(days=(first.weekday() + 1) % 7)
-print(f"{start}T00:00:00Z", f"{start + d.timedelta(days=42)}T00:00:00Z")')
+  read -r start end < <(month_grid)
   url="http://127.0.0.1:$BENCH_PORT/api/calendar/feed?start=$start&end=$end"
   for _ in 1 2 3; do curl -sf -o /dev/null -H "Authorization: Bearer $token" -H 'Accept-Encoding: gzip' "$url"; done
   wrk -t1 -c64 -d2s -H "Authorization: Bearer $token" -H 'Accept-Encoding: gzip' "$url" >/dev/null

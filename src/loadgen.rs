@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::db::work_items::{self as items, FeedFilter};
+use crate::domain::WorkType;
 use chrono::{DateTime, Datelike, Days, NaiveDate, TimeZone, Utc};
 use diesel::{Connection, PgConnection};
 use rand::rngs::StdRng;
@@ -282,7 +283,7 @@ fn random_item(rng: &mut StdRng, users: &[User], owner: usize, today: NaiveDate,
            "start": start.to_rfc3339(), "end": end.to_rfc3339(), "assignee_ids": assignees})
 }
 
-type ViewKey = (usize, i64, i64, Option<&'static str>);
+type ViewKey = (usize, i64, i64, Option<WorkType>);
 
 struct Shared {
     users: Vec<User>,
@@ -314,13 +315,13 @@ async fn truth(
     user: i64,
     start: DateTime<Utc>,
     end: DateTime<Utc>,
-    work_type: Option<&'static str>,
+    work_type: Option<WorkType>,
 ) -> (Vec<String>, u64) {
     let s = shared.clone();
     tokio::task::spawn_blocking(move || {
         use std::hash::{Hash as _, Hasher as _};
         let mut conn = s.conn();
-        let (user, work_type) = (crate::domain::UserId(user), work_type.map(|t| t.parse().unwrap()));
+        let user = crate::domain::UserId(user);
         let rows = items::feed(&mut conn, FeedFilter { user, start, end, work_type, status: None }).unwrap();
         s.give_back(conn);
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
@@ -446,7 +447,7 @@ async fn read(
         (week, week + chrono::Duration::weeks(1))
     };
     let work_type =
-        if rng.random_bool(0.15) { Some(["project", "activity", "task"][rng.random_range(0..3)]) } else { None };
+        if rng.random_bool(0.15) { Some(WorkType::ALL[rng.random_range(0..WorkType::ALL.len())]) } else { None };
     let mut url = format!(
         "{}/api/calendar/feed?start={}&end={}&_={}",
         target.base(rng),
@@ -455,7 +456,7 @@ async fn read(
         rng.random_range(0..u32::MAX)
     );
     if let Some(t) = work_type {
-        url.push_str(&format!("&work_type={t}"));
+        url.push_str(&format!("&work_type={}", t.as_str()));
     }
     let user = &shared.users[u];
     let _guard = shared.locks[u].lock().await;

@@ -108,11 +108,7 @@ async fn a_master_failing_over_mid_run_loses_no_invalidation_and_serves_nothing_
     let seeds: Vec<String> = seeds.iter().map(|s| crate::helpers::authority(s)).collect();
     // After another failover test, wait for its old master to be a synced
     // replica again (writes need a replica's acknowledgement).
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !cluster_whole(&seeds).await {
-        assert!(Instant::now() < deadline, "the cluster never became whole again");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    crate::helpers::eventually(Duration::from_secs(60), "the cluster whole again", || cluster_whole(&seeds)).await;
     let writer = spawn_app().await;
     let reader = spawn_sibling(&writer).await;
     let user = writer.new_user().await;
