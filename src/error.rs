@@ -48,7 +48,7 @@ use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
 use crate::db::DbError;
-use crate::domain::ValidationError;
+use crate::domain::{Reason, ValidationError};
 use crate::service::ServiceError;
 use crate::service::limits::LimitHit;
 
@@ -237,7 +237,7 @@ impl ApiError {
         }
     }
 
-    pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+    pub fn invalid(field: impl Into<String>, reason: impl Into<Reason>) -> Self {
         Self::InvalidInput(ValidationError::new(field, reason))
     }
 }
@@ -337,7 +337,7 @@ mod code_tests {
     /// below fails until it is also in this list.
     fn one_of_each() -> Vec<ApiError> {
         vec![
-            ApiError::invalid("f", "r"),
+            ApiError::invalid("f", Reason::Required),
             ApiError::Unauthenticated,
             ApiError::InvalidCredentials,
             ApiError::NotFound,

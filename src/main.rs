@@ -25,10 +25,7 @@ async fn main() -> ExitCode {
     let mut settings = match Settings::load() {
         Ok(s) => s,
         Err(e) => {
-            eprintln!(
-                "calcache: configuration: {e}: {}",
-                std::error::Error::source(&e).map_or(String::new(), |s| s.to_string())
-            );
+            eprintln!("calcache: configuration: {}", Chain(&e));
             return ExitCode::from(2);
         }
     };

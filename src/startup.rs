@@ -54,13 +54,13 @@ type AuditSamples = tokio::sync::mpsc::Receiver<crate::service::audit::AuditSamp
 fn build_parts(settings: &Settings) -> Result<(Arc<AppState>, Option<AuditSamples>), StartupError> {
     let metrics = Arc::new(Metrics::new());
     let pool = db::build_pool(&settings.database, metrics.pool_observer());
-    let cache = Cache::new(&settings.redis, &settings.cache, settings.database.request_timeout(), metrics.clone())?;
-    let (sampler, samples) = match settings.cache.audit_sample_rate {
-        rate if rate > 0.0 => {
+    let cache = Cache::new(settings, metrics.clone())?;
+    let (sampler, samples) = match settings.cache.audit_sample_rate.active() {
+        Some(rate) => {
             let (sampler, samples) = crate::service::audit::Sampler::new(rate);
             (Some(sampler), Some(samples))
         }
-        _ => (None, None),
+        None => (None, None),
     };
     let hashing = crate::service::auth::HashLimiter::new(&settings.auth, metrics.clone());
     let changes = crate::service::changes::Hub::new(settings.stream.clone(), metrics.streams.clone());
@@ -73,7 +73,7 @@ fn build_parts(settings: &Settings) -> Result<(Arc<AppState>, Option<AuditSample
         hashing,
         draining: std::sync::atomic::AtomicBool::new(false),
         outbox: invalidation::OutboxSignal::default(),
-        outbox_interval: Duration::from_millis(settings.cache.outbox_interval_ms.max(10)),
+        outbox_interval: settings.cache.outbox_interval,
         changes,
         audit: sampler,
     });
@@ -141,10 +141,10 @@ pub async fn run_migrations(pool: &PgPool) -> Result<usize, DbError> {
 }
 
 impl Application {
-    pub async fn build(mut settings: Settings) -> Result<Self, StartupError> {
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         // Again: callers (tests, `serve --port`) may have changed settings
         // since they were loaded.
-        settings.finish()?;
+        settings.check()?;
         let (state, audit) = build_parts(&settings)?;
         let applied = run_migrations(&state.pool).await?;
         if applied > 0 {
@@ -156,7 +156,7 @@ impl Application {
         let listener = TcpListener::bind(&addr).map_err(|source| StartupError::Bind { addr: addr.clone(), source })?;
         let port = listener.local_addr()?.port();
 
-        let body = BodyConfig { limit: BODY_LIMIT, timeout: Duration::from_millis(settings.server.client_timeout_ms) };
+        let body = BodyConfig { limit: BODY_LIMIT, timeout: settings.server.client_timeout };
         let data = web::Data::from(state.clone());
         let web_dir = routes::page::WebDir::new(settings.server.web_dir.clone());
         let missing = routes::page::missing_page_files(&web_dir);
@@ -197,21 +197,16 @@ impl Application {
         .workers(settings.server.worker_count())
         // A slow request head gets the contract's JSON 408 from
         // `slow_head`; actix's own (empty) 408 is only the fallback.
-        .on_connect(crate::middleware::slow_head::on_connect(Duration::from_millis(settings.server.client_timeout_ms)))
-        .client_request_timeout(Duration::from_millis(settings.server.client_timeout_ms.saturating_mul(4)))
-        .shutdown_timeout(settings.server.shutdown_timeout_secs)
+        .on_connect(crate::middleware::slow_head::on_connect(settings.server.client_timeout))
+        .client_request_timeout(settings.server.client_timeout.saturating_mul(4))
+        .shutdown_timeout(settings.server.shutdown_timeout.as_secs())
         // Signals are ours (below): a stop first drains readiness.
         .disable_signals()
         .listen(listener)?
         .run();
 
-        let mut background = vec![tokio::spawn(stop_on_signal(
-            state.clone(),
-            server.handle(),
-            Duration::from_secs(settings.server.drain_secs),
-        ))];
-        if settings.auth.session_prune_interval_secs > 0 {
-            let every = Duration::from_secs(settings.auth.session_prune_interval_secs);
+        let mut background = vec![tokio::spawn(stop_on_signal(state.clone(), server.handle(), settings.server.drain))];
+        if let Some(every) = settings.auth.session_prune_interval {
             background.push(tokio::spawn(crate::service::housekeeping::run_session_pruner(state.clone(), every)));
         }
         crate::service::changes::Hub::start(&state, &settings.redis)?;
@@ -246,7 +241,7 @@ impl Application {
         }
         self.shutdown.notify_one();
         if let Err(e) = self.drainer.await {
-            tracing::warn!(error = %e, "outbox drainer ended abnormally");
+            tracing::warn!(error = %crate::error::Chain(&e), "outbox drainer ended abnormally");
         }
         tracing::info!("calcache stopped");
         result
@@ -268,16 +263,21 @@ pub fn describe(settings: &Settings) -> String {
         s.server.host,
         s.server.port,
         s.server.worker_count(),
-        s.server.drain_secs,
-        s.server.shutdown_timeout_secs
+        s.server.drain.as_secs(),
+        s.server.shutdown_timeout.as_secs()
     );
     let _ = writeln!(out, "database: pool {} (min idle {})", s.database.pool_max_size, s.database.pool_min_idle);
     let connections = match s.redis.mode {
-        crate::config::RedisMode::Single => format!("single, pool {}", s.redis.pool_max_size),
+        crate::config::RedisMode::Single => format!("single, pool {}", s.redis_pool_size()),
         crate::config::RedisMode::Cluster => format!("cluster, {} seed node(s)", s.redis.cluster_nodes.len()),
     };
-    let _ = writeln!(out, "redis: {connections}, prefix {:?}, timeout {} ms", s.redis.key_prefix, s.redis.timeout_ms);
-    let _ = writeln!(out, "cache: {:?}, feed ttl {} s", s.cache.strategy, s.cache.feed_ttl_secs);
+    let _ = writeln!(
+        out,
+        "redis: {connections}, prefix {:?}, timeout {} ms",
+        s.redis.key_prefix.as_str(),
+        s.redis.timeout.as_millis()
+    );
+    let _ = writeln!(out, "cache: {:?}, feed ttl {} s", s.cache.strategy, s.cache.feed_ttl.as_secs());
     let proxies: Vec<String> = s.auth.trusted_proxies.iter().map(ToString::to_string).collect();
     let _ = writeln!(
         out,
@@ -300,11 +300,11 @@ pub fn describe(settings: &Settings) -> String {
         if s.auth.signup_enabled {
             warn("auth.signup_enabled is on in production: anyone who reaches the balancer can create accounts");
         }
-        if s.server.drain_secs == 0 {
+        if s.server.drain.is_zero() {
             warn("server.drain_secs is 0: a stopping replica closes its listener before a balancer sees /readyz fail");
         }
     }
-    if s.auth.session_prune_interval_secs == 0 {
+    if s.auth.session_prune_interval.is_none() {
         warn("auth.session_prune_interval_secs is 0: expired sessions pile up unless `calcache sessions prune` runs");
     }
     out

@@ -4,6 +4,7 @@
 //! the cool-down is over, one request at a time probes Redis; a success
 //! closes the circuit, a failure opens it again.
 
+use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -30,10 +31,10 @@ pub enum Permit {
 }
 
 impl Breaker {
-    pub fn new(threshold: u32, cooldown: Duration) -> Self {
+    pub fn new(threshold: NonZeroU32, cooldown: Duration) -> Self {
         Self {
             epoch: Instant::now(),
-            threshold: threshold.max(1),
+            threshold: threshold.get(),
             cooldown,
             consecutive_failures: AtomicU32::new(0),
             open_until_ms: AtomicU64::new(0),
@@ -105,9 +106,13 @@ impl Breaker {
 mod tests {
     use super::*;
 
+    fn after(failures: u32) -> NonZeroU32 {
+        NonZeroU32::new(failures).unwrap_or(NonZeroU32::MIN)
+    }
+
     #[test]
     fn opens_after_the_threshold_and_closes_after_a_successful_probe() {
-        let b = Breaker::new(2, Duration::ZERO);
+        let b = Breaker::new(after(2), Duration::ZERO);
         assert_eq!(b.permit(), Permit::Go);
         assert!(!b.failure(Permit::Go), "one failure is not an outage");
         assert_eq!(b.permit(), Permit::Go);
@@ -124,7 +129,7 @@ mod tests {
 
     #[test]
     fn a_success_resets_the_count() {
-        let b = Breaker::new(2, Duration::from_secs(3600));
+        let b = Breaker::new(after(2), Duration::from_secs(3600));
         b.failure(Permit::Go);
         b.success(Permit::Go);
         b.failure(Permit::Go);
@@ -133,14 +138,14 @@ mod tests {
 
     #[test]
     fn stays_open_during_the_cooldown() {
-        let b = Breaker::new(1, Duration::from_secs(3600));
+        let b = Breaker::new(after(1), Duration::from_secs(3600));
         b.failure(Permit::Go);
         assert_eq!(b.permit(), Permit::Deny);
     }
 
     #[test]
     fn a_failed_probe_reopens_at_once() {
-        let b = Breaker::new(5, Duration::ZERO);
+        let b = Breaker::new(after(5), Duration::ZERO);
         for _ in 0..5 {
             b.failure(Permit::Go);
         }

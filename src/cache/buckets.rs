@@ -76,17 +76,33 @@ impl Extent {
     }
 }
 
-/// The bucket width, and the arithmetic on it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The bucket width (`cache.bucket_days`: 1 to 31 days, a UTC day by
+/// default), and the arithmetic on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(try_from = "u32")]
 pub struct Buckets {
     days: u32,
 }
 
-impl Buckets {
-    /// `days` is checked (1 to 31) at config load.
-    pub fn new(days: u32) -> Self {
-        Self { days: days.max(1) }
+impl Default for Buckets {
+    fn default() -> Self {
+        Self::DAYS
     }
+}
+
+impl TryFrom<u32> for Buckets {
+    type Error = &'static str;
+    fn try_from(days: u32) -> Result<Self, Self::Error> {
+        if (1..=31).contains(&days) { Ok(Self { days }) } else { Err("must be 1 to 31 days") }
+    }
+}
+
+impl Buckets {
+    /// UTC days.
+    pub const DAYS: Self = Self { days: 1 };
+
+    /// ISO weeks (from Monday 00:00 UTC).
+    pub const WEEKS: Self = Self { days: 7 };
 
     pub fn days(self) -> u32 {
         self.days
@@ -154,7 +170,7 @@ mod tests {
 
     #[test]
     fn week_buckets_start_on_monday_utc() {
-        let w = Buckets::new(7);
+        let w = Buckets::WEEKS;
         // 2026-11-30 is a Monday.
         let monday = w.of_range(&range("2026-11-30", "2026-12-01"));
         assert_eq!(w.of_range(&range("2026-12-06T23:59:59Z", "2026-12-07")), monday);
@@ -169,9 +185,17 @@ mod tests {
     }
 
     #[test]
+    fn widths_are_1_to_31_days() {
+        assert_eq!(Buckets::try_from(1), Ok(Buckets::DAYS));
+        assert_eq!(Buckets::try_from(31).map(Buckets::days), Ok(31));
+        assert!(Buckets::try_from(0).is_err());
+        assert!(Buckets::try_from(32).is_err());
+    }
+
+    #[test]
     fn an_item_and_every_range_it_appears_in_share_a_bucket() {
         for days in [1, 7, 30] {
-            let b = Buckets::new(days);
+            let b = Buckets::try_from(days).unwrap_or_else(|e| panic!("{e}"));
             let item = Extent::of_item(ts("2026-10-06T23:30:00Z"), ts("2026-10-07T00:30:00Z"), false);
             let covered = b.of_extent(item).unwrap_or_else(|| panic!("short item"));
             for r in [range("2026-10-07T00:00:00Z", "2026-10-08"), range("2026-10-01", "2026-10-07T00:00:01Z")] {
@@ -183,18 +207,18 @@ mod tests {
 
     #[test]
     fn all_day_items_cover_their_days_and_long_items_go_user_wide() {
-        let w = Buckets::new(1);
+        let w = Buckets::DAYS;
         let e = Extent::of_item(ts("2026-10-06T09:00:00Z"), ts("2026-10-06T17:00:00Z"), true);
         assert_eq!(e, Extent { start: ts("2026-10-06").timestamp(), end: ts("2026-10-07").timestamp() });
         assert_eq!(w.of_extent(e).map(|r| r.count()), Some(2));
         let long = Extent::of_item(ts("2026-01-01"), ts("2026-12-31"), false);
-        assert_eq!(Buckets::new(7).of_extent(long), None);
-        assert_eq!(Buckets::new(7).of_extents(&[e, long]), None);
+        assert_eq!(Buckets::WEEKS.of_extent(long), None);
+        assert_eq!(Buckets::WEEKS.of_extents(&[e, long]), None);
     }
 
     #[test]
     fn moving_an_item_bumps_both_weeks_once() {
-        let w = Buckets::new(7);
+        let w = Buckets::WEEKS;
         let jan = Extent::of_item(ts("2026-01-05T10:00:00Z"), ts("2026-01-05T11:00:00Z"), false);
         let mar = Extent::of_item(ts("2026-03-02T10:00:00Z"), ts("2026-03-02T11:00:00Z"), false);
         let bumped = w.of_extents(&[jan, mar, jan]).unwrap_or_default();

@@ -118,9 +118,12 @@ impl ChangeBus {
         let (commands, rx) = mpsc::unbounded_channel();
         let up = Arc::new(AtomicBool::new(false));
         let target = Target::new(redis)?;
-        let keys = Keys::new(redis.key_prefix.clone());
-        tokio::spawn(run(target, keys, rx, events, up, redis.timeout()));
-        Ok(Self { commands, timeout: redis.timeout().max(Duration::from_millis(500)) })
+        let keys = Keys::new(redis.key_prefix.as_str());
+        tokio::spawn(run(target, keys, rx, events, up, redis.timeout));
+        // A subscription is a round trip on the one subscriber connection,
+        // which may be busy delivering messages: allow it more than a
+        // command's timeout when that is short.
+        Ok(Self { commands, timeout: redis.timeout.max(Duration::from_millis(500)) })
     }
 
     /// Subscribes to the user's channel; returns once Redis confirmed it, so
@@ -203,7 +206,7 @@ impl Link {
         if let Self::Single(c) = self
             && let Err(e) = redis::cmd("CLIENT").arg("SETNAME").arg(name).query_async::<()>(c).await
         {
-            tracing::debug!(error = %e, "change notifications: CLIENT SETNAME failed");
+            tracing::debug!(error = %crate::error::Chain(&e), "change notifications: CLIENT SETNAME failed");
         }
     }
 
@@ -361,7 +364,7 @@ async fn connect_and_serve(
                     users.remove(&user);
                     by_channel.remove(&channel);
                     if let Ok(Err(e)) = tokio::time::timeout(timeout, link.unsubscribe(&channel)).await {
-                        tracing::debug!(error = %e, "change notifications: unsubscribe failed");
+                        tracing::debug!(error = %crate::error::Chain(&e), "change notifications: unsubscribe failed");
                     }
                 }
             },

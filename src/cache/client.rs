@@ -176,15 +176,21 @@ pub(super) struct Client {
 
 impl Client {
     /// Builds the pool without connecting: Redis may be down at start.
+    /// `pool_size`: connections in single mode ([`crate::config::Settings::redis_pool_size`]).
     /// `distrust_for`: how long a restarted Redis' old data can live.
-    pub fn new(redis: &RedisSettings, distrust_for: Duration, metrics: Arc<Metrics>) -> Result<Self, CacheError> {
+    pub fn new(
+        redis: &RedisSettings,
+        pool_size: usize,
+        distrust_for: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, CacheError> {
         let backend = match redis.mode {
             RedisMode::Single => {
                 let mut cfg = deadpool_redis::Config::from_url(redis.url.expose_secret());
-                let mut pool_cfg = deadpool_redis::PoolConfig::new(redis.pool_max_size);
-                pool_cfg.timeouts.wait = Some(redis.timeout());
-                pool_cfg.timeouts.create = Some(redis.timeout());
-                pool_cfg.timeouts.recycle = Some(redis.timeout());
+                let mut pool_cfg = deadpool_redis::PoolConfig::new(pool_size);
+                pool_cfg.timeouts.wait = Some(redis.timeout);
+                pool_cfg.timeouts.create = Some(redis.timeout);
+                pool_cfg.timeouts.recycle = Some(redis.timeout);
                 cfg.pool = Some(pool_cfg);
                 Backend::Single(cfg.create_pool(Some(Runtime::Tokio1))?)
             }
@@ -193,8 +199,8 @@ impl Client {
                 // `build` only parses the seed list; connecting happens on
                 // first use, so the cluster may be down at start.
                 let client = redis::cluster::ClusterClientBuilder::new(nodes)
-                    .connection_timeout(redis.timeout())
-                    .response_timeout(redis.timeout())
+                    .connection_timeout(redis.timeout)
+                    .response_timeout(redis.timeout)
                     .build()?;
                 Backend::Cluster(Box::new(client))
             }
@@ -202,8 +208,8 @@ impl Client {
         Ok(Self {
             backend,
             id: Arc::new(()),
-            timeout: redis.timeout(),
-            breaker: Breaker::new(redis.breaker_failures, Duration::from_millis(redis.breaker_cooldown_ms)),
+            timeout: redis.timeout,
+            breaker: Breaker::new(redis.breaker_failures, redis.breaker_cooldown),
             wait_replicas: match redis.mode {
                 RedisMode::Single => 0,
                 RedisMode::Cluster => redis.cluster_wait_replicas,
@@ -412,7 +418,8 @@ impl Client {
     pub async fn send_per_slot(&self, mut pipes: Vec<Pipeline>) -> Result<(), CacheError> {
         let wanted = self.wait_replicas;
         // Half the operation timeout, so a missing replica is reported as
-        // such instead of as a timeout.
+        // such instead of as a timeout; never 0, which would make WAIT
+        // block for good.
         let wait_ms = u64::try_from(self.timeout.as_millis() / 2).unwrap_or(u64::MAX).max(1);
         if wanted > 0 {
             for pipe in &mut pipes {

@@ -270,7 +270,7 @@ impl Cache {
         let found = match looked_up {
             Ok(found) => found,
             Err(e) => {
-                tracing::warn!(user_id = %user, error = %e, "feed cache unavailable; answering from PostgreSQL");
+                tracing::warn!(user_id = %user, error = %crate::error::Chain(&e), "feed cache unavailable; answering from PostgreSQL");
                 return Box::pin(Self::bypass(&span, SessionState::Unknown, authorize, load)).await;
             }
         };
@@ -381,7 +381,7 @@ impl Cache {
                         self.keys.feed(user, self.plan.entry(Some(v)), params)
                     }
                     Err(e) => {
-                        tracing::warn!(user_id = %user, error = %e, "feed version unavailable; answering from PostgreSQL");
+                        tracing::warn!(user_id = %user, error = %crate::error::Chain(&e), "feed version unavailable; answering from PostgreSQL");
                         return Self::from_db(span, load).await;
                     }
                 }
@@ -399,7 +399,7 @@ impl Cache {
                 match self.run(async |c| super::version::init_buckets(c, &keys, ttl).await).await {
                     Ok(values) => Stamp(values),
                     Err(e) => {
-                        tracing::warn!(user_id = %user, error = %e, "bucket versions unavailable; answering from PostgreSQL");
+                        tracing::warn!(user_id = %user, error = %crate::error::Chain(&e), "bucket versions unavailable; answering from PostgreSQL");
                         return Self::from_db(span, load).await;
                     }
                 }
@@ -605,7 +605,8 @@ impl Cache {
         // Our own mark in the lease, so that releasing it can never release
         // another filler's lease (ours may have expired meanwhile).
         let holder = uuid::Uuid::new_v4().into_bytes();
-        let lease_ms = u64::try_from(self.fill_wait.as_millis()).unwrap_or(1000).max(1);
+        // `fill_wait` is positive (`cache.fill_wait_ms`), so the lease is too.
+        let lease_ms = u64::try_from(self.fill_wait.as_millis()).unwrap_or(u64::MAX);
         // Take the lease and look again in one trip: a fill may have landed
         // since our lookup (its lease already released), and then there is
         // nothing left to do.
@@ -675,7 +676,7 @@ impl Cache {
                 }
             }
             // The body is still correct; the next request misses again.
-            Err(e) => tracing::warn!(error = %e, "could not store feed entry"),
+            Err(e) => tracing::warn!(error = %crate::error::Chain(&e), "could not store feed entry"),
         }
         Ok((FeedOutcome::Miss, FeedBody::Gzip(gzip)))
     }

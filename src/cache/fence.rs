@@ -94,7 +94,7 @@ impl Cache {
             })
             .collect();
         if let Err(e) = self.client.send_per_slot(pipes).await {
-            tracing::warn!(error = %e, "fence of a rolled-back write left up; it expires by itself");
+            tracing::warn!(error = %crate::error::Chain(&e), "fence of a rolled-back write left up; it expires by itself");
         }
     }
 }

@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use redis::{Pipeline, RedisError};
 
-use crate::config::{CacheSettings, CacheStrategy, RedisSettings};
+use crate::config::{CacheSettings, CacheStrategy, Settings};
 use crate::domain::UserId;
 use crate::metrics::Metrics;
 pub use body::{Encoding, FeedBody};
@@ -92,7 +92,7 @@ impl Plan {
             CacheStrategy::None => Self::Off,
             CacheStrategy::Ttl => Self::Ttl,
             CacheStrategy::Versioned => Self::Versioned,
-            CacheStrategy::Bucketed => Self::Bucketed(Buckets::new(cache.bucket_days)),
+            CacheStrategy::Bucketed => Self::Bucketed(cache.bucket_days),
         }
     }
 
@@ -127,6 +127,8 @@ pub struct Cache {
     client: client::Client,
     keys: Keys,
     plan: Plan,
+    /// `cache.feed_ttl_secs` and `cache.session_ttl_secs` (at least 1, as
+    /// the settings guarantee), as Redis' `EX` takes them.
     feed_ttl_secs: u64,
     session_ttl_secs: u64,
     /// How long a write fence outlives its latest write (see `fence.rs`).
@@ -144,38 +146,33 @@ pub struct Cache {
 
 impl Cache {
     /// Builds the client without connecting: Redis may be down at start.
-    /// `db_deadline` bounds a request's PostgreSQL work (it bounds how long a
-    /// fill can take, and so how long a write fence must last).
-    pub fn new(
-        redis: &RedisSettings,
-        cache: &CacheSettings,
-        db_deadline: Duration,
-        metrics: Arc<Metrics>,
-    ) -> Result<Self, CacheError> {
+    /// Besides `[redis]` and `[cache]`, it reads `database.request_timeout_ms`,
+    /// which bounds how long a fill can take, and so how long a write fence
+    /// must last.
+    pub fn new(settings: &Settings, metrics: Arc<Metrics>) -> Result<Self, CacheError> {
+        let (redis, cache) = (&settings.redis, &settings.cache);
+        let db_deadline = settings.database.request_timeout;
         // How long an entry can outlive the version it was read under: its
         // TTL after a fill (lookup, lease wait, query, store).
-        let entry_lifetime = fence_ttl(
-            Duration::from_secs(cache.feed_ttl_secs.max(1)),
-            redis.timeout() * 2 + Duration::from_millis(cache.fill_wait_ms) + db_deadline,
-        );
+        let entry_lifetime = fence_ttl(cache.feed_ttl, redis.timeout * 2 + cache.fill_wait + db_deadline);
         // What a restarted Redis may hold that is no longer true: entries
         // and cached session checks.
-        let distrust_for = entry_lifetime.max(Duration::from_secs(cache.session_ttl_secs));
+        let distrust_for = entry_lifetime.max(cache.session_ttl);
         let plan = Plan::new(cache);
         Ok(Self {
-            client: client::Client::new(redis, distrust_for, metrics.clone())?,
-            keys: Keys::new(redis.key_prefix.clone()),
+            client: client::Client::new(redis, settings.redis_pool_size(), distrust_for, metrics.clone())?,
+            keys: Keys::new(redis.key_prefix.as_str()),
             plan,
-            feed_ttl_secs: cache.feed_ttl_secs.max(1),
-            session_ttl_secs: cache.session_ttl_secs.max(1),
+            feed_ttl_secs: cache.feed_ttl.as_secs(),
+            session_ttl_secs: cache.session_ttl.as_secs(),
             fence_ttl: entry_lifetime,
             read_path: feed::ReadPath::default(),
-            fill_wait: Duration::from_millis(cache.fill_wait_ms),
+            fill_wait: cache.fill_wait,
             near: match plan {
                 Plan::Versioned | Plan::Bucketed(_) => near::Near::new(cache.near_bytes, metrics.near.clone()),
                 Plan::Off | Plan::Ttl => None,
             },
-            mac: mac::Mac::new(&redis.mac_key),
+            mac: mac::Mac::new(redis.mac_key.secret()),
             metrics,
         })
     }

@@ -146,7 +146,7 @@ impl Near {
             Ok(options) => options,
             // Only a zero capacity is refused, and that is handled above.
             Err(e) => {
-                tracing::warn!(error = %e, "near cache options refused; running without it");
+                tracing::warn!(error = %crate::error::Chain(&e), "near cache options refused; running without it");
                 return None;
             }
         };

@@ -120,11 +120,12 @@ impl From<diesel::r2d2::PoolError> for DbError {
 /// Sets the per-connection statement timeout when r2d2 opens a connection, so
 /// one slow query cannot hold a pooled connection (and a request) forever.
 #[derive(Debug)]
-struct StatementTimeout(u64);
+struct StatementTimeout(Duration);
 
 impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for StatementTimeout {
     fn on_acquire(&self, conn: &mut PgConnection) -> Result<(), diesel::r2d2::Error> {
-        conn.batch_execute(&format!("SET statement_timeout = {}", self.0)).map_err(diesel::r2d2::Error::QueryError)
+        conn.batch_execute(&format!("SET statement_timeout = {}", self.0.as_millis()))
+            .map_err(diesel::r2d2::Error::QueryError)
     }
 }
 
@@ -165,8 +166,11 @@ impl diesel::r2d2::HandleError<diesel::r2d2::Error> for PoolObserver {
 /// thread and the pooled connection soon after. Parameters the URL already
 /// sets are left as they are.
 pub fn with_network_bounds(url: &str, settings: &DatabaseSettings) -> String {
-    let connect_secs = settings.connect_timeout_ms.div_ceil(1000).max(2);
-    let user_timeout_ms = settings.request_timeout_ms.max(1000);
+    // Whole seconds, and libpq reads 1 as 2 anyway.
+    let connect_secs = settings.connect_timeout.as_millis().div_ceil(1000).max(2);
+    // Not below a second: a short request deadline must not make the
+    // kernel give up on a connection that is merely slow.
+    let user_timeout_ms = settings.request_timeout.as_millis().max(1000);
     let params = [
         ("connect_timeout", connect_secs.to_string()),
         ("keepalives", "1".to_string()),
@@ -196,12 +200,12 @@ pub fn build_pool(settings: &DatabaseSettings, observer: PoolObserver) -> PgPool
     let inner = Pool::builder()
         .error_handler(Box::new(observer.clone()))
         .event_handler(Box::new(observer))
-        .max_size(settings.pool_max_size)
-        .min_idle(Some(settings.pool_min_idle.min(settings.pool_max_size)))
-        .connection_timeout(Duration::from_millis(settings.connect_timeout_ms))
-        .connection_customizer(Box::new(StatementTimeout(settings.statement_timeout_ms)))
+        .max_size(settings.pool_max_size.get())
+        .min_idle(Some(settings.pool_min_idle))
+        .connection_timeout(settings.connect_timeout)
+        .connection_customizer(Box::new(StatementTimeout(settings.statement_timeout)))
         .build_unchecked(manager);
-    PgPool { inner, deadline: Duration::from_millis(settings.request_timeout_ms), query_seconds }
+    PgPool { inner, deadline: settings.request_timeout, query_seconds }
 }
 
 /// Where a [`run`] stands, so that its deadline and its commit cannot both

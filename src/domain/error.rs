@@ -42,23 +42,56 @@ pub enum InvalidValue {
     UnknownUser,
 }
 
+/// Why the edge refuses a field: a domain type's [`InvalidValue`], a rule
+/// of the request's shape, or the message of the parser that read it
+/// (serde's or actix's, which know the expected type), kept as it said it.
+/// `Display` is the contract's `message` text after the field name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Reason {
+    #[error(transparent)]
+    Value(#[from] InvalidValue),
+    #[error("is required")]
+    Required,
+    /// A JSON `null` where the field is optional but not nullable.
+    #[error("must not be null (leave the field out instead)")]
+    Null,
+    #[error("must be a JSON object")]
+    NotAnObject,
+    /// The body does not parse; serde's message says where.
+    #[error("is not valid JSON: {0}")]
+    NotJson(String),
+    #[error("has trailing characters after the JSON value")]
+    TrailingCharacters,
+    /// The connection failed while the body was being read.
+    #[error("could not be read completely")]
+    Incomplete,
+    #[error("must be a UUID")]
+    NotAUuid,
+    /// A change stream's `Last-Event-ID`.
+    #[error("must be the id of an event this stream sent (a version: digits)")]
+    NotAnEventId,
+    /// What serde or actix said about a value of the wrong type or shape.
+    #[error("{0}")]
+    Parser(String),
+}
+
 /// A client-supplied value that cannot be accepted. `field` is the JSON field
 /// or query parameter it came from, so the client knows what to fix; `reason`
-/// is the message after it (an [`InvalidValue`]'s, or an extractor's).
+/// is why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct ValidationError {
     pub field: String,
-    pub reason: String,
+    pub reason: Reason,
 }
 
 impl ValidationError {
-    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+    pub fn new(field: impl Into<String>, reason: impl Into<Reason>) -> Self {
         Self { field: field.into(), reason: reason.into() }
     }
 
     /// `field` holds a value its domain type refuses for `reason`.
     pub fn of(field: impl Into<String>, reason: InvalidValue) -> Self {
-        Self::new(field, reason.to_string())
+        Self::new(field, reason)
     }
 }
 
@@ -105,5 +138,20 @@ mod tests {
             assert_eq!(reason.to_string(), text, "{reason:?}");
         }
         assert_eq!(ValidationError::of("end", InvalidValue::EndNotAfterStart).to_string(), "end: must be after start");
+        let edge = [
+            (Reason::Required, "is required"),
+            (Reason::Null, "must not be null (leave the field out instead)"),
+            (Reason::NotAnObject, "must be a JSON object"),
+            (Reason::NotJson("EOF at line 1 column 3".into()), "is not valid JSON: EOF at line 1 column 3"),
+            (Reason::TrailingCharacters, "has trailing characters after the JSON value"),
+            (Reason::Incomplete, "could not be read completely"),
+            (Reason::NotAUuid, "must be a UUID"),
+            (Reason::NotAnEventId, "must be the id of an event this stream sent (a version: digits)"),
+            (Reason::Parser("invalid type: string".into()), "invalid type: string"),
+            (Reason::Value(InvalidValue::Empty), "must not be empty"),
+        ];
+        for (reason, text) in edge {
+            assert_eq!(reason.to_string(), text, "{reason:?}");
+        }
     }
 }

@@ -35,7 +35,7 @@ mod user;
 mod work_item;
 
 pub use client::ClientAddr;
-pub use error::{InvalidValue, ValidationError};
+pub use error::{InvalidValue, Reason, ValidationError};
 pub use ids::{UserId, WorkItemId};
 pub use time::{MAX_FEED_RANGE_DAYS, TimeRange, Timestamp, Zone, all_day_span, date_time_or_date_schema};
 pub use user::{Password, Username};

@@ -40,7 +40,7 @@ pub fn on_connect(timeout: Duration) -> impl Fn(&dyn Any, &mut Extensions) + Sen
         let socket = match socket2::SockRef::from(stream).try_clone() {
             Ok(socket) => socket,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot watch a request head; actix's own 408 applies");
+                tracing::warn!(error = %crate::error::Chain(&e), "cannot watch a request head; actix's own 408 applies");
                 return;
             }
         };

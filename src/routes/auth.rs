@@ -100,13 +100,13 @@ async fn signup(
 }
 
 fn session_cookie(token: String, state: &AppState) -> Cookie<'static> {
-    let hours = i64::try_from(state.auth.session_lifetime_hours).unwrap_or(168);
+    let lifetime = state.auth.session_lifetime.get();
     Cookie::build("session", token)
         .http_only(true)
         .same_site(SameSite::Lax)
         .path("/")
         .secure(state.auth.cookie_secure)
-        .max_age(CookieDuration::hours(hours))
+        .max_age(CookieDuration::seconds(lifetime.num_seconds()))
         .finish()
 }
 

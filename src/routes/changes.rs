@@ -7,6 +7,7 @@ use actix_web::middleware::from_fn;
 use actix_web::{HttpRequest, HttpResponse, ResponseError as _, web};
 
 use super::extract::Claimed;
+use crate::domain::Reason;
 use crate::error::{ApiError, Chain, ErrorBody, ErrorCode, error_response};
 use crate::middleware::no_store;
 use crate::service::changes::{self, OpenError};
@@ -47,9 +48,7 @@ fn last_event_id(req: &HttpRequest) -> Result<Option<u64>, ApiError> {
     if raw.is_empty() {
         return Ok(None);
     }
-    raw.parse::<u64>()
-        .map(Some)
-        .map_err(|_| ApiError::invalid(field, "must be the id of an event this stream sent (a version: digits)"))
+    raw.parse::<u64>().map(Some).map_err(|_| ApiError::invalid(field, Reason::NotAnEventId))
 }
 
 /// The caller's live change stream (Server-Sent Events).

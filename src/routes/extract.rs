@@ -16,6 +16,7 @@ use bytes::BytesMut;
 use futures_util::StreamExt as _;
 use serde::de::DeserializeOwned;
 
+use crate::domain::Reason;
 use crate::error::ApiError;
 use crate::service::auth::{self, Session};
 use crate::service::{AppState, ServiceError};
@@ -160,7 +161,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     // serde would read a struct from an array by position; the API speaks
     // objects only.
     if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return Err(ApiError::invalid("body", "must be a JSON object"));
+        return Err(ApiError::invalid("body", Reason::NotAnObject));
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
@@ -168,15 +169,15 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         let inner = e.into_inner();
         let message = inner.to_string();
         if inner.is_syntax() || inner.is_eof() {
-            return ApiError::invalid("body", format!("is not valid JSON: {}", clean_message(&message)));
+            return ApiError::invalid("body", Reason::NotJson(clean_message(&message)));
         }
-        ApiError::invalid(field_of(&path, &message), clean_message(&message))
+        ApiError::invalid(field_of(&path, &message), Reason::Parser(clean_message(&message)))
     })?;
-    de.end().map_err(|_| ApiError::invalid("body", "has trailing characters after the JSON value"))?;
+    de.end().map_err(|_| ApiError::invalid("body", Reason::TrailingCharacters))?;
     // After the typed parse, so its errors (unknown fields, wrong types)
     // come first; what is left is a `null` it read as "absent".
     if let Some(field) = null_field(bytes) {
-        return Err(ApiError::invalid(field, "must not be null (leave the field out instead)"));
+        return Err(ApiError::invalid(field, Reason::Null));
     }
     Ok(value)
 }
@@ -206,7 +207,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
                 while let Some(chunk) = payload.next().await {
                     let chunk = chunk.map_err(|e| match e {
                         PayloadError::Overflow => ApiError::PayloadTooLarge { limit: config.limit },
-                        _ => ApiError::invalid("body", "could not be read completely"),
+                        _ => ApiError::invalid("body", Reason::Incomplete),
                     })?;
                     if body.len() + chunk.len() > config.limit {
                         return Err(ApiError::PayloadTooLarge { limit: config.limit });
@@ -255,7 +256,7 @@ mod tests {
         assert_eq!(field(r#"{"title":null,"work_type":"task","start":"2026-10-06"}"#), "title");
         let patch = parse_json::<crate::service::work_items::PatchWorkItem>(br#"{"all_day":null}"#);
         assert!(
-            matches!(&patch, Err(ApiError::InvalidInput(v)) if v.field == "all_day" && v.reason.contains("null")),
+            matches!(&patch, Err(ApiError::InvalidInput(v)) if v.field == "all_day" && v.reason == Reason::Null),
             "{patch:?}"
         );
         // Nested nulls are the typed parse's business (a null id is no id).

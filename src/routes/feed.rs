@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use super::extract::Claimed;
 use crate::cache::{self, FeedOutcome, FeedParams};
-use crate::domain::{Status, TimeRange, Timestamp, ValidationError, WorkType, Zone};
+use crate::domain::{Reason, Status, TimeRange, Timestamp, ValidationError, WorkType, Zone};
 use crate::error::{ApiError, Chain, ErrorBody};
 use crate::middleware::no_store;
 use crate::service::feed::FeedEvent;
@@ -91,7 +91,7 @@ impl TryFrom<RawFeedQuery> for FeedParams {
             .transpose()
             .map_err(|reason| ValidationError::of("timeZone", reason))?;
         let ts = |name: &'static str, v: Option<String>| -> Result<Timestamp, ValidationError> {
-            let v = v.filter(|s| !s.is_empty()).ok_or_else(|| ValidationError::new(name, "is required"))?;
+            let v = v.filter(|s| !s.is_empty()).ok_or_else(|| ValidationError::new(name, Reason::Required))?;
             Timestamp::parse_in(&v, zone).map_err(|reason| ValidationError::of(name, reason))
         };
         let range = TimeRange::new(ts("start", q.start)?, ts("end", q.end)?)?;

@@ -13,6 +13,7 @@ pub mod work_items;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError as _, web};
 
+use crate::domain::Reason;
 use crate::error::ApiError;
 
 /// The JSON 404 for paths no route matches.
@@ -46,5 +47,5 @@ pub fn query_config() -> web::QueryConfig {
 pub fn query_error(err: &actix_web::error::QueryPayloadError) -> ApiError {
     let message = err.to_string();
     let field = message.split('`').nth(1).map_or_else(|| "query".to_owned(), str::to_owned);
-    ApiError::invalid(field, message.replace("Query deserialize error: ", ""))
+    ApiError::invalid(field, Reason::Parser(message.replace("Query deserialize error: ", "")))
 }

@@ -3,7 +3,7 @@ use actix_web::{HttpResponse, web};
 use uuid::Uuid;
 
 use super::extract::{AuthUser, JsonBody, require_session};
-use crate::domain::WorkItemId;
+use crate::domain::{Reason, WorkItemId};
 use crate::error::{ApiError, ErrorBody};
 use crate::service::AppState;
 use crate::service::work_items::{self, CreateWorkItem, PatchWorkItem, WorkItem};
@@ -43,7 +43,7 @@ pub fn config(cfg: &mut web::ServiceConfig) {
 fn parse_id(raw: &str) -> Result<WorkItemId, ApiError> {
     // Clients may hold the feed's "work-item-<uuid>" form; accept it too.
     let raw = raw.strip_prefix("work-item-").unwrap_or(raw);
-    Uuid::parse_str(raw).map(WorkItemId).map_err(|_| ApiError::invalid("id", "must be a UUID"))
+    Uuid::parse_str(raw).map(WorkItemId).map_err(|_| ApiError::invalid("id", Reason::NotAUuid))
 }
 
 /// Creates a work item owned by the caller.

@@ -108,7 +108,7 @@ impl HashLimiter {
     pub fn new(settings: &crate::config::AuthSettings, metrics: std::sync::Arc<crate::metrics::Metrics>) -> Self {
         Self {
             permits: tokio::sync::Semaphore::new(settings.max_concurrent_hashes.get()),
-            wait: std::time::Duration::from_millis(settings.hash_wait_ms),
+            wait: settings.hash_wait,
             metrics,
         }
     }
@@ -242,8 +242,7 @@ async fn open_session(state: &AppState, user: User) -> Result<(IssuedToken, User
     getrandom::fill(&mut secret).map_err(|e| ServiceError::internal("no randomness", e))?;
     let token = format!("{}.{}", user.id, URL_SAFE_NO_PAD.encode(secret));
     let token_hash = hash_token(&token);
-    let hours = i64::try_from(state.auth.session_lifetime_hours).unwrap_or(168);
-    let expires_at = Utc::now() + chrono::Duration::hours(hours);
+    let expires_at = Utc::now() + state.auth.session_lifetime.get();
     let uid = user.id;
     db::run(&state.pool, move |c| sessions::insert(c, &token_hash, uid, expires_at)).await?;
     tracing::info!(user_id = %user.id, "logged in");

@@ -266,7 +266,7 @@ pub async fn open(state: Arc<AppState>, claim: Claim, last_event_id: Option<u64>
         }
     };
     let settings = &hub.settings;
-    let mut first = format!("retry: {}\n\n", settings.retry_ms);
+    let mut first = format!("retry: {}\n\n", settings.retry.as_millis());
     match last_event_id {
         Some(seen) if seen == current => {
             hub.metrics.resumed("current");
@@ -289,8 +289,8 @@ pub async fn open(state: Arc<AppState>, claim: Claim, last_event_id: Option<u64>
         i.set_missed_tick_behavior(MissedTickBehavior::Delay);
         i
     };
-    let heartbeat = interval(settings.heartbeat());
-    let check = interval(settings.check());
+    let heartbeat = interval(settings.heartbeat);
+    let check = interval(settings.check);
     tracing::debug!(version = current, "change stream opened");
     Ok(ChangeStream {
         token_hex: token_hash_hex(&claim.token_hash),

@@ -227,10 +227,9 @@ pub async fn drain_once(state: &AppState, due: Due) -> Result<usize, DbError> {
 /// Exponential backoff from the drain interval (capped at 5 s), with jitter
 /// so that drainers of several processes spread out.
 fn backoff(state: &AppState, attempts: i32) -> Duration {
-    let base = state.outbox_interval.max(Duration::from_millis(10));
-    let exp = base.saturating_mul(1 << attempts.clamp(0, 6)).min(Duration::from_secs(5));
-    let jitter = rand::rng().random_range(0..=exp.as_millis() as u64 / 2);
-    exp / 2 + Duration::from_millis(jitter)
+    // `cache.outbox_interval_ms` is at least 10 ms (checked at load).
+    let exp = state.outbox_interval.saturating_mul(1 << attempts.clamp(0, 6)).min(Duration::from_secs(5));
+    exp / 2 + rand::rng().random_range(Duration::ZERO..=exp / 2)
 }
 
 fn to_chrono(d: Duration) -> chrono::Duration {
@@ -240,7 +239,7 @@ fn to_chrono(d: Duration) -> chrono::Duration {
 /// The drainer: runs until `shutdown` fires, then drains one last time.
 pub async fn run_drainer(state: Arc<AppState>, interval: Duration, shutdown: Arc<Notify>) {
     loop {
-        let jitter = Duration::from_millis(rand::rng().random_range(0..=interval.as_millis().max(1) as u64 / 2));
+        let jitter = rand::rng().random_range(Duration::ZERO..=interval / 2);
         tokio::select! {
             () = shutdown.notified() => break,
             () = state.outbox.woken() => {}

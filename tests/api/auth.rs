@@ -232,7 +232,7 @@ async fn concurrent_guesses_are_counted_before_any_is_verified() {
     let app = spawn_app_with(|s| {
         s.auth.login_max_failures_per_user_and_client = 5;
         s.auth.max_concurrent_hashes = std::num::NonZeroUsize::new(2).unwrap();
-        s.auth.hash_wait_ms = 60_000;
+        s.auth.hash_wait = std::time::Duration::from_millis(60_000);
     })
     .await;
     let user = app.new_user().await;
@@ -276,7 +276,7 @@ async fn right_passwords_do_not_use_up_a_shared_address() {
 async fn password_hashing_is_bounded_and_a_full_bound_answers_503() {
     let app = spawn_app_with(|s| {
         s.auth.max_concurrent_hashes = std::num::NonZeroUsize::new(2).unwrap();
-        s.auth.hash_wait_ms = 200;
+        s.auth.hash_wait = std::time::Duration::from_millis(200);
     })
     .await;
     let user = app.new_user().await;

@@ -313,7 +313,7 @@ async fn a_null_is_a_400_naming_the_field() {
 /// `server.client_timeout_ms` instead of holding a connection forever.
 #[tokio::test]
 async fn slow_clients_are_cut_off() {
-    let app = spawn_app_with(|s| s.server.client_timeout_ms = 500).await;
+    let app = spawn_app_with(|s| s.server.client_timeout = std::time::Duration::from_millis(500)).await;
     let deadline = Duration::from_secs(5);
 
     // The body: the head arrives, then 10 of the 100 announced bytes, then

@@ -22,7 +22,7 @@ const LONG: &str = "start=2026-01-01T00:00:00Z&end=2027-02-05T00:00:00Z";
 async fn bucketed() -> TestApp {
     spawn_app_with(|s| {
         s.cache.strategy = CacheStrategy::Bucketed;
-        s.cache.bucket_days = 7;
+        s.cache.bucket_days = calcache::cache::Buckets::WEEKS;
     })
     .await
 }
@@ -33,7 +33,7 @@ async fn bucketed() -> TestApp {
 async fn sibling(app: &TestApp) -> TestApp {
     spawn_sibling_with(app, |s| {
         s.cache.strategy = CacheStrategy::Bucketed;
-        s.cache.bucket_days = 7;
+        s.cache.bucket_days = calcache::cache::Buckets::WEEKS;
     })
     .await
 }
@@ -130,7 +130,7 @@ async fn a_lost_bucket_version_never_brings_back_an_old_entry_and_starts_from_re
     assert_eq!(app.feed(&user, JAN).await.x_cache, "HIT");
 
     let ts = |s: &str| Timestamp::parse(s).unwrap();
-    let week = Buckets::new(7).of_range(&TimeRange::new(ts("2026-01-12"), ts("2026-01-13")).unwrap());
+    let week = Buckets::WEEKS.of_range(&TimeRange::new(ts("2026-01-12"), ts("2026-01-13")).unwrap());
     let key = app.keys().bucket(UserId(user.id), 7, *week.start());
     let mut redis = app.redis().await;
     let before: u64 = redis::cmd("GET").arg(&key).query_async(&mut redis).await.unwrap();
@@ -177,7 +177,7 @@ async fn all_day_items_invalidate_the_days_they_cover_in_every_zone() {
     // touches its day at the edge.
     let day = spawn_app_with(|s| {
         s.cache.strategy = CacheStrategy::Bucketed;
-        s.cache.bucket_days = 1;
+        s.cache.bucket_days = calcache::cache::Buckets::DAYS;
     })
     .await;
     let user_d = day.new_user().await;

@@ -298,7 +298,7 @@ async fn stream_limits_are_enforced_with_clear_errors() {
     let app = spawn_app_with(|s| {
         s.stream.max_per_user = 2.try_into().unwrap();
         s.stream.max_per_process = 3.try_into().unwrap();
-        s.stream.heartbeat_secs = 1.try_into().unwrap();
+        s.stream.heartbeat = std::time::Duration::from_secs(1);
     })
     .await;
     let alice = app.new_user().await;
@@ -385,7 +385,7 @@ fn through(proxy: &crate::proxy::Proxy) -> impl FnOnce(&mut calcache::config::Se
     let port = proxy.port;
     move |s| {
         s.redis.url = crate::helpers::with_authority(s.redis.url.expose_secret(), &format!("127.0.0.1:{port}")).into();
-        s.redis.breaker_cooldown_ms = 200;
+        s.redis.breaker_cooldown = std::time::Duration::from_millis(200);
     }
 }
 
@@ -408,7 +408,7 @@ async fn a_deferred_bump_reaches_the_stream_when_the_drainer_applies_it() {
         s.redis.mode = calcache::config::RedisMode::Single;
         s.redis.url = url.into();
         // Both drainers held off: the test applies the row itself.
-        s.cache.outbox_interval_ms = 3_600_000;
+        s.cache.outbox_interval = std::time::Duration::from_millis(3_600_000);
     };
     let writer = spawn_app_with(|s| on(s, nobump)).await;
     let reader = spawn_sibling_with(&writer, |s| on(s, redis.url())).await;

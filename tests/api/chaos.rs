@@ -44,13 +44,13 @@ const GRACE: Duration = Duration::from_secs(4);
 fn configure(s: &mut Settings, redis_port: u16, pg_port: u16) {
     s.redis.mode = RedisMode::Single;
     s.redis.url = format!("redis://127.0.0.1:{redis_port}").into();
-    s.redis.timeout_ms = 300;
-    s.redis.breaker_cooldown_ms = 200;
+    s.redis.timeout = std::time::Duration::from_millis(300);
+    s.redis.breaker_cooldown = std::time::Duration::from_millis(200);
     s.database.url = with_authority(s.database.url.expose_secret(), &format!("127.0.0.1:{pg_port}")).into();
-    s.database.request_timeout_ms = 2000;
-    s.database.statement_timeout_ms = 1500;
-    s.database.connect_timeout_ms = 500;
-    s.cache.outbox_interval_ms = 100;
+    s.database.request_timeout = std::time::Duration::from_millis(2000);
+    s.database.statement_timeout = std::time::Duration::from_millis(1500);
+    s.database.connect_timeout = std::time::Duration::from_millis(500);
+    s.cache.outbox_interval = std::time::Duration::from_millis(100);
 }
 
 /// Holds a fault (or the calm between two) for `d`: a schedule, not a wait

@@ -47,17 +47,17 @@ async fn a_redis_pool_the_workers_would_starve_is_refused_at_start() {
     let mut settings = base_settings();
     settings.server.workers = 4;
     settings.redis.mode = calcache::config::RedisMode::Single;
-    settings.redis.pool_max_size = 4;
+    settings.redis.pool_max_size = calcache::config::PoolSize::from(4);
     let err = Application::build(settings.clone()).await.map(drop).unwrap_err();
     let chain = format!("{err}: {}", std::error::Error::source(&err).map(ToString::to_string).unwrap_or_default());
     assert!(chain.contains("redis.pool_max_size") && chain.contains("at least 6"), "{chain}");
     // 0 sizes it from the workers, again whenever they change.
-    settings.redis.pool_max_size = 0;
-    settings.finish().unwrap();
-    assert_eq!(settings.redis.pool_max_size, 4 + calcache::config::RedisSettings::pool_headroom());
+    settings.redis.pool_max_size = calcache::config::PoolSize::from(0);
+    settings.check().unwrap();
+    assert_eq!(settings.redis_pool_size(), 4 + calcache::config::PoolSize::HEADROOM);
     settings.server.workers = 16;
-    settings.finish().unwrap();
-    assert_eq!(settings.redis.pool_max_size, 16 + calcache::config::RedisSettings::pool_headroom());
+    settings.check().unwrap();
+    assert_eq!(settings.redis_pool_size(), 16 + calcache::config::PoolSize::HEADROOM);
 }
 
 #[tokio::test]
@@ -202,7 +202,7 @@ async fn expire_sessions(app: &TestApp, user: &crate::helpers::TestUser, n: usiz
 
 #[tokio::test]
 async fn expired_sessions_are_pruned_and_live_ones_kept() {
-    let app = spawn_app_with(|s| s.auth.session_prune_interval_secs = 0).await;
+    let app = spawn_app_with(|s| s.auth.session_prune_interval = None).await;
     let user = app.new_user().await;
     expire_sessions(&app, &user, 3).await;
     let (expired, live) = session_count(&app).await;
@@ -219,7 +219,7 @@ async fn expired_sessions_are_pruned_and_live_ones_kept() {
 
 #[tokio::test]
 async fn sessions_are_pruned_in_the_background() {
-    let app = spawn_app_with(|s| s.auth.session_prune_interval_secs = 1).await;
+    let app = spawn_app_with(|s| s.auth.session_prune_interval = Some(std::time::Duration::from_secs(1))).await;
     let user = app.new_user().await;
     expire_sessions(&app, &user, 2).await;
     let app = &app;
@@ -232,7 +232,7 @@ async fn sessions_are_pruned_in_the_background() {
 
 #[tokio::test]
 async fn sessions_prune_from_the_command_line() {
-    let app = spawn_app_with(|s| s.auth.session_prune_interval_secs = 0).await;
+    let app = spawn_app_with(|s| s.auth.session_prune_interval = None).await;
     let user = app.new_user().await;
     expire_sessions(&app, &user, 2).await;
     let (expired, live) = session_count(&app).await;

@@ -24,7 +24,7 @@ async fn redis_down_then_restarted_empty_degrades_and_resurrects_nothing() {
     let mut redis = RedisServer::start().await;
     let app = spawn_app_with(|s| {
         s.redis.url = redis.url().into();
-        s.redis.breaker_cooldown_ms = 100;
+        s.redis.breaker_cooldown = std::time::Duration::from_millis(100);
     })
     .await;
     let user = app.new_user().await;
@@ -77,7 +77,7 @@ async fn postgres_down_serves_cached_feeds_and_503_for_the_rest() {
     let proxy = Proxy::start(pg_upstream()).await;
     let app = spawn_app_with(|s| {
         s.database.url = with_authority(s.database.url.expose_secret(), &format!("127.0.0.1:{}", proxy.port)).into();
-        s.database.connect_timeout_ms = 300;
+        s.database.connect_timeout = std::time::Duration::from_millis(300);
     })
     .await;
     let user = app.new_user().await;

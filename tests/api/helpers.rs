@@ -137,7 +137,7 @@ pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
     .unwrap();
     let db_url = with_database(settings.database.url.expose_secret(), &db_name);
     settings.database.url = SecretString::from(db_url.clone());
-    settings.redis.key_prefix = format!("calcache-test-{}", Uuid::new_v4().simple());
+    settings.redis.key_prefix = format!("calcache-test-{}", Uuid::new_v4().simple()).try_into().unwrap();
     settings.server.port = 0;
     customize(&mut settings);
     start(settings, db_name, db_url, true).await
@@ -161,7 +161,7 @@ pub async fn try_spawn_sibling_with(
 ) -> Result<TestApp, calcache::startup::StartupError> {
     let mut settings = base_settings();
     settings.database.url = SecretString::from(other.db_url.clone());
-    settings.redis.key_prefix = other.prefix.clone();
+    settings.redis.key_prefix = other.prefix.clone().try_into().unwrap();
     settings.redis.url = SecretString::from(other.redis_url.clone());
     settings.server.port = 0;
     customize(&mut settings);
@@ -178,7 +178,7 @@ async fn try_start(
     db_url: String,
     owns_db: bool,
 ) -> Result<TestApp, calcache::startup::StartupError> {
-    let prefix = settings.redis.key_prefix.clone();
+    let prefix = settings.redis.key_prefix.to_string();
     let redis_url = settings.redis.url.expose_secret().to_owned();
     let cluster_nodes = (settings.redis.mode == calcache::config::RedisMode::Cluster)
         .then(|| settings.redis.cluster_nodes.iter().map(|n| n.expose_secret().to_owned()).collect());

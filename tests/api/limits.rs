@@ -169,7 +169,7 @@ async fn concurrent_creates_stop_exactly_at_the_owned_items_cap() {
     let app = Arc::new(
         spawn_app_with(|s| {
             s.limits.max_items_per_owner = std::num::NonZeroU64::new(CAP).unwrap();
-            s.database.pool_max_size = 16;
+            s.database.pool_max_size = std::num::NonZeroU32::new(16).unwrap();
         })
         .await,
     );
@@ -274,7 +274,7 @@ async fn concurrent_assignments_stop_exactly_at_the_assignment_cap() {
     let app = Arc::new(
         spawn_app_with(|s| {
             s.limits.max_assignments_per_user = std::num::NonZeroU64::new(CAP).unwrap();
-            s.database.pool_max_size = 16;
+            s.database.pool_max_size = std::num::NonZeroU32::new(16).unwrap();
         })
         .await,
     );

@@ -84,7 +84,7 @@ async fn metrics_count_postgres_errors_and_pool_waits() {
     let app = spawn_app_with(|s| {
         s.database.url =
             crate::helpers::with_authority(s.database.url.expose_secret(), &format!("127.0.0.1:{}", proxy.port)).into();
-        s.database.connect_timeout_ms = 300;
+        s.database.connect_timeout = std::time::Duration::from_millis(300);
     })
     .await;
     let user = app.new_user().await;

@@ -22,7 +22,7 @@ use crate::proxy::{Mode, Proxy, RedisServer};
 fn on_redis(s: &mut calcache::config::Settings, url: String) {
     s.redis.mode = RedisMode::Single;
     s.redis.url = url.into();
-    s.redis.breaker_cooldown_ms = 100;
+    s.redis.breaker_cooldown = std::time::Duration::from_millis(100);
 }
 
 fn path(item: &Value) -> String {
@@ -103,7 +103,7 @@ async fn a_bump_refused_after_the_commit_keeps_every_process_off_the_old_entry()
     let redis = RedisServer::start().await;
     let mut admin = redis.admin().await;
     let nobump = redis.user_without("nobump", "incr").await;
-    let hold_drainer = |s: &mut calcache::config::Settings| s.cache.outbox_interval_ms = 3_600_000;
+    let hold_drainer = |s: &mut calcache::config::Settings| s.cache.outbox_interval = std::time::Duration::from_millis(3_600_000);
     let writer = spawn_app_with(|s| {
         on_redis(s, nobump);
         hold_drainer(s);
@@ -220,9 +220,9 @@ async fn a_partitioned_postgres_costs_a_request_at_most_the_deadline_and_commits
     let app = spawn_app_with(|s| {
         s.database.url =
             crate::helpers::with_authority(s.database.url.expose_secret(), &format!("127.0.0.1:{}", pg.port)).into();
-        s.database.request_timeout_ms = 1500;
-        s.database.statement_timeout_ms = 1000;
-        s.database.connect_timeout_ms = 500;
+        s.database.request_timeout = std::time::Duration::from_millis(1500);
+        s.database.statement_timeout = std::time::Duration::from_millis(1000);
+        s.database.connect_timeout = std::time::Duration::from_millis(500);
     })
     .await;
     let user = app.new_user().await;
@@ -269,8 +269,8 @@ each_versioned_strategy! {
 #[tokio::test]
 async fn a_commit_postgres_confirms_too_late_is_answered_as_unknown_and_stays_fresh_everywhere() {
     let writer = spawn_app_with(|s| {
-        s.database.request_timeout_ms = 1500;
-        s.database.statement_timeout_ms = 1500;
+        s.database.request_timeout = std::time::Duration::from_millis(1500);
+        s.database.statement_timeout = std::time::Duration::from_millis(1500);
     })
     .await;
     let reader = spawn_sibling_with(&writer, |_| {}).await;
@@ -318,7 +318,7 @@ async fn a_slow_or_half_dead_redis_costs_bounded_time_serves_nothing_stale_and_i
     let proxy = Proxy::start(format!("127.0.0.1:{}", redis.port)).await;
     let app = spawn_app_with(|s| {
         on_redis(s, format!("redis://127.0.0.1:{}", proxy.port));
-        s.redis.timeout_ms = 150;
+        s.redis.timeout = std::time::Duration::from_millis(150);
         s.server.workers = 1;
     })
     .await;
@@ -526,10 +526,10 @@ async fn a_redis_restarted_from_an_old_snapshot_serves_nothing_it_lost() {
     let short = |s: &mut calcache::config::Settings| {
         on_redis(s, redis.url());
         // Short lifetimes, so the distrust window ends within the test.
-        s.cache.feed_ttl_secs = 4;
-        s.cache.session_ttl_secs = 4;
-        s.cache.fill_wait_ms = 200;
-        s.redis.timeout_ms = 300;
+        s.cache.feed_ttl = std::time::Duration::from_secs(4);
+        s.cache.session_ttl = std::time::Duration::from_secs(4);
+        s.cache.fill_wait = std::time::Duration::from_millis(200);
+        s.redis.timeout = std::time::Duration::from_millis(300);
     };
     let app = spawn_app_with(short).await;
     let user = app.new_user().await;
@@ -576,12 +576,12 @@ async fn a_failover_to_a_lagging_replica_serves_nothing_it_lost() {
     let app = spawn_app_with(|s| {
         on_redis(s, format!("redis://127.0.0.1:{}", proxy.port));
         // Entries live seconds, so a test can outlast them.
-        s.cache.feed_ttl_secs = 3;
-        s.cache.session_ttl_secs = 3;
-        s.cache.fill_wait_ms = 200;
-        s.redis.timeout_ms = 300;
-        s.database.request_timeout_ms = 1000;
-        s.database.statement_timeout_ms = 1000;
+        s.cache.feed_ttl = std::time::Duration::from_secs(3);
+        s.cache.session_ttl = std::time::Duration::from_secs(3);
+        s.cache.fill_wait = std::time::Duration::from_millis(200);
+        s.redis.timeout = std::time::Duration::from_millis(300);
+        s.database.request_timeout = std::time::Duration::from_millis(1000);
+        s.database.statement_timeout = std::time::Duration::from_millis(1000);
     })
     .await;
     let user = app.new_user().await;

@@ -34,7 +34,8 @@ async fn ttl_strategy_serves_stale_until_expiry_and_none_never_caches() {
 
 #[tokio::test]
 async fn the_auditor_confirms_fresh_hits_and_catches_a_stale_one() {
-    let app = spawn_app_with(|s| s.cache.audit_sample_rate = 1.0).await;
+    let app =
+        spawn_app_with(|s| s.cache.audit_sample_rate = calcache::config::SampleRate::try_from(1.0).unwrap()).await;
     let user = app.new_user().await;
     app.create_item(&user, item("one", "2026-10-05", "2026-10-06")).await;
     app.feed(&user, OCT).await;

@@ -4,12 +4,19 @@
 //! then `DATABASE_URL` and `REDIS_URL`, which always win. Unknown keys are an
 //! error, so a typo in a config file fails at start instead of being ignored.
 
-use std::num::{NonZeroU64, NonZeroUsize};
+mod types;
+
+use std::num::{NonZeroU32, NonZeroU64, NonZeroUsize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use secrecy::{ExposeSecret as _, SecretString};
+use secrecy::SecretString;
 use serde::Deserialize;
+
+use types::duration;
+pub use types::{KeyPrefix, MacKey, PoolSize, SampleRate, SessionLifetime};
+
+pub use crate::cache::Buckets;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -32,38 +39,41 @@ pub struct ServerSettings {
     /// actix workers per process; 0 means one per core.
     pub workers: usize,
     /// How long a client may take to send the request head and its body.
-    pub client_timeout_ms: u64,
+    #[serde(rename = "client_timeout_ms", deserialize_with = "duration::positive_millis")]
+    pub client_timeout: Duration,
     /// On SIGTERM, how long in-flight requests get to finish.
-    pub shutdown_timeout_secs: u64,
+    #[serde(rename = "shutdown_timeout_secs", deserialize_with = "duration::secs")]
+    pub shutdown_timeout: Duration,
     /// Where the calendar page's files are (`index.html`, `assets/`).
     pub web_dir: std::path::PathBuf,
     /// After SIGTERM/SIGINT, how long `/readyz` answers 503 while every other
     /// request is still served, so a balancer that polls readiness stops
     /// sending new requests before the listener closes. 0: stop at once.
-    pub drain_secs: u64,
+    #[serde(rename = "drain_secs", deserialize_with = "duration::secs")]
+    pub drain: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseSettings {
     pub url: SecretString,
-    pub pool_max_size: u32,
+    pub pool_max_size: NonZeroU32,
+    /// At most `pool_max_size`.
     pub pool_min_idle: u32,
     /// How long a request waits for a pooled connection before it answers 503.
-    pub connect_timeout_ms: u64,
-    /// `statement_timeout` set on every pooled connection.
-    pub statement_timeout_ms: u64,
+    #[serde(rename = "connect_timeout_ms", deserialize_with = "duration::positive_millis")]
+    pub connect_timeout: Duration,
+    /// `statement_timeout` set on every pooled connection (0: PostgreSQL's
+    /// own default, no limit).
+    #[serde(rename = "statement_timeout_ms", deserialize_with = "duration::millis")]
+    pub statement_timeout: Duration,
     /// Upper bound on a request's PostgreSQL work (checkout, queries,
     /// commit), enforced by calcache itself: on a network that drops packets
     /// the server-side `statement_timeout` never fires. Past it the request
-    /// answers 503 (`outcome_unknown` if COMMIT had been sent).
-    pub request_timeout_ms: u64,
-}
-
-impl DatabaseSettings {
-    pub fn request_timeout(&self) -> Duration {
-        Duration::from_millis(self.request_timeout_ms)
-    }
+    /// answers 503 (`outcome_unknown` if COMMIT had been sent). At least
+    /// `statement_timeout`.
+    #[serde(rename = "request_timeout_ms", deserialize_with = "duration::positive_millis")]
+    pub request_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -84,33 +94,30 @@ pub struct RedisSettings {
     /// version's entries again. Unacknowledged bumps stay in the outbox and
     /// are applied again. 0 turns this off (for clusters without replicas).
     pub cluster_wait_replicas: u32,
-    /// Namespaces one deployment's keys. Must not contain `{` or `}`: braces
-    /// are the Redis Cluster hash tag, and only the user id may be tagged.
-    pub key_prefix: String,
+    /// Namespaces one deployment's keys (see [`KeyPrefix`]).
+    pub key_prefix: KeyPrefix,
     /// Authenticates what calcache reads back from Redis (cached session
     /// validity, feed entries; `cache::mac`): a secret every replica shares,
     /// at least 32 characters. The development default is refused in
     /// production.
-    pub mac_key: SecretString,
-    /// Pooled connections. Every actix worker holds one for as long as it
-    /// runs, and the process' own tasks (outbox drainer, auditor) and the
-    /// readiness probe need more, so it must exceed the worker count; 0
-    /// sizes it from the worker count (see [`RedisSettings::pool_headroom`]).
-    pub pool_max_size: usize,
-    /// The size [`Settings::finish`] derived from the workers for
-    /// `pool_max_size = 0`: while `pool_max_size` still holds it, a later
-    /// `finish` derives it again, so a changed worker count resizes it.
-    #[serde(skip)]
-    pub pool_sized_from_workers: Option<usize>,
+    pub mac_key: MacKey,
+    /// Pooled connections (single mode). Every actix worker holds one for
+    /// as long as it runs, and the process' own tasks (outbox drainer,
+    /// auditor) and the readiness probe need more, so it must exceed the
+    /// worker count; 0 sizes it from the worker count
+    /// ([`Settings::redis_pool_size`]).
+    pub pool_max_size: PoolSize,
     /// Upper bound on any one Redis operation (connect included). Past it
     /// the cache is bypassed, so a sick Redis costs at most this much.
-    pub timeout_ms: u64,
+    #[serde(rename = "timeout_ms", deserialize_with = "duration::positive_millis")]
+    pub timeout: Duration,
     /// After a Redis failure, how long the circuit stays open (Redis not
     /// tried, cache bypassed) before one request probes it again.
-    pub breaker_cooldown_ms: u64,
+    #[serde(rename = "breaker_cooldown_ms", deserialize_with = "duration::millis")]
+    pub breaker_cooldown: Duration,
     /// Consecutive failed Redis calls that open the circuit. One slow call
     /// under load must not send every request to PostgreSQL.
-    pub breaker_failures: u32,
+    pub breaker_failures: NonZeroU32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -139,24 +146,30 @@ pub enum CacheStrategy {
 #[serde(deny_unknown_fields)]
 pub struct CacheSettings {
     pub strategy: CacheStrategy,
-    pub feed_ttl_secs: u64,
+    /// How long a feed entry lives in Redis (whole seconds: Redis `EX`).
+    #[serde(rename = "feed_ttl_secs", deserialize_with = "duration::positive_secs")]
+    pub feed_ttl: Duration,
     /// How long Redis may vouch for a session before PostgreSQL is asked again.
-    pub session_ttl_secs: u64,
-    /// How often each process retries invalidations left in the outbox.
-    pub outbox_interval_ms: u64,
+    #[serde(rename = "session_ttl_secs", deserialize_with = "duration::positive_secs")]
+    pub session_ttl: Duration,
+    /// How often each process retries invalidations left in the outbox; at
+    /// least [`CacheSettings::MIN_OUTBOX_INTERVAL`].
+    #[serde(rename = "outbox_interval_ms", deserialize_with = "duration::millis")]
+    pub outbox_interval: Duration,
     /// On a miss, how long a request waits for another request (of this or
     /// another process) that is already filling the same entry, before it
-    /// queries PostgreSQL itself.
-    pub fill_wait_ms: u64,
+    /// queries PostgreSQL itself. Also the fill lease's lifetime in Redis.
+    #[serde(rename = "fill_wait_ms", deserialize_with = "duration::positive_millis")]
+    pub fill_wait: Duration,
     /// Share of cache hits (0.0..=1.0) the freshness auditor re-checks
     /// against PostgreSQL; 0 turns the auditor off.
-    pub audit_sample_rate: f64,
+    pub audit_sample_rate: SampleRate,
     /// `bucketed` strategy: the width of a time bucket in days (1 to 31),
     /// aligned to Mondays 00:00 UTC (1: UTC days, the default; 7: ISO
     /// weeks). Every process sharing a Redis must use the same width (it is
     /// part of the keys). BENCHMARKS.md compares 1, 7 and 28.
-    #[serde(default = "CacheSettings::default_bucket_days")]
-    pub bucket_days: u32,
+    #[serde(default)]
+    pub bucket_days: Buckets,
     /// Bytes of feed entries each process keeps a copy of (`cache::near`),
     /// so a hit need not fetch them from Redis; 0 turns it off. Used by
     /// `versioned` and `bucketed` (every hit still reads the versions).
@@ -165,9 +178,8 @@ pub struct CacheSettings {
 }
 
 impl CacheSettings {
-    const fn default_bucket_days() -> u32 {
-        1
-    }
+    /// The shortest `outbox_interval`: every pass is a PostgreSQL query.
+    pub const MIN_OUTBOX_INTERVAL: Duration = Duration::from_millis(10);
 
     const fn default_near_bytes() -> u64 {
         32 * 1024 * 1024
@@ -178,7 +190,8 @@ impl CacheSettings {
 #[serde(deny_unknown_fields)]
 pub struct AuthSettings {
     pub signup_enabled: bool,
-    pub session_lifetime_hours: u64,
+    #[serde(rename = "session_lifetime_hours")]
+    pub session_lifetime: SessionLifetime,
     pub cookie_secure: bool,
     /// Login attempts not (yet) proven right, allowed per (username, client
     /// address) within `login_window_secs`; past them that client gets 429
@@ -200,7 +213,8 @@ pub struct AuthSettings {
     pub max_concurrent_hashes: NonZeroUsize,
     /// How long a login or sign-up waits for a hashing slot before it
     /// answers 503.
-    pub hash_wait_ms: u64,
+    #[serde(rename = "hash_wait_ms", deserialize_with = "duration::millis")]
+    pub hash_wait: Duration,
     /// Take the client address from the rightmost `X-Forwarded-For` entry
     /// instead of the TCP peer, when the peer is one of `trusted_proxies`.
     /// Only safe behind a proxy that overwrites (or appends to) the header,
@@ -213,7 +227,8 @@ pub struct AuthSettings {
     pub trusted_proxies: Vec<TrustedProxy>,
     /// How often each process deletes expired sessions; 0 turns the
     /// background pruning off (`calcache sessions prune` still works).
-    pub session_prune_interval_secs: u64,
+    #[serde(rename = "session_prune_interval_secs", deserialize_with = "duration::secs_or_off")]
+    pub session_prune_interval: Option<Duration>,
 }
 
 /// A network whose peers may name the client in `X-Forwarded-For`: CIDR
@@ -251,26 +266,19 @@ impl std::fmt::Display for TrustedProxy {
 pub struct StreamSettings {
     /// A comment line this often keeps idle proxies from closing the stream
     /// (and finds clients that went away).
-    pub heartbeat_secs: std::num::NonZeroU64,
+    #[serde(rename = "heartbeat_secs", deserialize_with = "duration::positive_secs")]
+    pub heartbeat: Duration,
     /// How often each stream re-reads its user's version and re-checks its
     /// session: the safety net under Pub/Sub, which may lose messages.
-    pub check_secs: std::num::NonZeroU64,
+    #[serde(rename = "check_secs", deserialize_with = "duration::positive_secs")]
+    pub check: Duration,
     /// Open streams per user per process (tabs and devices), then 429.
-    pub max_per_user: std::num::NonZeroUsize,
+    pub max_per_user: NonZeroUsize,
     /// Open streams per process, then 503 (a balancer tries another replica).
-    pub max_per_process: std::num::NonZeroUsize,
+    pub max_per_process: NonZeroUsize,
     /// The reconnect delay the stream asks browsers to use (`retry:`).
-    pub retry_ms: std::num::NonZeroU64,
-}
-
-impl StreamSettings {
-    pub fn heartbeat(&self) -> Duration {
-        Duration::from_secs(self.heartbeat_secs.get())
-    }
-
-    pub fn check(&self) -> Duration {
-        Duration::from_secs(self.check_secs.get())
-    }
+    #[serde(rename = "retry_ms", deserialize_with = "duration::positive_millis")]
+    pub retry: Duration,
 }
 
 /// Per-user limits (`[limits]`): what one account may cost everybody else.
@@ -363,9 +371,9 @@ impl Settings {
         if let Ok(url) = std::env::var("REDIS_URL") {
             builder = builder.set_override("redis.url", url)?;
         }
-        let mut settings: Settings = builder.build()?.try_deserialize()?;
-        settings.finish()?;
-        if env == "production" && settings.redis.mac_key.expose_secret() == RedisSettings::DEVELOPMENT_MAC_KEY {
+        let settings: Settings = builder.build()?.try_deserialize()?;
+        settings.check()?;
+        if env == "production" && settings.redis.mac_key.is_development_default() {
             return Err(ConfigError::Invalid {
                 key: "redis.mac_key",
                 reason: "is the development default; set CALCACHE__REDIS__MAC_KEY to a secret of your own \
@@ -376,81 +384,60 @@ impl Settings {
         Ok(settings)
     }
 
-    /// Derives what is left to derive (`redis.pool_max_size = 0`), then
-    /// checks what no single key can say on its own. `load` calls it, and
-    /// `Application::build` again (tests change settings after loading).
-    pub fn finish(&mut self) -> Result<(), ConfigError> {
-        let workers = self.server.worker_count();
-        if self.redis.pool_max_size == 0 || self.redis.pool_sized_from_workers == Some(self.redis.pool_max_size) {
-            self.redis.pool_max_size = workers + RedisSettings::pool_headroom();
-            self.redis.pool_sized_from_workers = Some(self.redis.pool_max_size);
-        }
-        self.check()
-    }
-
-    fn check(&self) -> Result<(), ConfigError> {
-        let prefix = &self.redis.key_prefix;
-        if prefix.is_empty() || prefix.contains(['{', '}']) {
-            return Err(ConfigError::Invalid {
-                key: "redis.key_prefix",
-                reason: "must be non-empty and contain no braces (they are the cluster hash tag)".into(),
-            });
-        }
-        if self.redis.mac_key.expose_secret().len() < 32 {
-            return Err(ConfigError::Invalid { key: "redis.mac_key", reason: "must be at least 32 characters".into() });
-        }
+    /// Checks the rules between keys (a single key's rules are in its type,
+    /// `types.rs`). `load` calls it, and `Application::build` again: tests
+    /// change settings after loading.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: String| Err(ConfigError::Invalid { key, reason });
         if self.redis.mode == RedisMode::Cluster && self.redis.cluster_nodes.is_empty() {
-            return Err(ConfigError::Invalid {
-                key: "redis.cluster_nodes",
-                reason: "cluster mode needs at least one seed node".into(),
-            });
+            return invalid("redis.cluster_nodes", "cluster mode needs at least one seed node".into());
         }
-        if self.database.request_timeout_ms == 0
-            || self.database.request_timeout_ms < self.database.statement_timeout_ms
-        {
-            return Err(ConfigError::Invalid {
-                key: "database.request_timeout_ms",
-                reason: "must be positive and at least database.statement_timeout_ms".into(),
-            });
+        if self.database.request_timeout < self.database.statement_timeout {
+            return invalid("database.request_timeout_ms", "must be at least database.statement_timeout_ms".into());
         }
-        if self.database.pool_max_size == 0 {
-            return Err(ConfigError::Invalid { key: "database.pool_max_size", reason: "must be at least 1".into() });
+        if self.database.pool_min_idle > self.database.pool_max_size.get() {
+            return invalid("database.pool_min_idle", "must be at most database.pool_max_size".into());
         }
         let workers = self.server.worker_count();
-        let needed = workers + RedisSettings::MIN_SPARE_CONNECTIONS;
-        if self.redis.mode == RedisMode::Single && self.redis.pool_max_size < needed {
-            return Err(ConfigError::Invalid {
-                key: "redis.pool_max_size",
-                reason: format!(
-                    "{} is too small for {workers} workers: each worker holds one connection and the process \
+        let needed = workers + PoolSize::MIN_SPARE;
+        let pool = self.redis_pool_size();
+        if self.redis.mode == RedisMode::Single && pool < needed {
+            return invalid(
+                "redis.pool_max_size",
+                format!(
+                    "{pool} is too small for {workers} workers: each worker holds one connection and the process \
                      needs {} more, so at least {needed} (or 0 to size it from the worker count)",
-                    self.redis.pool_max_size,
-                    RedisSettings::MIN_SPARE_CONNECTIONS
+                    PoolSize::MIN_SPARE
                 ),
-            });
+            );
         }
-        if !(1..=31).contains(&self.cache.bucket_days) {
-            return Err(ConfigError::Invalid { key: "cache.bucket_days", reason: "must be 1 to 31".into() });
-        }
-        if !(0.0..=1.0).contains(&self.cache.audit_sample_rate) {
-            return Err(ConfigError::Invalid { key: "cache.audit_sample_rate", reason: "must be 0.0 to 1.0".into() });
+        if self.cache.outbox_interval < CacheSettings::MIN_OUTBOX_INTERVAL {
+            return invalid(
+                "cache.outbox_interval_ms",
+                format!("must be at least {} ms", CacheSettings::MIN_OUTBOX_INTERVAL.as_millis()),
+            );
         }
         if self.auth.trust_forwarded_for && self.auth.trusted_proxies.is_empty() {
-            return Err(ConfigError::Invalid {
-                key: "auth.trusted_proxies",
-                reason: "trust_forwarded_for needs the addresses of the proxies that set X-Forwarded-For".into(),
-            });
+            return invalid(
+                "auth.trusted_proxies",
+                "trust_forwarded_for needs the addresses of the proxies that set X-Forwarded-For".into(),
+            );
         }
         if self.limits.max_items_per_feed.get() > LimitsSettings::MAX_ITEMS_PER_FEED {
-            return Err(ConfigError::Invalid {
-                key: "limits.max_items_per_feed",
-                reason: format!(
+            return invalid(
+                "limits.max_items_per_feed",
+                format!(
                     "must be at most {}: larger answers would not fit the bound on decompressed cache entries",
                     LimitsSettings::MAX_ITEMS_PER_FEED
                 ),
-            });
+            );
         }
         Ok(())
+    }
+
+    /// The Redis pool's size for this process's worker count.
+    pub fn redis_pool_size(&self) -> usize {
+        self.redis.pool_max_size.for_workers(self.server.worker_count())
     }
 }
 
@@ -460,31 +447,32 @@ impl ServerSettings {
     }
 }
 
-impl RedisSettings {
-    /// `redis.mac_key` in config/default.toml: for development and tests only.
-    pub const DEVELOPMENT_MAC_KEY: &str = "calcache-development-mac-key-not-a-secret";
-
-    /// Connections beyond one per worker that a process needs: the main
-    /// thread's (outbox drainer, auditor) and the readiness probe's.
-    pub const MIN_SPARE_CONNECTIONS: usize = 2;
-
-    /// What `pool_max_size = 0` adds to the worker count: the spare
-    /// connections, plus room for a reconnect while an old one winds down.
-    pub const fn pool_headroom() -> usize {
-        Self::MIN_SPARE_CONNECTIONS + 2
-    }
-
-    pub fn timeout(&self) -> Duration {
-        Duration::from_millis(self.timeout_ms)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn dir() -> PathBuf {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config")
+    }
+
+    /// Loads config/default.toml overridden by `toml`, from a directory of
+    /// its own.
+    fn load_with(toml: &str) -> Result<Settings, ConfigError> {
+        let tmp = std::env::temp_dir().join(format!("calcache-config-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&tmp).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::copy(dir().join("default.toml"), tmp.join("default.toml")).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(tmp.join("case.toml"), toml).unwrap_or_else(|e| panic!("{e}"));
+        let loaded = Settings::load_from(&tmp, "case");
+        std::fs::remove_dir_all(&tmp).ok();
+        loaded
+    }
+
+    /// The error `toml` fails to load with, as an operator reads it.
+    fn refusal(toml: &str) -> String {
+        match load_with(toml) {
+            Ok(_) => panic!("{toml:?} loaded"),
+            Err(e) => format!("{}", crate::error::Chain(&e)),
+        }
     }
 
     #[test]
@@ -502,39 +490,89 @@ mod tests {
     }
 
     #[test]
-    fn cluster_mode_needs_seed_nodes() {
-        let tmp = std::env::temp_dir().join(format!("calcache-config-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&tmp).unwrap_or_else(|e| panic!("{e}"));
-        std::fs::copy(dir().join("default.toml"), tmp.join("default.toml")).unwrap_or_else(|e| panic!("{e}"));
-        std::fs::write(tmp.join("bare.toml"), "[redis]\nmode = \"cluster\"\n").unwrap_or_else(|e| panic!("{e}"));
-        let err = Settings::load_from(&tmp, "bare").map(|_| ()).unwrap_err();
-        assert!(format!("{err}").contains("redis.cluster_nodes"), "{err}");
-        std::fs::write(
-            tmp.join("seeded.toml"),
-            "[redis]\nmode = \"cluster\"\ncluster_nodes = [\"redis://127.0.0.1:7000\"]\n",
+    fn durations_are_read_in_the_unit_their_key_names() {
+        let s = load_with(
+            "[server]\nclient_timeout_ms = 1500\ndrain_secs = 7\n[redis]\ntimeout_ms = 40\n\
+             [cache]\nfeed_ttl_secs = 90\n[auth]\nsession_lifetime_hours = 2\nsession_prune_interval_secs = 0\n",
         )
-        .unwrap_or_else(|e| panic!("{e}"));
-        let settings = Settings::load_from(&tmp, "seeded").unwrap_or_else(|e| panic!("{e:?}"));
-        assert_eq!(settings.redis.mode, RedisMode::Cluster);
-        assert_eq!(settings.redis.cluster_nodes.len(), 1);
-        std::fs::remove_dir_all(&tmp).ok();
+        .unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(s.server.client_timeout, Duration::from_millis(1500));
+        assert_eq!(s.server.drain, Duration::from_secs(7));
+        assert_eq!(s.redis.timeout, Duration::from_millis(40));
+        assert_eq!(s.cache.feed_ttl, Duration::from_secs(90));
+        assert_eq!(s.auth.session_lifetime.get(), chrono::TimeDelta::hours(2));
+        assert_eq!(s.auth.session_prune_interval, None);
+        assert_eq!(s.stream.retry, Duration::from_secs(1));
     }
 
     #[test]
-    fn out_of_range_cache_settings_name_their_key() {
-        let tmp = std::env::temp_dir().join(format!("calcache-config-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&tmp).unwrap_or_else(|e| panic!("{e}"));
-        std::fs::copy(dir().join("default.toml"), tmp.join("default.toml")).unwrap_or_else(|e| panic!("{e}"));
-        for (file, key) in [
-            ("[cache]\naudit_sample_rate = 1.5\n", "cache.audit_sample_rate"),
-            ("[cache]\naudit_sample_rate = -0.1\n", "cache.audit_sample_rate"),
-            ("[cache]\nbucket_days = 0\n", "cache.bucket_days"),
-        ] {
-            std::fs::write(tmp.join("bad.toml"), file).unwrap_or_else(|e| panic!("{e}"));
-            let err = Settings::load_from(&tmp, "bad").map(|_| ()).unwrap_err();
-            assert!(format!("{err}").contains(key), "{file}: {err}");
+    fn cluster_mode_needs_seed_nodes() {
+        assert!(refusal("[redis]\nmode = \"cluster\"\n").contains("redis.cluster_nodes"));
+        let settings = load_with("[redis]\nmode = \"cluster\"\ncluster_nodes = [\"redis://127.0.0.1:7000\"]\n")
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(settings.redis.mode, RedisMode::Cluster);
+        assert_eq!(settings.redis.cluster_nodes.len(), 1);
+    }
+
+    /// Every rule is checked at load, and the refusal names the key (the
+    /// code that uses a setting does not clamp it again).
+    #[test]
+    fn values_out_of_range_are_refused_naming_their_key() {
+        let too_many = LimitsSettings::MAX_ITEMS_PER_FEED + 1;
+        let cases = [
+            ("[server]\nclient_timeout_ms = 0\n".to_owned(), "server.client_timeout_ms"),
+            ("[database]\npool_max_size = 0\n".to_owned(), "database.pool_max_size"),
+            ("[database]\npool_max_size = 2\npool_min_idle = 3\n".to_owned(), "database.pool_min_idle"),
+            ("[database]\nconnect_timeout_ms = 0\n".to_owned(), "database.connect_timeout_ms"),
+            ("[database]\nrequest_timeout_ms = 0\n".to_owned(), "database.request_timeout_ms"),
+            (
+                "[database]\nrequest_timeout_ms = 100\nstatement_timeout_ms = 200\n".to_owned(),
+                "database.request_timeout_ms",
+            ),
+            ("[redis]\ntimeout_ms = 0\n".to_owned(), "redis.timeout_ms"),
+            ("[redis]\nbreaker_failures = 0\n".to_owned(), "redis.breaker_failures"),
+            ("[redis]\nkey_prefix = \"\"\n".to_owned(), "redis.key_prefix"),
+            ("[redis]\nkey_prefix = \"a{b}\"\n".to_owned(), "redis.key_prefix"),
+            ("[redis]\nmac_key = \"short\"\n".to_owned(), "redis.mac_key"),
+            ("[redis]\npool_max_size = -1\n".to_owned(), "redis.pool_max_size"),
+            ("[cache]\nfeed_ttl_secs = 0\n".to_owned(), "cache.feed_ttl_secs"),
+            ("[cache]\nsession_ttl_secs = 0\n".to_owned(), "cache.session_ttl_secs"),
+            ("[cache]\nfill_wait_ms = 0\n".to_owned(), "cache.fill_wait_ms"),
+            ("[cache]\noutbox_interval_ms = 9\n".to_owned(), "cache.outbox_interval_ms"),
+            ("[cache]\naudit_sample_rate = 1.5\n".to_owned(), "cache.audit_sample_rate"),
+            ("[cache]\naudit_sample_rate = -0.1\n".to_owned(), "cache.audit_sample_rate"),
+            ("[cache]\nbucket_days = 0\n".to_owned(), "cache.bucket_days"),
+            ("[cache]\nbucket_days = 32\n".to_owned(), "cache.bucket_days"),
+            ("[cache]\nfeed_ttl_secs = -5\n".to_owned(), "cache.feed_ttl_secs"),
+            ("[auth]\nsession_lifetime_hours = 0\n".to_owned(), "auth.session_lifetime_hours"),
+            ("[auth]\nsession_lifetime_hours = 100000\n".to_owned(), "auth.session_lifetime_hours"),
+            ("[auth]\ntrust_forwarded_for = true\n".to_owned(), "auth.trusted_proxies"),
+            ("[stream]\nheartbeat_secs = 0\n".to_owned(), "stream.heartbeat_secs"),
+            ("[stream]\nretry_ms = 0\n".to_owned(), "stream.retry_ms"),
+            (format!("[limits]\nmax_items_per_feed = {too_many}\n"), "limits.max_items_per_feed"),
+            ("[limits]\nmax_items_per_feed = 0\n".to_owned(), "limits.max_items_per_feed"),
+            ("[limits]\nmax_items_per_owner = 0\n".to_owned(), "limits.max_items_per_owner"),
+            ("[limits]\nmax_assignments_per_user = 0\n".to_owned(), "limits.max_assignments_per_user"),
+            ("[limits]\nfeed_fill_window_secs = 0\n".to_owned(), "limits.feed_fill_window_secs"),
+            ("[limits]\nfeed_fills_per_user = -1\n".to_owned(), "limits.feed_fills_per_user"),
+        ];
+        for (toml, key) in cases {
+            let shown = refusal(&toml);
+            assert!(shown.contains(key), "{toml:?}: {shown}");
         }
-        std::fs::remove_dir_all(&tmp).ok();
+    }
+
+    #[test]
+    fn zero_means_off_or_derived_where_documented() {
+        let s = load_with("[limits]\nfeed_fills_per_user = 0\n[redis]\npool_max_size = 0\n[server]\nworkers = 3\n")
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(s.limits.feed_fills_per_user, 0);
+        assert_eq!(s.redis.pool_max_size, PoolSize::FromWorkers);
+        assert_eq!(s.redis_pool_size(), 3 + PoolSize::HEADROOM);
+        assert_eq!(s.cache.audit_sample_rate.active(), None);
+        let s = load_with("[database]\nstatement_timeout_ms = 0\n[server]\ndrain_secs = 0\n")
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        assert!(s.database.statement_timeout.is_zero() && s.server.drain.is_zero());
     }
 
     #[test]
@@ -551,37 +589,6 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_rejected() {
-        let tmp = std::env::temp_dir().join(format!("calcache-config-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&tmp).unwrap_or_else(|e| panic!("{e}"));
-        std::fs::copy(dir().join("default.toml"), tmp.join("default.toml")).unwrap_or_else(|e| panic!("{e}"));
-        std::fs::write(tmp.join("typo.toml"), "[server]\nworkerz = 4\n").unwrap_or_else(|e| panic!("{e}"));
-        let err = Settings::load_from(&tmp, "typo").map(|_| ()).unwrap_err();
-        assert!(format!("{err:?}").contains("workerz"), "{err:?}");
-        std::fs::remove_dir_all(&tmp).ok();
-    }
-
-    #[test]
-    fn out_of_range_limits_name_their_key() {
-        let tmp = std::env::temp_dir().join(format!("calcache-config-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&tmp).unwrap_or_else(|e| panic!("{e}"));
-        std::fs::copy(dir().join("default.toml"), tmp.join("default.toml")).unwrap_or_else(|e| panic!("{e}"));
-        let too_many = LimitsSettings::MAX_ITEMS_PER_FEED + 1;
-        for (file, key) in [
-            (format!("[limits]\nmax_items_per_feed = {too_many}\n"), "limits.max_items_per_feed"),
-            ("[limits]\nmax_items_per_feed = 0\n".to_owned(), "max_items_per_feed"),
-            ("[limits]\nmax_items_per_owner = 0\n".to_owned(), "max_items_per_owner"),
-            ("[limits]\nmax_assignments_per_user = 0\n".to_owned(), "max_assignments_per_user"),
-            ("[limits]\nfeed_fill_window_secs = 0\n".to_owned(), "feed_fill_window_secs"),
-            ("[limits]\nfeed_fills_per_user = -1\n".to_owned(), "feed_fills_per_user"),
-        ] {
-            std::fs::write(tmp.join("bad.toml"), &file).unwrap_or_else(|e| panic!("{e}"));
-            let err = Settings::load_from(&tmp, "bad").map(|_| ()).unwrap_err();
-            let shown = format!("{err}: {:?}", std::error::Error::source(&err).map(ToString::to_string));
-            assert!(shown.contains(key), "{file}: {shown}");
-        }
-        std::fs::write(tmp.join("off.toml"), "[limits]\nfeed_fills_per_user = 0\n").unwrap_or_else(|e| panic!("{e}"));
-        let off = Settings::load_from(&tmp, "off").unwrap_or_else(|e| panic!("{e:?}"));
-        assert_eq!(off.limits.feed_fills_per_user, 0);
-        std::fs::remove_dir_all(&tmp).ok();
+        assert!(refusal("[server]\nworkerz = 4\n").contains("workerz"));
     }
 }
