@@ -84,12 +84,6 @@ pub struct Buckets {
     days: u32,
 }
 
-impl Default for Buckets {
-    fn default() -> Self {
-        Self::DAYS
-    }
-}
-
 impl TryFrom<u32> for Buckets {
     type Error = &'static str;
     fn try_from(days: u32) -> Result<Self, Self::Error> {

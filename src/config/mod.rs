@@ -3,6 +3,12 @@
 //! (double underscore between levels, e.g. `CALCACHE__SERVER__WORKERS=4`),
 //! then `DATABASE_URL` and `REDIS_URL`, which always win. Unknown keys are an
 //! error, so a typo in a config file fails at start instead of being ignored.
+//!
+//! Settings are parsed like user input: each key becomes the type its users
+//! need (a `Duration` for `*_ms` / `*_secs` keys, a non-zero integer, a
+//! checked newtype, `types.rs`), its rules are checked while it is read and
+//! a refusal names the key; [`Settings::check`] adds the rules between keys.
+//! The code that uses a setting relies on it and does not clamp it again.
 
 mod types;
 
@@ -168,22 +174,16 @@ pub struct CacheSettings {
     /// aligned to Mondays 00:00 UTC (1: UTC days, the default; 7: ISO
     /// weeks). Every process sharing a Redis must use the same width (it is
     /// part of the keys). BENCHMARKS.md compares 1, 7 and 28.
-    #[serde(default)]
     pub bucket_days: Buckets,
     /// Bytes of feed entries each process keeps a copy of (`cache::near`),
     /// so a hit need not fetch them from Redis; 0 turns it off. Used by
     /// `versioned` and `bucketed` (every hit still reads the versions).
-    #[serde(default = "CacheSettings::default_near_bytes")]
     pub near_bytes: u64,
 }
 
 impl CacheSettings {
     /// The shortest `outbox_interval`: every pass is a PostgreSQL query.
     pub const MIN_OUTBOX_INTERVAL: Duration = Duration::from_millis(10);
-
-    const fn default_near_bytes() -> u64 {
-        32 * 1024 * 1024
-    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

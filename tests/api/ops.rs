@@ -162,7 +162,10 @@ async fn metrics_show_the_redis_circuit_open() {
 
 /// Every key of `config/default.toml` has its row in the configuration
 /// tables of docs/operations.md (one key per row, nothing else) and of the
-/// README (which may group keys of one section in a row).
+/// README (which may group keys of one section in a row). The settings
+/// struct has no defaults of its own and refuses unknown keys, so
+/// config/default.toml, which must load (`config::tests`), holds exactly its
+/// keys.
 #[test]
 fn the_configuration_tables_list_every_setting() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
