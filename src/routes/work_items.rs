@@ -123,6 +123,8 @@ async fn update(
     (status = 400, description = "`invalid_input`: the id is not a UUID", body = ErrorBody),
     (status = 401, description = "`unauthenticated`: no live session", body = ErrorBody),
     (status = 404, description = "`not_found`: no such item, or the caller is not its owner", body = ErrorBody),
+    (status = 409, description = "`conflict`: the item's assignees kept changing while the delete was tried \
+        (each change needs their feeds fenced first); nothing was deleted, try again", body = ErrorBody),
     (status = 503, description = "`unavailable`: PostgreSQL is unavailable, or this replica cannot write its \
         write fence to Redis; nothing was changed. `outcome_unknown`: PostgreSQL did not confirm the commit in \
         time; the change may have been saved", body = ErrorBody),
