@@ -163,3 +163,41 @@ demo_token() {
   curl -sf -XPOST "http://127.0.0.1:$BENCH_PORT/api/login" -H 'content-type: application/json' \
     -d '{"username":"demo","password":"demo-password"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])'
 }
+
+# ab_round LABEL BIN [ENV=VALUE…]: one round of an interleaved A/B on the
+# demo month grid (gzip): starts BIN (2 workers) with the current
+# environment plus the given variables, warms it, then wrk -c64 for 8 s.
+# Prints req/s, p99, calcache CPU per hit (from /proc) and, with perf,
+# context switches and page faults per hit. Uses bench_setup's variables.
+ab_round() {
+  local label="$1" bin="$2"; shift 2
+  env "$@" CALCACHE__SERVER__WORKERS=2 RUST_LOG=info "$bin" serve --port "$BENCH_PORT" > "$BENCH_WORK/serve.log" 2>&1 &
+  local pid=$!; BENCH_PID=$pid
+  wait_for calcache 30 curl -sf "http://127.0.0.1:$BENCH_PORT/healthz" -o /dev/null
+  local token start end url
+  token=$(demo_token)
+  read -r start end < <(month_grid)
+  url="http://127.0.0.1:$BENCH_PORT/api/calendar/feed?start=$start&end=$end"
+  local h=(-H "Authorization: Bearer $token" -H 'Accept-Encoding: gzip')
+  for _ in 1 2 3; do curl -sf -o /dev/null "${h[@]}" "$url"; done
+  wrk -t1 -c64 -d2s "${h[@]}" "$url" >/dev/null
+  local perf_out="$BENCH_WORK/perf.txt" perf_pid=""
+  if command -v perf >/dev/null; then
+    perf stat -x, -e context-switches,page-faults -p "$pid" -o "$perf_out" 2>/dev/null & perf_pid=$!
+  fi
+  local c0 c1 out reqs p99 bytes
+  c0=$(awk '{print $14+$15}' "/proc/$pid/stat")
+  out=$(wrk -t1 -c64 -d8s --latency "${h[@]}" "$url")
+  c1=$(awk '{print $14+$15}' "/proc/$pid/stat")
+  if [[ -n $perf_pid ]]; then kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true; fi
+  reqs=$(echo "$out" | awk '/requests in/ {print $1}')
+  p99=$(echo "$out" | awk '$1=="99%" {print $2}')
+  bytes=$(curl -sf "${h[@]}" "$url" | wc -c)
+  local extra=""
+  if [[ -s $perf_out ]]; then
+    extra=$(awk -F, -v n="$reqs" '$3=="context-switches" {printf " ctx_switches_per_hit=%.2f", $1/n} $3=="page-faults" {printf " page_faults_per_hit=%.3f", $1/n}' "$perf_out")
+  fi
+  echo "$label gzip=${bytes}B req/s=$((reqs/8)) p99=$p99 cpu_us_per_hit=$(( (c1-c0)*10000*1000/reqs/1000 ))$extra"
+  kill "$pid"; wait "$pid" 2>/dev/null; BENCH_PID=""
+}
+
