@@ -85,13 +85,9 @@ pub struct ValidationError {
 }
 
 impl ValidationError {
+    /// `field` refused for `reason` (an [`InvalidValue`] converts).
     pub fn new(field: impl Into<String>, reason: impl Into<Reason>) -> Self {
         Self { field: field.into(), reason: reason.into() }
-    }
-
-    /// `field` holds a value its domain type refuses for `reason`.
-    pub fn of(field: impl Into<String>, reason: InvalidValue) -> Self {
-        Self::new(field, reason)
     }
 }
 
@@ -137,7 +133,7 @@ mod tests {
         for (reason, text) in cases {
             assert_eq!(reason.to_string(), text, "{reason:?}");
         }
-        assert_eq!(ValidationError::of("end", InvalidValue::EndNotAfterStart).to_string(), "end: must be after start");
+        assert_eq!(ValidationError::new("end", InvalidValue::EndNotAfterStart).to_string(), "end: must be after start");
         let edge = [
             (Reason::Required, "is required"),
             (Reason::Null, "must not be null (leave the field out instead)"),

@@ -207,10 +207,10 @@ pub struct TimeRange {
 impl TimeRange {
     pub fn new(start: Timestamp, end: Timestamp) -> Result<Self, ValidationError> {
         if end <= start {
-            return Err(ValidationError::of("end", InvalidValue::EndNotAfterStart));
+            return Err(ValidationError::new("end", InvalidValue::EndNotAfterStart));
         }
         if end.as_utc() - start.as_utc() > chrono::Duration::days(MAX_FEED_RANGE_DAYS) {
-            return Err(ValidationError::of("end", InvalidValue::RangeTooLong { max_days: MAX_FEED_RANGE_DAYS }));
+            return Err(ValidationError::new("end", InvalidValue::RangeTooLong { max_days: MAX_FEED_RANGE_DAYS }));
         }
         Ok(Self { start, end })
     }

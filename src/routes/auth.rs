@@ -8,7 +8,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 use super::extract::{AuthUser, JsonBody, require_session};
-use crate::domain::{ClientAddr, InvalidValue, Password, UserId, Username, ValidationError};
+use crate::domain::{ClientAddr, InvalidValue, Password, UserId, Username};
 use crate::error::{ApiError, ErrorBody};
 use crate::service::{AppState, auth};
 
@@ -177,7 +177,7 @@ async fn login(
     // No username holds a NUL, and PostgreSQL text cannot carry one (the
     // lookup would fail with a 500): refuse it here.
     if body.username.contains('\0') {
-        return Err(ValidationError::of("username", InvalidValue::Nul).into());
+        return Err(ApiError::invalid("username", InvalidValue::Nul));
     }
     let (token, user) = auth::login(&state, &body.username, body.password.expose_secret(), &client).await?;
     let cookie = session_cookie(token.0.clone(), &state);

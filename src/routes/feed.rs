@@ -89,10 +89,10 @@ impl TryFrom<RawFeedQuery> for FeedParams {
             .filter(|s| !s.is_empty())
             .map(|s| Zone::parse(&s))
             .transpose()
-            .map_err(|reason| ValidationError::of("timeZone", reason))?;
+            .map_err(|reason| ValidationError::new("timeZone", reason))?;
         let ts = |name: &'static str, v: Option<String>| -> Result<Timestamp, ValidationError> {
             let v = v.filter(|s| !s.is_empty()).ok_or_else(|| ValidationError::new(name, Reason::Required))?;
-            Timestamp::parse_in(&v, zone).map_err(|reason| ValidationError::of(name, reason))
+            Timestamp::parse_in(&v, zone).map_err(|reason| ValidationError::new(name, reason))
         };
         let range = TimeRange::new(ts("start", q.start)?, ts("end", q.end)?)?;
         // An empty filter (a select showing "all") means no filter.
@@ -101,13 +101,13 @@ impl TryFrom<RawFeedQuery> for FeedParams {
             .filter(|s| !s.is_empty())
             .map(|s| s.parse::<WorkType>())
             .transpose()
-            .map_err(|reason| ValidationError::of("work_type", reason))?;
+            .map_err(|reason| ValidationError::new("work_type", reason))?;
         let status = q
             .status
             .filter(|s| !s.is_empty())
             .map(|s| s.parse::<Status>())
             .transpose()
-            .map_err(|reason| ValidationError::of("status", reason))?;
+            .map_err(|reason| ValidationError::new("status", reason))?;
         Ok(FeedParams { range, work_type, status })
     }
 }

@@ -99,7 +99,7 @@ pub struct PatchWorkItem {
 }
 
 fn check_order(start: DateTime<Utc>, end: DateTime<Utc>, field: &'static str) -> Result<(), ValidationError> {
-    if end < start { Err(ValidationError::of(field, InvalidValue::EndBeforeStart)) } else { Ok(()) }
+    if end < start { Err(ValidationError::new(field, InvalidValue::EndBeforeStart)) } else { Ok(()) }
 }
 
 /// A foreign-key failure on a write can only come from an assignee id that
@@ -107,7 +107,7 @@ fn check_order(start: DateTime<Utc>, end: DateTime<Utc>, field: &'static str) ->
 fn unknown_assignee(e: ServiceError) -> ServiceError {
     match e {
         ServiceError::Db(DbError::ForeignKeyViolation(_)) => {
-            ValidationError::of("assignee_ids", InvalidValue::UnknownUser).into()
+            ValidationError::new("assignee_ids", InvalidValue::UnknownUser).into()
         }
         other => other,
     }
